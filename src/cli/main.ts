@@ -1,0 +1,110 @@
+import { Command, CommanderError } from 'commander';
+import { existsSync } from 'node:fs';
+import { VERSION } from '../version.js';
+import type { GlobalOptions } from './context.js';
+import { EXIT } from './exit-codes.js';
+
+/**
+ * Entry point. Only commander is loaded up front; each command's module (and
+ * the AWS SDK, the native codecs) loads when that command runs, because
+ * PostgreSQL starts one walship process per WAL segment.
+ */
+
+const EPILOG = `
+Configuration comes from WALSHIP_* environment variables and an optional
+config file (--config, WALSHIP_CONFIG, or /etc/walship/walship.conf);
+the environment wins. See the README for every setting.
+
+In postgresql.conf:
+  archive_command = 'walship push %p'
+  restore_command = 'walship fetch %f %p'
+
+Exit codes:
+  0    success
+  1    push: not archived, PostgreSQL will retry; fetch/cat: not in the archive
+  2    bad arguments or configuration
+  3    cat/key: failed for another reason
+  200  fetch: the file may exist but cannot be delivered: recovery stops
+       instead of ending early (on a standby fetch exits 1 and PostgreSQL retries)`;
+
+function globals(program: Command): GlobalOptions {
+  return program.opts<GlobalOptions>();
+}
+
+function build(setExit: (code: number) => void): Command {
+  const program = new Command('walship')
+    .description('Archive PostgreSQL WAL to S3 or a directory: LZ4, BLAKE3, AES-256-GCM.')
+    .version(VERSION, '-V, --version')
+    .option('-c, --config <file>', 'config file (key = value lines); env WALSHIP_CONFIG')
+    .addHelpText('after', EPILOG)
+    .showHelpAfterError()
+    .exitOverride();
+
+  program
+    .command('push')
+    .description('archive one WAL file (archive_command)')
+    .argument('<path>', 'the file, as PostgreSQL passes it in %p (relative to the data directory)')
+    .action(async (path: string) => {
+      const { runPush } = await import('./push.js');
+      setExit(await runPush(path, globals(program)));
+    });
+
+  program
+    .command('fetch')
+    .description('restore one WAL file, verified, to a path (restore_command)')
+    .argument('<name>', 'the WAL file name, %f')
+    .argument('<path>', 'where PostgreSQL wants it, %p')
+    .action(async (name: string, path: string) => {
+      const { runFetch } = await import('./fetch.js');
+      setExit(await runFetch(name, path, globals(program)));
+    });
+
+  program
+    .command('cat')
+    .description('write an archived WAL file, decrypted and verified, to stdout')
+    .argument('<name>', 'WAL file name, e.g. 000000010000000000000003 or 00000002.history')
+    .action(async (name: string) => {
+      const { runCat } = await import('./cat.js');
+      setExit(await runCat(name, globals(program)));
+    });
+
+  const key = program.command('key').description('manage encryption keys');
+  key
+    .command('create')
+    .description('create a new key file (mode 0600); never overwrites')
+    .requiredOption('-f, --file <path>', 'where to write the key file')
+    .action(async (opts: { file: string }) => {
+      const { runKeyCreate } = await import('./key.js');
+      setExit(await runKeyCreate(opts.file));
+    });
+
+  return program;
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  let code: number = EXIT.OK;
+  const program = build((c) => (code = c));
+  try {
+    await program.parseAsync(argv as string[]);
+    return code;
+  } catch (err) {
+    if (!(err instanceof CommanderError)) throw err;
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.OK;
+    // A malformed restore_command must not read as "file not found", or
+    // PostgreSQL would end recovery at the first segment it asks for.
+    if (argv[2] === 'fetch' && !existsSync('standby.signal')) return EXIT.ABORT_RECOVERY;
+    return argv[2] === 'push' ? EXIT.FAILED : EXIT.USAGE;
+  }
+}
+
+main(process.argv).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`walship: internal error: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(argv2IsFetch() ? EXIT.ABORT_RECOVERY : EXIT.FAILED);
+  },
+);
+
+function argv2IsFetch(): boolean {
+  return process.argv[2] === 'fetch' && !existsSync('standby.signal');
+}

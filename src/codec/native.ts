@@ -1,0 +1,35 @@
+import { createRequire } from 'node:module';
+
+/**
+ * The two native addons, loaded on first use: `walship --help` or a
+ * `key create` should not pay for them, and a missing platform binary should
+ * fail with a message that says so rather than at import time.
+ */
+
+interface Lz4 {
+  compressFrameSync(data: Buffer, options?: { contentChecksum?: boolean; blockChecksums?: boolean }): Buffer;
+  decompressFrameSync(data: Buffer): Buffer;
+}
+interface Blake {
+  blake3(input: Buffer): Buffer;
+}
+
+const require = createRequire(import.meta.url);
+let lz4: Lz4 | undefined;
+let blake: Blake | undefined;
+
+function load<T>(name: string): T {
+  try {
+    return require(name) as T;
+  } catch (err) {
+    throw new Error(`cannot load native module ${name} (${(err as Error).message}); reinstall walship for this platform`);
+  }
+}
+
+export function lz4Native(): Lz4 {
+  return (lz4 ??= load<Lz4>('lz4-napi'));
+}
+
+export function blake3(data: Buffer): Buffer {
+  return (blake ??= load<Blake>('@napi-rs/blake-hash')).blake3(data);
+}

@@ -1,0 +1,176 @@
+import { existsSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { isAbsolute } from 'node:path';
+import { ConfigError } from '../errors.js';
+import { readConfigFile, type FileValue } from './file.js';
+import { SETTINGS, type SettingName } from './settings.js';
+
+export type Compression = 'lz4' | 'none';
+export type Encryption = 'none' | 'keyfile' | 'kms';
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'silent';
+
+export type StoreLocation =
+  | { readonly kind: 'file'; readonly dir: string; readonly url: string }
+  | { readonly kind: 's3'; readonly bucket: string; readonly prefix: string; readonly url: string };
+
+export interface S3Settings {
+  readonly endpoint: string | undefined;
+  readonly region: string | undefined;
+  readonly forcePathStyle: boolean;
+}
+
+export interface Config {
+  readonly store: StoreLocation;
+  readonly s3: S3Settings;
+  readonly compression: Compression;
+  readonly encryption: Encryption;
+  readonly keyFiles: readonly string[];
+  readonly spoolDir: string;
+  readonly logLevel: LogLevel;
+  readonly timeoutMs: number;
+  readonly retries: number;
+}
+
+/** Used when neither --config nor WALSHIP_CONFIG names a file. */
+export const DEFAULT_CONFIG_FILE = '/etc/walship/walship.conf';
+
+type Lookup = (name: SettingName) => { value: string; where: string } | undefined;
+
+function makeLookup(env: NodeJS.ProcessEnv, file: Map<SettingName, FileValue>): Lookup {
+  return (name) => {
+    const fromEnv = env[name];
+    // Environment wins over the file, so a one-off override needs no edit.
+    if (fromEnv !== undefined && fromEnv !== '') return { value: fromEnv, where: name };
+    const fromFile = file.get(name);
+    return fromFile ? { value: fromFile.value, where: `${name} (${fromFile.where})` } : undefined;
+  };
+}
+
+function expectsOf(name: SettingName): string {
+  return SETTINGS.find((s) => s.env === name)!.expects;
+}
+
+function invalid(name: SettingName, where: string, value: string): ConfigError {
+  return new ConfigError(`${where}="${value}" is invalid: expected ${expectsOf(name)}`);
+}
+
+function oneOf<T extends string>(lookup: Lookup, name: SettingName, allowed: readonly T[], dflt: T): T {
+  const v = lookup(name);
+  if (!v) return dflt;
+  const lower = v.value.trim().toLowerCase();
+  if (!(allowed as readonly string[]).includes(lower)) throw invalid(name, v.where, v.value);
+  return lower as T;
+}
+
+function integer(lookup: Lookup, name: SettingName, dflt: number, min: number, max: number): number {
+  const v = lookup(name);
+  if (!v) return dflt;
+  const n = Number(v.value);
+  if (!Number.isInteger(n) || n < min || n > max) throw invalid(name, v.where, v.value);
+  return n;
+}
+
+function bool(lookup: Lookup, name: SettingName, dflt: boolean): boolean {
+  const v = lookup(name);
+  if (!v) return dflt;
+  const s = v.value.trim().toLowerCase();
+  if (['true', 'on', 'yes', '1'].includes(s)) return true;
+  if (['false', 'off', 'no', '0'].includes(s)) return false;
+  throw invalid(name, v.where, v.value);
+}
+
+export function parseStoreUrl(raw: string, where = 'WALSHIP_STORE'): StoreLocation {
+  const bad = () => invalid('WALSHIP_STORE', where, raw);
+  if (raw.startsWith('file://')) {
+    let dir: string;
+    try {
+      dir = decodeURIComponent(new URL(raw).pathname);
+    } catch {
+      throw bad();
+    }
+    if (!raw.startsWith('file:///') || !isAbsolute(dir) || dir.split('/').includes('..')) throw bad();
+    dir = dir.replace(/\/+$/, '') || '/';
+    return { kind: 'file', dir, url: `file://${dir}` };
+  }
+  const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(\/.*)?$/.exec(raw);
+  if (m) {
+    const prefix = (m[2] ?? '').replace(/^\/+|\/+$/g, '');
+    if (prefix.split('/').some((p) => p === '..' || p === '.')) throw bad();
+    return { kind: 's3', bucket: m[1]!, prefix, url: `s3://${m[1]}${prefix ? `/${prefix}` : ''}` };
+  }
+  throw bad();
+}
+
+export interface LoadOptions {
+  readonly configFile?: string | undefined;
+  readonly env?: NodeJS.ProcessEnv;
+}
+
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const env = opts.env ?? process.env;
+  const explicit = opts.configFile ?? (env.WALSHIP_CONFIG || undefined);
+  let file = new Map<SettingName, FileValue>();
+  if (explicit) file = readConfigFile(explicit);
+  else if (existsSync(DEFAULT_CONFIG_FILE)) file = readConfigFile(DEFAULT_CONFIG_FILE);
+  const lookup = makeLookup(env, file);
+
+  const storeSetting = lookup('WALSHIP_STORE');
+  if (!storeSetting) {
+    throw new ConfigError(`WALSHIP_STORE is not set: expected ${expectsOf('WALSHIP_STORE')}`, {
+      hint: 'set it in the environment of PostgreSQL or in the config file (--config / WALSHIP_CONFIG)',
+    });
+  }
+  const store = parseStoreUrl(storeSetting.value.trim(), storeSetting.where);
+
+  const endpoint = lookup('WALSHIP_S3_ENDPOINT');
+  if (endpoint && !/^https?:\/\/[^\s/]+/.test(endpoint.value)) {
+    throw invalid('WALSHIP_S3_ENDPOINT', endpoint.where, endpoint.value);
+  }
+  const region = lookup('WALSHIP_S3_REGION');
+  if (region && !/^[a-z0-9-]+$/.test(region.value)) throw invalid('WALSHIP_S3_REGION', region.where, region.value);
+
+  const encryption = oneOf<Encryption>(lookup, 'WALSHIP_ENCRYPTION', ['none', 'keyfile', 'kms'], 'none');
+  const keySetting = lookup('WALSHIP_KEY_FILE');
+  const keyFiles = keySetting
+    ? keySetting.value
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '')
+    : [];
+  if (keySetting && (keyFiles.length === 0 || keyFiles.some((f) => !isAbsolute(f)))) {
+    throw new ConfigError(`${keySetting.where}="${keySetting.value}" is invalid: expected absolute path(s) of key files`);
+  }
+  if (encryption === 'keyfile' && keyFiles.length === 0) {
+    throw new ConfigError('WALSHIP_ENCRYPTION=keyfile needs WALSHIP_KEY_FILE: expected the path of a key file', {
+      hint: 'create one with: walship key create --file /path/to/key',
+    });
+  }
+  if (encryption === 'kms') {
+    throw new ConfigError('WALSHIP_ENCRYPTION=kms is not available in this version: expected none or keyfile');
+  }
+
+  const spool = lookup('WALSHIP_SPOOL_DIR');
+  if (spool && !isAbsolute(spool.value)) throw invalid('WALSHIP_SPOOL_DIR', spool.where, spool.value);
+
+  return {
+    store,
+    s3: {
+      endpoint: endpoint?.value,
+      region: region?.value,
+      forcePathStyle: bool(lookup, 'WALSHIP_S3_FORCE_PATH_STYLE', false),
+    },
+    compression: oneOf<Compression>(lookup, 'WALSHIP_COMPRESSION', ['lz4', 'none'], 'lz4'),
+    encryption,
+    keyFiles,
+    spoolDir: spool?.value ?? `${homedir()}/.walship`,
+    logLevel: oneOf<LogLevel>(lookup, 'WALSHIP_LOG_LEVEL', ['trace', 'debug', 'info', 'warn', 'error', 'silent'], 'info'),
+    timeoutMs: integer(lookup, 'WALSHIP_TIMEOUT', 30, 1, 3600) * 1000,
+    retries: integer(lookup, 'WALSHIP_RETRIES', 3, 0, 10),
+  };
+}
+
+/** Only the log level, for logging set-up before (or despite) a bad config. */
+export function logLevelFromEnv(env: NodeJS.ProcessEnv = process.env): LogLevel {
+  const v = (env.WALSHIP_LOG_LEVEL ?? '').toLowerCase();
+  return (['trace', 'debug', 'info', 'warn', 'error', 'silent'] as const).find((l) => l === v) ?? 'info';
+}

@@ -1,0 +1,45 @@
+/**
+ * The table of settings: one row per WALSHIP_<NAME>. The README's
+ * configuration reference is written from this table; keep them in step.
+ */
+
+export interface SettingSpec {
+  /** Environment variable name; config files may use it or its lowercase short form. */
+  readonly env: string;
+  readonly expects: string;
+  readonly default?: string;
+  readonly secret?: boolean;
+}
+
+export const SETTINGS = [
+  { env: 'WALSHIP_STORE', expects: 'file:///absolute/dir or s3://bucket[/prefix]' },
+  { env: 'WALSHIP_S3_ENDPOINT', expects: 'an http(s) URL of an S3-compatible endpoint (unset for AWS)' },
+  { env: 'WALSHIP_S3_REGION', expects: 'an AWS region name', default: 'from the AWS SDK chain, else us-east-1' },
+  { env: 'WALSHIP_S3_FORCE_PATH_STYLE', expects: 'true or false', default: 'false' },
+  { env: 'WALSHIP_COMPRESSION', expects: 'lz4 or none', default: 'lz4' },
+  { env: 'WALSHIP_ENCRYPTION', expects: 'none, keyfile or kms', default: 'none' },
+  { env: 'WALSHIP_KEY_FILE', expects: 'path of a key file; a comma-separated list keeps older keys readable' },
+  { env: 'WALSHIP_SPOOL_DIR', expects: 'an absolute directory for local state', default: '$HOME/.walship' },
+  { env: 'WALSHIP_LOG_LEVEL', expects: 'trace, debug, info, warn, error or silent', default: 'info' },
+  { env: 'WALSHIP_TIMEOUT', expects: 'seconds one store request may take', default: '30' },
+  { env: 'WALSHIP_RETRIES', expects: 'how many times fetch retries a failed read (0-10)', default: '3' },
+] as const satisfies readonly SettingSpec[];
+
+export type SettingName = (typeof SETTINGS)[number]['env'];
+
+export function shortName(env: string): string {
+  return env.replace(/^WALSHIP_/, '').toLowerCase();
+}
+
+const BY_KEY: ReadonlyMap<string, SettingName> = new Map(
+  SETTINGS.flatMap((s) => [
+    [s.env.toLowerCase(), s.env],
+    [shortName(s.env), s.env],
+    [shortName(s.env).replace(/_/g, '-'), s.env],
+  ]),
+);
+
+/** Maps a config-file key (`store`, `s3-endpoint`, `WALSHIP_STORE`) to its setting. */
+export function settingForKey(key: string): SettingName | undefined {
+  return BY_KEY.get(key.trim().toLowerCase());
+}

@@ -1,0 +1,80 @@
+/**
+ * Every failure walship expects has a class here with a stable `code`.
+ * The CLI maps classes to exit codes in one place (src/cli/exit-codes.ts);
+ * nothing below the CLI decides how the process ends.
+ */
+
+export interface ErrorContext {
+  /** WAL file name the operation was about. */
+  readonly file?: string;
+  /** Store key, without credentials. */
+  readonly key?: string;
+  /** What the operator should check or do next. */
+  readonly hint?: string;
+  readonly cause?: unknown;
+}
+
+export abstract class WalshipError extends Error {
+  abstract readonly code: string;
+  readonly file: string | undefined;
+  readonly key: string | undefined;
+  readonly hint: string | undefined;
+
+  constructor(message: string, ctx: ErrorContext = {}) {
+    super(message, ctx.cause === undefined ? undefined : { cause: ctx.cause });
+    this.name = new.target.name;
+    this.file = ctx.file;
+    this.key = ctx.key;
+    this.hint = ctx.hint;
+  }
+}
+
+/** A setting is missing or malformed. */
+export class ConfigError extends WalshipError {
+  readonly code = 'CONFIG';
+}
+
+/** Bad arguments: a path or name PostgreSQL would never pass. */
+export class InvalidInputError extends WalshipError {
+  readonly code = 'INVALID_INPUT';
+}
+
+/** The store could not be reached or refused the request (network, auth, disk). */
+export class StoreUnavailableError extends WalshipError {
+  readonly code = 'STORE_UNAVAILABLE';
+}
+
+/** The store answered, but there is no walship archive there. */
+export class ArchiveMissingError extends WalshipError {
+  readonly code = 'ARCHIVE_MISSING';
+}
+
+/** An archived object is damaged: bad header, failed authentication, checksum mismatch. */
+export class CorruptObjectError extends WalshipError {
+  readonly code = 'OBJECT_CORRUPT';
+}
+
+/** A key needed to decrypt is not available, or a key file is unusable. */
+export class KeyError extends WalshipError {
+  readonly code = 'KEY';
+}
+
+/** The same name is archived with different content: split brain or a second cluster. */
+export class ArchiveConflictError extends WalshipError {
+  readonly code = 'ARCHIVE_CONFLICT';
+}
+
+/** The WAL belongs to another cluster than the one the archive is bound to. */
+export class ForeignClusterError extends WalshipError {
+  readonly code = 'FOREIGN_CLUSTER';
+}
+
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
+
+/** A local file could not be read or written (the segment, the restore target, a full disk). */
+export class LocalIoError extends WalshipError {
+  readonly code = 'LOCAL_IO';
+}

@@ -1,0 +1,151 @@
+import { open, stat } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { blake3, decodeObject, encodeObject, MAX_HEADER_BYTES, PROLOGUE_BYTES, readHeader } from '../codec/index.js';
+import type { KeyProvider } from '../crypto/index.js';
+import { ArchiveConflictError, InvalidInputError, LocalIoError, StoreUnavailableError, WalshipError } from '../errors.js';
+import type { Store } from '../store/index.js';
+import { parseWalName, validateSegment, type WalFileName } from '../wal/index.js';
+import { objectKey } from './layout.js';
+import { bindManifest } from './manifest.js';
+import { checkPathArgument } from './paths.js';
+
+export interface PushOptions {
+  readonly path: string;
+  readonly store: Store;
+  readonly keys: KeyProvider | undefined;
+  readonly compression: 'lz4' | 'none';
+  readonly createdBy: string;
+}
+
+export interface PushResult {
+  readonly file: string;
+  readonly key: string;
+  /** 'already-archived': an identical copy was there (a normal re-push after a crash). */
+  readonly outcome: 'archived' | 'already-archived';
+  readonly rawBytes: number;
+  readonly storedBytes: number;
+  readonly encrypted: boolean;
+}
+
+/**
+ * archive_command. Resolves only when the object is in the store, confirmed
+ * by the store and known to decode back to the exact input; any doubt throws,
+ * and PostgreSQL keeps the segment and retries.
+ */
+export async function push(opts: PushOptions): Promise<PushResult> {
+  const path = checkPathArgument(opts.path, 'path');
+  let file: WalFileName;
+  try {
+    file = parseWalName(basename(path));
+  } catch (err) {
+    throw new InvalidInputError((err as Error).message, { hint: 'archive_command must be: walship push %p' });
+  }
+  const data = await readInput(path, file.name);
+  const key = objectKey(file);
+  const ctx = { file: file.name, key };
+
+  const segmentHeader = file.kind === 'segment' || file.kind === 'partial' ? validateInput(file, data) : undefined;
+  // The manifest is created before the first object, so an archive never
+  // holds segments without the cluster binding that protects them.
+  const [, existing] = await Promise.all([
+    segmentHeader ? bindManifest(opts.store, segmentHeader, file.name, opts.createdBy) : undefined,
+    opts.store.head(key),
+  ]);
+  const base = { file: file.name, key, rawBytes: data.length, encrypted: opts.keys !== undefined };
+
+  if (existing) {
+    await compareExisting(opts.store, key, existing.metadata, blake3(data).toString('hex'), file.name);
+    return { ...base, outcome: 'already-archived', storedBytes: existing.size };
+  }
+
+  const encoded = await encodeObject({
+    name: file.name,
+    data,
+    compression: opts.compression === 'lz4' ? 'lz4-frame' : 'none',
+    keys: opts.keys,
+    systemIdentifier: segmentHeader?.systemIdentifier,
+    createdBy: opts.createdBy,
+  });
+  // Prove the object decodes to the input before it replaces the only copy
+  // PostgreSQL has: a codec or memory fault must fail here, not at restore.
+  await decodeObject(encoded.bytes, file.name, opts.keys);
+
+  const digest = encoded.header.blake3;
+  const result = await opts.store.putIfAbsent(key, encoded.bytes, { blake3: digest, 'raw-size': String(data.length), format: '1' });
+  if (result === 'exists') {
+    // Another process won a race for the same name; same rules as above.
+    const now = await opts.store.head(key);
+    await compareExisting(opts.store, key, now?.metadata, digest, file.name);
+    return { ...base, outcome: 'already-archived', storedBytes: now?.size ?? 0 };
+  }
+  const confirmed = await opts.store.head(key);
+  if (!confirmed || confirmed.size !== encoded.bytes.length || (confirmed.metadata?.blake3 !== undefined && confirmed.metadata.blake3 !== digest)) {
+    throw new StoreUnavailableError(
+      `store did not confirm ${key}: expected ${encoded.bytes.length} bytes, store reports ${confirmed ? `${confirmed.size} bytes` : 'no object'}`,
+      ctx,
+    );
+  }
+  return { ...base, outcome: 'archived', storedBytes: encoded.bytes.length };
+}
+
+async function readInput(path: string, name: string): Promise<Buffer> {
+  try {
+    const st = await stat(path);
+    if (!st.isFile()) throw new InvalidInputError(`${path} is not a regular file`, { file: name });
+    const fh = await open(path, 'r');
+    try {
+      return await fh.readFile();
+    } finally {
+      await fh.close();
+    }
+  } catch (err) {
+    if (err instanceof WalshipError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new LocalIoError(`cannot read ${path} (${code ?? err}) in ${process.cwd()}`, {
+      file: name,
+      hint: code === 'ENOENT' ? 'archive_command must pass %p, which is relative to the data directory' : undefined,
+      cause: err,
+    });
+  }
+}
+
+function validateInput(file: WalFileName, data: Buffer) {
+  try {
+    return validateSegment(file, data);
+  } catch (err) {
+    throw new InvalidInputError(`refusing to archive ${file.name}: ${(err as Error).message}`, { file: file.name });
+  }
+}
+
+/** Same name already archived: identical content is success, anything else is refused loudly. */
+async function compareExisting(
+  store: Store,
+  key: string,
+  metadata: Readonly<Record<string, string>> | undefined,
+  digest: string,
+  name: string,
+): Promise<void> {
+  let archived = metadata?.blake3;
+  if (archived === undefined) {
+    const head = await store.getPrefix(key, PROLOGUE_BYTES + MAX_HEADER_BYTES);
+    try {
+      archived = head ? readHeader(head).header.blake3 : undefined;
+    } catch (err) {
+      throw new ArchiveConflictError(`${name} is already archived at ${key}, but that object's header is unreadable (${(err as Error).message})`, {
+        file: name,
+        key,
+        hint: 'inspect the object; walship never overwrites an archived file',
+      });
+    }
+  }
+  if (archived !== digest) {
+    throw new ArchiveConflictError(
+      `${name} is already archived with different content (archived BLAKE3 ${String(archived).slice(0, 16)}…, this file ${digest.slice(0, 16)}…)`,
+      {
+        file: name,
+        key,
+        hint: 'two servers are archiving the same timeline into one store (split brain, or a restored copy still archiving?); walship never overwrites WAL',
+      },
+    );
+  }
+}

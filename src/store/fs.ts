@@ -1,0 +1,199 @@
+import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { link, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { StoreUnavailableError } from '../errors.js';
+import type { ListedObject, ObjectInfo, Store } from './types.js';
+
+/**
+ * A store in a local directory or an NFS mount. Writes go to a temporary file
+ * that is fsynced, then hard-linked to the final name: link() fails if the
+ * name exists, which gives an atomic "create only if absent" without a lock,
+ * and a reader never sees a partial object. The directory is fsynced before
+ * success is reported, so the name survives a power loss too.
+ *
+ * The root directory must already exist: creating it would silently archive
+ * onto the local disk when an NFS mount is missing.
+ */
+export class FsStore implements Store {
+  readonly description: string;
+
+  constructor(private readonly root: string) {
+    this.description = `file://${root}`;
+  }
+
+  private path(key: string): string {
+    return join(this.root, key);
+  }
+
+  private fail(op: string, key: string, err: unknown): StoreUnavailableError {
+    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    const hint =
+      code === 'ENOSPC'
+        ? 'the store file system is full'
+        : code === 'EACCES' || code === 'EPERM' || code === 'EROFS'
+          ? 'the PostgreSQL OS user cannot write to the store directory'
+          : undefined;
+    return new StoreUnavailableError(`${op} ${this.description}/${key} failed (${code})`, { key, hint, cause: err });
+  }
+
+  private async checkRoot(): Promise<void> {
+    try {
+      const st = await stat(this.root);
+      if (!st.isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+    } catch (err) {
+      throw new StoreUnavailableError(`store directory ${this.root} is not there (${(err as NodeJS.ErrnoException).code})`, {
+        hint: 'create it (and mount it, if it is NFS) before archiving; walship does not create the root',
+        cause: err,
+      });
+    }
+  }
+
+  /** ENOENT on the object is "absent" only if the root itself is there. */
+  private async absentOrFail(op: string, key: string, err: unknown): Promise<undefined> {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') {
+      await this.checkRoot();
+      return undefined;
+    }
+    throw this.fail(op, key, err);
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const st = await stat(this.path(key));
+      return { size: st.size, metadata: undefined };
+    } catch (err) {
+      return this.absentOrFail('stat', key, err);
+    }
+  }
+
+  async get(key: string): Promise<Buffer | undefined> {
+    try {
+      const fh = await open(this.path(key), 'r');
+      try {
+        return await fh.readFile();
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      return this.absentOrFail('read', key, err);
+    }
+  }
+
+  async getPrefix(key: string, length: number): Promise<Buffer | undefined> {
+    try {
+      const fh = await open(this.path(key), 'r');
+      try {
+        const buf = Buffer.alloc(length);
+        const { bytesRead } = await fh.read(buf, 0, length, 0);
+        return buf.subarray(0, bytesRead);
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      return this.absentOrFail('read', key, err);
+    }
+  }
+
+  async putIfAbsent(key: string, body: Buffer): Promise<'created' | 'exists'> {
+    await this.checkRoot();
+    const target = this.path(key);
+    const dir = dirname(target);
+    const tmp = join(dir, `.tmp.${process.pid}.${randomBytes(6).toString('hex')}`);
+    try {
+      await this.mkdirDurable(dir);
+      const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o640);
+      try {
+        await fh.writeFile(body);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      let result: 'created' | 'exists' = 'created';
+      try {
+        await link(tmp, target);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'EEXIST') result = 'exists';
+        else if (code === 'EPERM' || code === 'ENOTSUP' || code === 'EOPNOTSUPP') result = await this.renameIfAbsent(tmp, target);
+        else throw err;
+      }
+      await unlink(tmp).catch(() => undefined);
+      await fsyncDir(dir);
+      return result;
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw this.fail('write', key, err);
+    }
+  }
+
+  /** For file systems without hard links: a check then rename, racy but never overwriting knowingly. */
+  private async renameIfAbsent(tmp: string, target: string): Promise<'created' | 'exists'> {
+    try {
+      await stat(target);
+      return 'exists';
+    } catch {
+      await rename(tmp, target);
+      return 'created';
+    }
+  }
+
+  private async mkdirDurable(dir: string): Promise<void> {
+    try {
+      await stat(dir);
+      return;
+    } catch {
+      // fall through: create it and make the new entry durable in its parent.
+    }
+    await this.mkdirDurable(dirname(dir));
+    await mkdir(dir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EEXIST') throw err;
+    });
+    await fsyncDir(dirname(dir));
+  }
+
+  async *list(prefix: string): AsyncIterable<ListedObject> {
+    await this.checkRoot();
+    const out: ListedObject[] = [];
+    const walk = async (rel: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(this.path(rel), { withFileTypes: true });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw this.fail('list', rel, err);
+      }
+      for (const e of entries) {
+        if (e.name.startsWith('.')) continue;
+        const key = rel ? `${rel}/${e.name}` : e.name;
+        if (e.isDirectory()) {
+          if (prefix.startsWith(`${key}/`) || key.startsWith(prefix) || `${key}/`.startsWith(prefix)) await walk(key);
+        } else if (key.startsWith(prefix)) {
+          out.push({ key, size: (await stat(this.path(key))).size });
+        }
+      }
+    };
+    await walk('');
+    out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    yield* out;
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await unlink(this.path(key));
+      await fsyncDir(dirname(this.path(key)));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw this.fail('delete', key, err);
+    }
+  }
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}

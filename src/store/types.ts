@@ -1,0 +1,34 @@
+/**
+ * The one interface every storage driver implements. Keys are '/'-separated
+ * relative paths chosen by the archive layout; drivers never interpret them.
+ *
+ * Contract (the conformance suite in test/store/ checks it for each driver):
+ * - get/head/getPrefix resolve `undefined` when the object does not exist, and
+ *   throw StoreUnavailableError for anything else (never "absent" on error).
+ * - putIfAbsent never replaces an existing object; it resolves 'exists' then.
+ *   'created' means the store has confirmed the write durable.
+ * - list yields keys under a prefix in lexicographic order.
+ */
+
+export interface ObjectInfo {
+  readonly size: number;
+  /** User metadata stored with the object; undefined if the driver keeps none. */
+  readonly metadata: Readonly<Record<string, string>> | undefined;
+}
+
+export interface ListedObject {
+  readonly key: string;
+  readonly size: number;
+}
+
+export interface Store {
+  /** Where the store is, for logs and messages (no credentials). */
+  readonly description: string;
+  head(key: string): Promise<ObjectInfo | undefined>;
+  get(key: string): Promise<Buffer | undefined>;
+  /** The first `length` bytes (fewer if the object is shorter). */
+  getPrefix(key: string, length: number): Promise<Buffer | undefined>;
+  putIfAbsent(key: string, body: Buffer, metadata: Readonly<Record<string, string>>): Promise<'created' | 'exists'>;
+  list(prefix: string): AsyncIterable<ListedObject>;
+  delete(key: string): Promise<void>;
+}
