@@ -88,7 +88,7 @@ export function parseStoreUrl(raw: string, where = 'WALSHIP_STORE'): StoreLocati
     } catch {
       throw bad();
     }
-    if (!raw.startsWith('file:///') || !isAbsolute(dir) || dir.split('/').includes('..')) throw bad();
+    if (!raw.startsWith('file:///') || !isAbsolute(dir) || raw.split('/').includes('..')) throw bad();
     dir = dir.replace(/\/+$/, '') || '/';
     return { kind: 'file', dir, url: `file://${dir}` };
   }
