@@ -1,0 +1,108 @@
+import { describe, expect, it } from 'vitest';
+import { StoreUnavailableError } from '../../src/errors.js';
+import type { Store } from '../../src/store/index.js';
+
+export interface ConformanceTarget {
+  /** A fresh, empty store. */
+  make(): Promise<Store>;
+  /** A store whose backend cannot be reached or does not exist. */
+  makeBroken(): Promise<Store>;
+  /** Whether the server enforces create-only-if-absent itself (s3rver ignores If-None-Match). */
+  atomicCreate: boolean;
+  /** Whether listings come back in key order, as S3 promises (s3rver does not order them). */
+  orderedListing: boolean;
+}
+
+async function collect(it: AsyncIterable<{ key: string; size: number }>): Promise<string[]> {
+  const out: string[] = [];
+  for await (const o of it) out.push(o.key);
+  return out;
+}
+
+/** The Store contract (src/store/types.ts), run against each driver. */
+export function storeConformance(name: string, target: ConformanceTarget): void {
+  describe(`Store conformance: ${name}`, () => {
+    it('reports absent objects as undefined', async () => {
+      const s = await target.make();
+      expect(await s.get('wal/00000001/000000010000000000000001')).toBeUndefined();
+      expect(await s.head('wal/00000001/000000010000000000000001')).toBeUndefined();
+      expect(await s.getPrefix('nothing', 10)).toBeUndefined();
+      expect(await collect(s.list('wal/'))).toEqual([]);
+    });
+
+    it('stores, reads back and never overwrites', async () => {
+      const s = await target.make();
+      const body = Buffer.from('first body, with some bytes \u0000\u00ff');
+      expect(await s.putIfAbsent('wal/00000001/A', body, { blake3: 'aa' })).toBe('created');
+      expect((await s.get('wal/00000001/A'))!.equals(body)).toBe(true);
+      const info = await s.head('wal/00000001/A');
+      expect(info?.size).toBe(body.length);
+      if (info?.metadata !== undefined) expect(info.metadata.blake3).toBe('aa');
+      expect((await s.getPrefix('wal/00000001/A', 5))!.toString()).toBe('first');
+      expect((await s.getPrefix('wal/00000001/A', 1000))!.equals(body)).toBe(true);
+      if (target.atomicCreate) {
+        expect(await s.putIfAbsent('wal/00000001/A', Buffer.from('second'), { blake3: 'bb' })).toBe('exists');
+        expect((await s.get('wal/00000001/A'))!.equals(body)).toBe(true);
+      }
+    });
+
+    it('stores an empty object and a multi-megabyte one', async () => {
+      const s = await target.make();
+      const big = Buffer.alloc(5 << 20);
+      for (let i = 0; i < big.length; i += 4096) big[i] = i & 0xff;
+      expect(await s.putIfAbsent('e', Buffer.alloc(0), {})).toBe('created');
+      expect(await s.putIfAbsent('big', big, {})).toBe('created');
+      expect((await s.get('e'))!.length).toBe(0);
+      expect((await s.get('big'))!.equals(big)).toBe(true);
+    });
+
+    it('lets exactly one of concurrent creators win', async () => {
+      if (!target.atomicCreate) return;
+      const s = await target.make();
+      const results = await Promise.all(
+        Array.from({ length: 8 }, (_, i) => s.putIfAbsent('race', Buffer.from(`writer ${i}`), {})),
+      );
+      expect(results.filter((r) => r === 'created')).toHaveLength(1);
+      const winner = results.indexOf('created');
+      expect((await s.get('race'))!.toString()).toBe(`writer ${winner}`);
+    });
+
+    it('lists keys under a prefix in order', async () => {
+      const s = await target.make();
+      const keys = [
+        'wal/00000002/000000020000000000000001',
+        'wal/00000001/000000010000000000000010',
+        'wal/00000001/000000010000000000000002',
+        'history/00000002.history',
+        'wal/00000001/000000010000000000000002.00000028.backup',
+      ];
+      for (const k of keys) await s.putIfAbsent(k, Buffer.from(k), {});
+      const ordered = async (prefix: string) => {
+        const got = await collect(s.list(prefix));
+        return target.orderedListing ? got : got.sort();
+      };
+      expect(await ordered('wal/00000001/')).toEqual([
+        'wal/00000001/000000010000000000000002',
+        'wal/00000001/000000010000000000000002.00000028.backup',
+        'wal/00000001/000000010000000000000010',
+      ]);
+      expect(await ordered('')).toEqual([...keys].sort());
+      expect(await collect(s.list('wal/0000000'))).toHaveLength(4);
+    });
+
+    it('deletes, and deleting an absent object is not an error', async () => {
+      const s = await target.make();
+      await s.putIfAbsent('d', Buffer.from('x'), {});
+      await s.delete('d');
+      expect(await s.get('d')).toBeUndefined();
+      await s.delete('d');
+    });
+
+    it('never reports "absent" when the store cannot be read', async () => {
+      const s = await target.makeBroken();
+      await expect(s.get('wal/00000001/000000010000000000000001')).rejects.toBeInstanceOf(StoreUnavailableError);
+      await expect(s.getPrefix('walship.json', 10)).rejects.toBeInstanceOf(StoreUnavailableError);
+      await expect(s.putIfAbsent('x', Buffer.from('x'), {})).rejects.toBeInstanceOf(StoreUnavailableError);
+    });
+  });
+}
