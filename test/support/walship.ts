@@ -1,0 +1,106 @@
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { inject } from 'vitest';
+import { loadConfig } from '../../src/config/index.js';
+import { createKeyFile } from '../../src/crypto/index.js';
+import { openStore, type Store } from '../../src/store/index.js';
+import { chownTreeToPostgres, mkPostgresTempDir, runAsPostgres, type RunResult } from './postgres-user.js';
+import { S3_TEST_CREDENTIALS, type S3Server } from './s3-server.js';
+
+/** An archive location plus the environment that points walship at it. */
+export interface TestArchive {
+  readonly env: Record<string, string>;
+  /** Direct access to the same store, for inspecting what walship wrote. */
+  store(): Promise<Store>;
+}
+
+export function walshipBin(): string {
+  return inject('walshipBin');
+}
+
+/** A file store in a directory owned by postgres, plus a spool directory. */
+export async function fileArchive(extra: Record<string, string> = {}): Promise<TestArchive & { dir: string }> {
+  const base = await mkPostgresTempDir('walship-archive-');
+  const dir = join(base, 'store');
+  await mkdir(dir);
+  await mkdir(join(base, 'spool'));
+  await chownTreeToPostgres(base);
+  const env = { WALSHIP_STORE: `file://${dir}`, WALSHIP_SPOOL_DIR: join(base, 'spool'), ...extra };
+  return { dir, env, store: () => storeFor(env) };
+}
+
+export async function s3Archive(server: S3Server, bucket: string, prefix: string, extra: Record<string, string> = {}): Promise<TestArchive> {
+  const base = await mkPostgresTempDir('walship-s3spool-');
+  const env = {
+    WALSHIP_STORE: `s3://${bucket}/${prefix}`,
+    WALSHIP_S3_ENDPOINT: server.endpoint,
+    WALSHIP_S3_REGION: 'us-east-1',
+    WALSHIP_S3_FORCE_PATH_STYLE: 'true',
+    WALSHIP_SPOOL_DIR: base,
+    AWS_ACCESS_KEY_ID: S3_TEST_CREDENTIALS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: S3_TEST_CREDENTIALS.secretAccessKey,
+    ...extra,
+  };
+  return { env, store: () => storeFor(env) };
+}
+
+/** A fresh key file readable only by postgres, and the settings that turn encryption on. */
+export async function keyfileEncryption(): Promise<Record<string, string>> {
+  const dir = await mkPostgresTempDir('walship-key-', 0o700);
+  const path = join(dir, 'walship.key');
+  await createKeyFile(path);
+  await chownTreeToPostgres(dir);
+  return { WALSHIP_ENCRYPTION: 'keyfile', WALSHIP_KEY_FILE: path };
+}
+
+function storeFor(env: Record<string, string>): Promise<Store> {
+  const config = loadConfig({ env: { ...env, WALSHIP_ENCRYPTION: 'none', WALSHIP_KEY_FILE: '' } });
+  if (env.AWS_ACCESS_KEY_ID) {
+    process.env.AWS_ACCESS_KEY_ID = env.AWS_ACCESS_KEY_ID;
+    process.env.AWS_SECRET_ACCESS_KEY = env.AWS_SECRET_ACCESS_KEY;
+  }
+  return openStore(config);
+}
+
+/** Runs the installed CLI as the postgres OS user, as PostgreSQL would. */
+export function runWalship(args: string[], opts: { env: Record<string, string>; cwd?: string }): Promise<RunResult> {
+  return runAsPostgres(walshipBin(), args, { env: opts.env, ...(opts.cwd ? { cwd: opts.cwd } : {}) });
+}
+
+export interface LogRecord {
+  readonly level: string;
+  readonly msg: string;
+  readonly [k: string]: unknown;
+}
+
+/** walship's stderr (or a PostgreSQL log) as parsed walship JSON records. */
+export function logRecords(text: string): LogRecord[] {
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('{') && l.includes('"cmd"'))
+    .map((l) => {
+      try {
+        return JSON.parse(l) as LogRecord;
+      } catch {
+        return undefined;
+      }
+    })
+    .filter((r): r is LogRecord => r !== undefined);
+}
+
+/** Every stored object under wal/ and history/, raw (as the store holds it). */
+export async function storedObjects(store: Store): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  for (const prefix of ['wal/', 'history/']) {
+    for await (const o of store.list(prefix)) out.set(o.key, (await store.get(o.key))!);
+  }
+  return out;
+}
+
+export function archiveCommand(): string {
+  return `${walshipBin()} push %p`;
+}
+
+export function restoreCommand(): string {
+  return `${walshipBin()} fetch %f %p`;
+}
