@@ -35,6 +35,7 @@ import {
   PG_BIN,
   runAsPostgres,
   runAsPostgresOrThrow,
+  RUNUSER,
   runuserArgv,
   type RunResult,
 } from './postgres-user.js';
@@ -480,8 +481,9 @@ export class PgCluster {
   /**
    * Run a query with psql and return its trimmed stdout (-At output). Throws
    * with psql's stderr on any error. Several statements separated by ';' are
-   * sent as one simple query (implicit transaction); only the last result is
-   * printed.
+   * sent as one simple query (implicit transaction, so no CREATE DATABASE or
+   * VACUUM among them); psql 15 prints the rows of *every* statement, while
+   * command tags (CREATE TABLE, COPY 1, ...) are suppressed by -q.
    */
   async sql(query: string, db = 'postgres'): Promise<string> {
     const r = await this.psql(['-d', db, '-c', query]);
@@ -574,8 +576,10 @@ export class PgCluster {
       if (!(await this.isRunning())) break;
       await sleep(200);
     }
+    const archiveMode = await this.sql('show archive_mode').catch(() => '?');
     throw new Error(
-      `${this.describe()}: ${walFileName} not archived within ${Date.now() - t0} ms. ` +
+      `${this.describe()}: ${walFileName} not archived within ${Date.now() - t0} ms ` +
+        `(archive_mode=${archiveMode}, server ${(await this.isRunning()) ? 'running' : 'NOT running'}). ` +
         `pg_stat_archiver: ${JSON.stringify(status)}\n--- last 40 log lines ---\n${await this.logTail(40)}`,
     );
   }
@@ -608,7 +612,7 @@ export class PgCluster {
   }
 
   private psql(args: string[]): Promise<RunResult> {
-    return runAsPostgres(join(PG_BIN, 'psql'), ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-h', this.sockDir, '-p', String(this._port), '-U', 'postgres', ...args], {
+    return runAsPostgres(join(PG_BIN, 'psql'), ['-X', '-q', '-At', '-v', 'ON_ERROR_STOP=1', '-h', this.sockDir, '-p', String(this._port), '-U', 'postgres', ...args], {
       cwd: this.base,
     });
   }
@@ -828,7 +832,7 @@ export function liveClusters(): readonly PgCluster[] {
 function stopAllSync(): void {
   for (const c of [...registry]) {
     try {
-      spawnSync('runuser', runuserArgv(join(PG_BIN, 'pg_ctl'), ['-D', c.dataDir, '-m', 'immediate', '-w', '-t', '10', 'stop']), {
+      spawnSync(RUNUSER, runuserArgv(join(PG_BIN, 'pg_ctl'), ['-D', c.dataDir, '-m', 'immediate', '-w', '-t', '10', 'stop']), {
         cwd: '/',
         env: basePostgresEnv(),
         stdio: 'ignore',

@@ -22,6 +22,7 @@
  *     must be owned by postgres; mkPostgresTempDir() creates such a dir.
  */
 import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { chmod, chown, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -109,6 +110,22 @@ export function envArgs(env: Record<string, string> | undefined): string[] {
 }
 
 /**
+ * Absolute path of runuser(1). It lives in /usr/sbin, which is not on the
+ * minimal PATH we give children (and spawn() searches the *child's* PATH), so
+ * resolve it once up front.
+ */
+export const RUNUSER: string = (() => {
+  const fromEnv = process.env.WALSHIP_TEST_RUNUSER;
+  if (fromEnv) return fromEnv;
+  const dirs = [...(process.env.PATH ?? '').split(':'), '/usr/sbin', '/sbin', '/usr/bin', '/bin'];
+  for (const d of dirs) {
+    if (d && existsSync(join(d, 'runuser'))) return join(d, 'runuser');
+  }
+  // Let spawn() fail with ENOENT naming the command.
+  return 'runuser';
+})();
+
+/**
  * Build the argv for `runuser -u postgres -- env K=V... cmd args...`.
  * Exposed so that synchronous callers (exit hooks) use the exact same shape.
  */
@@ -128,7 +145,7 @@ export function runAsPostgres(cmd: string, args: readonly string[], opts: RunAsP
   return new Promise<RunResult>((resolve, reject) => {
     // A synchronous throw here (bad env key, bad cwd type) rejects the promise
     // because it happens inside the executor.
-    const child = spawn('runuser', runuserArgv(cmd, args, opts.env), {
+    const child = spawn(RUNUSER, runuserArgv(cmd, args, opts.env), {
       cwd: opts.cwd ?? '/',
       env: basePostgresEnv(),
       stdio: ['pipe', 'pipe', 'pipe'],

@@ -8,6 +8,7 @@
  * 'WHEN_REQUIRED': s3rver predates the default CRC32 integrity headers.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,8 +18,16 @@ import { fileURLToPath } from 'node:url';
  * s3rver's hard-coded account (lib/models/account.js in 3.7.1:
  * DUMMY_ACCOUNT.createKeyPair('S3RVER', 'S3RVER')). Requests signed with any
  * other key fail with InvalidAccessKeyId.
+ *
+ * Deliberately NOT frozen: the AWS SDK writes a `$source` property into the
+ * credentials object it is given (setCredentialFeature) and crashes with
+ * "Cannot set properties of undefined (setting 'CREDENTIALS_CODE')" on a
+ * frozen one. Prefer passing a copy: `credentials: { ...S3_TEST_CREDENTIALS }`.
  */
-export const S3_TEST_CREDENTIALS = Object.freeze({ accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' });
+export const S3_TEST_CREDENTIALS: { readonly accessKeyId: string; readonly secretAccessKey: string } = {
+  accessKeyId: 'S3RVER',
+  secretAccessKey: 'S3RVER',
+};
 
 export const S3_TEST_REGION = 'us-east-1';
 
@@ -52,7 +61,8 @@ function isRunnerMessage(m: unknown): m is RunnerMessage {
   return t === 'ready' || t === 'error';
 }
 
-const liveChildren = new Set<ChildProcess>();
+/** Running children and their storage dirs, for the exit hook. */
+const liveChildren = new Map<ChildProcess, string>();
 let exitHookInstalled = false;
 
 export async function startS3Server(opts: S3ServerOptions = {}): Promise<S3Server> {
@@ -65,7 +75,7 @@ export async function startS3Server(opts: S3ServerOptions = {}): Promise<S3Serve
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
     serialization: 'json',
   });
-  liveChildren.add(child);
+  liveChildren.set(child, dir);
   installExitHook();
 
   // Keep the child's output only for error messages.
@@ -132,11 +142,12 @@ function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
   process.on('exit', () => {
-    for (const c of liveChildren) {
+    for (const [c, dir] of liveChildren) {
       try {
         c.kill('SIGKILL');
+        rmSync(dir, { recursive: true, force: true });
       } catch {
-        /* gone */
+        /* best effort */
       }
     }
   });

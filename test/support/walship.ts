@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { inject } from 'vitest';
@@ -6,6 +7,19 @@ import { createKeyFile } from '../../src/crypto/index.js';
 import { openStore, type Store } from '../../src/store/index.js';
 import { chownTreeToPostgres, mkPostgresTempDir, runAsPostgres, type RunResult } from './postgres-user.js';
 import { S3_TEST_CREDENTIALS, type S3Server } from './s3-server.js';
+
+/** Temp dirs made here; removed when the test worker exits (WALSHIP_TEST_KEEP_TMP=1 keeps them). */
+const tempDirs: string[] = [];
+process.once('exit', () => {
+  if (process.env.WALSHIP_TEST_KEEP_TMP === '1') return;
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+});
+
+async function tempDir(prefix: string, mode?: number): Promise<string> {
+  const d = await mkPostgresTempDir(prefix, mode);
+  tempDirs.push(d);
+  return d;
+}
 
 /** An archive location plus the environment that points walship at it. */
 export interface TestArchive {
@@ -20,7 +34,7 @@ export function walshipBin(): string {
 
 /** A file store in a directory owned by postgres, plus a spool directory. */
 export async function fileArchive(extra: Record<string, string> = {}): Promise<TestArchive & { dir: string }> {
-  const base = await mkPostgresTempDir('walship-archive-');
+  const base = await tempDir('walship-archive-');
   const dir = join(base, 'store');
   await mkdir(dir);
   await mkdir(join(base, 'spool'));
@@ -30,7 +44,7 @@ export async function fileArchive(extra: Record<string, string> = {}): Promise<T
 }
 
 export async function s3Archive(server: S3Server, bucket: string, prefix: string, extra: Record<string, string> = {}): Promise<TestArchive> {
-  const base = await mkPostgresTempDir('walship-s3spool-');
+  const base = await tempDir('walship-s3spool-');
   const env = {
     WALSHIP_STORE: `s3://${bucket}/${prefix}`,
     WALSHIP_S3_ENDPOINT: server.endpoint,
@@ -46,7 +60,7 @@ export async function s3Archive(server: S3Server, bucket: string, prefix: string
 
 /** A fresh key file readable only by postgres, and the settings that turn encryption on. */
 export async function keyfileEncryption(): Promise<Record<string, string>> {
-  const dir = await mkPostgresTempDir('walship-key-', 0o700);
+  const dir = await tempDir('walship-key-', 0o700);
   const path = join(dir, 'walship.key');
   await createKeyFile(path);
   await chownTreeToPostgres(dir);
@@ -96,6 +110,8 @@ export async function storedObjects(store: Store): Promise<Map<string, Buffer>> 
   }
   return out;
 }
+
+export { tempDir };
 
 export function archiveCommand(): string {
   return `${walshipBin()} push %p`;
