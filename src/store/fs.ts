@@ -96,7 +96,8 @@ export class FsStore implements Store {
     }
   }
 
-  async putIfAbsent(key: string, body: Buffer): Promise<'created' | 'exists'> {
+  /** Metadata is not kept: the object header carries the same facts. */
+  async putIfAbsent(key: string, body: Buffer, _metadata?: Readonly<Record<string, string>>): Promise<'created' | 'exists'> {
     await this.checkRoot();
     const target = this.path(key);
     const dir = dirname(target);
