@@ -29,6 +29,10 @@ export interface Config {
   readonly logLevel: LogLevel;
   readonly timeoutMs: number;
   readonly retries: number;
+  /** Files one push call archives concurrently: the one asked for plus look-ahead. */
+  readonly pushConcurrency: number;
+  /** Segments fetch keeps downloading ahead of recovery; 0 disables the prefetch pool. */
+  readonly prefetch: number;
 }
 
 /** Used when neither --config nor WALSHIP_CONFIG names a file. */
@@ -166,6 +170,8 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     logLevel: oneOf<LogLevel>(lookup, 'WALSHIP_LOG_LEVEL', ['trace', 'debug', 'info', 'warn', 'error', 'silent'], 'info'),
     timeoutMs: integer(lookup, 'WALSHIP_TIMEOUT', 30, 1, 3600) * 1000,
     retries: integer(lookup, 'WALSHIP_RETRIES', 3, 0, 10),
+    pushConcurrency: integer(lookup, 'WALSHIP_PUSH_CONCURRENCY', 4, 1, 16),
+    prefetch: integer(lookup, 'WALSHIP_PREFETCH', 8, 0, 64),
   };
 }
 

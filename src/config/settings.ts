@@ -23,6 +23,8 @@ export const SETTINGS = [
   { env: 'WALSHIP_LOG_LEVEL', expects: 'trace, debug, info, warn, error or silent', default: 'info' },
   { env: 'WALSHIP_TIMEOUT', expects: 'seconds one store request may take', default: '30' },
   { env: 'WALSHIP_RETRIES', expects: 'how many times fetch retries a failed read (0-10)', default: '3' },
+  { env: 'WALSHIP_PUSH_CONCURRENCY', expects: 'how many .ready files one push call archives at once (1-16; 1 = no look-ahead)', default: '4' },
+  { env: 'WALSHIP_PREFETCH', expects: 'how many segments fetch downloads ahead during recovery (0-64; 0 = off)', default: '8' },
 ] as const satisfies readonly SettingSpec[];
 
 export type SettingName = (typeof SETTINGS)[number]['env'];
