@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../support/free-port.js';
 import { PgCluster } from '../support/pg-cluster.js';
-import { chownTreeToPostgres, mkPostgresTempDir, runAsPostgres } from '../support/postgres-user.js';
+import { chownTreeToPostgres, runAsPostgres } from '../support/postgres-user.js';
 import {
   archiveCommand,
   fileArchive,
@@ -12,6 +12,7 @@ import {
   logRecords,
   restoreCommand,
   runWalship,
+  tempDir,
   walshipBin,
   type TestArchive,
 } from '../support/walship.js';
@@ -40,14 +41,14 @@ describe('push and fetch honour the PostgreSQL contract', () => {
       env,
     });
     await primary.start();
-    const holder = await mkPostgresTempDir('walship-contract-bb-');
+    const holder = await tempDir('walship-contract-bb-');
     backupDir = await primary.basebackup(join(holder, 'data'));
     await primary.pgbench(['-i', '-s', '1', '-q']);
     await primary.sql('create table t (v text)');
     await primary.sql("insert into t values ('after backup')");
     const last = await primary.switchWal();
     await primary.waitArchived(last);
-    work = await mkPostgresTempDir('walship-contract-work-');
+    work = await tempDir('walship-contract-work-');
     segments = (await readdir(join(primary.dataDir, 'pg_wal'))).filter((n) => /^[0-9A-F]{24}$/.test(n) && n <= last).sort();
     for (const s of segments) await copyFile(join(primary.dataDir, 'pg_wal', s), join(work, s));
     await chownTreeToPostgres(work);
@@ -73,7 +74,7 @@ describe('push and fetch honour the PostgreSQL contract', () => {
     const before = await readFile(key);
     const forged = await readFile(join(work, seg()));
     forged[20000]! ^= 0xff;
-    const dir = await mkPostgresTempDir('walship-forged-');
+    const dir = await tempDir('walship-forged-');
     await writeFile(join(dir, seg()), forged);
     await chownTreeToPostgres(dir);
     const r = await runWalship(['push', seg()], { env, cwd: dir });
@@ -109,7 +110,7 @@ describe('push and fetch honour the PostgreSQL contract', () => {
   });
 
   it('fetch writes the verified segment, and nothing else, at %p', async () => {
-    const dir = await mkPostgresTempDir('walship-fetch-');
+    const dir = await tempDir('walship-fetch-');
     const r = await runWalship(['fetch', seg(), 'RECOVERYXLOG'], { env, cwd: dir });
     expect(r.code, r.stderr).toBe(0);
     expect((await readFile(join(dir, 'RECOVERYXLOG'))).equals(await readFile(join(work, seg())))).toBe(true);
@@ -118,7 +119,7 @@ describe('push and fetch honour the PostgreSQL contract', () => {
   });
 
   it('cat writes the raw segment to stdout', async () => {
-    const dir = await mkPostgresTempDir('walship-cat-');
+    const dir = await tempDir('walship-cat-');
     const vars = Object.entries(env).map(([k, v]) => `${k}='${v}'`).join(' ');
     const r = await runAsPostgres('sh', ['-c', `${vars} ${walshipBin()} cat ${seg()} > out`], { cwd: dir });
     expect(r.code, r.stderr).toBe(0);
@@ -144,7 +145,7 @@ describe('push and fetch honour the PostgreSQL contract', () => {
     });
 
     it('a truncated segment is not archived', async () => {
-      const dir = await mkPostgresTempDir('walship-trunc-');
+      const dir = await tempDir('walship-trunc-');
       const name = '0000000100000000000000F0';
       const head = (await readFile(join(work, seg()))).subarray(0, 1 << 20);
       await writeFile(join(dir, name), head);
@@ -186,7 +187,7 @@ describe('push and fetch honour the PostgreSQL contract', () => {
 
     it('a wrong key stops recovery; on a standby it is "not available" and PostgreSQL retries', async () => {
       const wrong = { ...env, ...(await keyfileEncryption()), WALSHIP_RETRIES: '0' };
-      const dir = await mkPostgresTempDir('walship-wrongkey-');
+      const dir = await tempDir('walship-wrongkey-');
       const f = await runWalship(['fetch', seg(), 'RECOVERYXLOG'], { env: wrong, cwd: dir });
       expect(f.code).toBe(200);
       expect(logRecords(f.stderr).at(-1)).toMatchObject({ level: 'fatal', code: 'KEY' });
