@@ -1,32 +1,85 @@
-import { push } from '../pipeline/push.js';
+import { basename } from 'node:path';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log/index.js';
+import { push, type PushOptions, type PushResult } from '../pipeline/push.js';
+import { nextReadyFiles } from '../pipeline/ready-files.js';
+import { fileIdentity, PushMarkers } from '../spool/push-markers.js';
+import { isWalName } from '../wal/index.js';
 import { CREATED_BY } from '../version.js';
 import { commandContext, commandLogger, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
 import { mib, reportError } from './report.js';
 
-/** archive_command = 'walship push %p': 0 only when the file is safely archived. */
+/**
+ * archive_command = 'walship push %p': 0 only when the file is safely archived.
+ *
+ * PostgreSQL calls this once per file, serially. To keep up with a busy
+ * server, each call also archives the next few `.ready` files
+ * (WALSHIP_PUSH_CONCURRENCY) concurrently and leaves a marker for each; when
+ * PostgreSQL then asks for one of them, the call finds the marker and returns
+ * without touching the store. The exit status only ever speaks for %p.
+ */
 export async function runPush(path: string, globals: GlobalOptions): Promise<number> {
   const started = performance.now();
   const log = commandLogger('push');
   try {
     const { config, store, keys } = await commandContext(globals, log);
-    const r = await push({
-      path,
+    const markers = new PushMarkers(config.spoolDir, config.store.url);
+    const name = basename(path);
+    if (isWalName(name)) {
+      const marker = await markers.lookup(name, path);
+      if (marker) {
+        await markers.remove(name);
+        const ms = Math.round(performance.now() - started);
+        log.info(
+          { file: name, rawBytes: marker.size, storedBytes: marker.storedBytes, ms, outcome: 'archived-ahead' },
+          `${name} was archived ahead of time at ${marker.at} (confirmed by the store then) in ${ms} ms`,
+        );
+        return EXIT.OK;
+      }
+    }
+    const opts: Omit<PushOptions, 'path'> = {
       store,
       keys: config.encryption === 'keyfile' ? keys : undefined,
       compression: config.compression,
       createdBy: CREATED_BY,
-    });
+    };
+    const ahead = await nextReadyFiles(path, name, config.pushConcurrency - 1);
+    const [result] = await Promise.all([push({ ...opts, path }), ...ahead.map((p) => pushAhead(p, opts, markers, log))]);
+    const r = result as PushResult;
     const ms = Math.round(performance.now() - started);
-    const fields = { file: r.file, key: r.key, rawBytes: r.rawBytes, storedBytes: r.storedBytes, encrypted: r.encrypted, ms };
+    const fields = { file: r.file, key: r.key, rawBytes: r.rawBytes, storedBytes: r.storedBytes, encrypted: r.encrypted, ms, ahead: ahead.length };
     if (r.outcome === 'already-archived') {
       log.warn({ ...fields, outcome: r.outcome }, `${r.file} was already archived with identical content; nothing to do`);
     } else {
       log.info(fields, `archived ${r.file} (${mib(r.rawBytes)} → ${mib(r.storedBytes)}${r.encrypted ? ', encrypted' : ''}) in ${ms} ms`);
     }
+    if (Math.random() < 0.01) await markers.prune(24 * 3600 * 1000);
     return EXIT.OK;
   } catch (err) {
     reportError(log, err, 'error', `could not archive ${path}: `);
     return EXIT.FAILED;
+  }
+}
+
+/**
+ * Archives a file PostgreSQL has not asked for yet. Failures are only
+ * logged: PostgreSQL will ask for the file later and get the real answer.
+ */
+async function pushAhead(path: string, opts: Omit<PushOptions, 'path'>, markers: PushMarkers, log: Logger): Promise<void> {
+  const name = basename(path);
+  try {
+    if (await markers.lookup(name, path)) return;
+    const before = await fileIdentity(path);
+    const r = await push({ ...opts, path });
+    // Only a file that did not change while it was read may be vouched for.
+    const after = await fileIdentity(path);
+    if (JSON.stringify(before) !== JSON.stringify(after)) return;
+    await markers.record(name, before, r.blake3, r.storedBytes);
+    log.debug({ file: name, storedBytes: r.storedBytes }, `archived ${name} ahead of PostgreSQL's request`);
+  } catch (err) {
+    // A vanished file means PostgreSQL archived (or recycled) it meanwhile: not worth a warning.
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || /ENOENT/.test(errorMessage(err))) return;
+    log.warn({ file: name }, `look-ahead archiving of ${name} failed (PostgreSQL will retry it): ${errorMessage(err)}`);
   }
 }

@@ -25,6 +25,8 @@ export interface PushResult {
   readonly rawBytes: number;
   readonly storedBytes: number;
   readonly encrypted: boolean;
+  /** BLAKE3 of the file as archived. */
+  readonly blake3: string;
 }
 
 /**
@@ -54,8 +56,9 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   const base = { file: file.name, key, rawBytes: data.length, encrypted: opts.keys !== undefined };
 
   if (existing) {
-    await compareExisting(opts.store, key, existing.metadata, blake3(data).toString('hex'), file.name);
-    return { ...base, outcome: 'already-archived', storedBytes: existing.size };
+    const digest = blake3(data).toString('hex');
+    await compareExisting(opts.store, key, existing.metadata, digest, file.name);
+    return { ...base, outcome: 'already-archived', storedBytes: existing.size, blake3: digest };
   }
 
   const encoded = await encodeObject({
@@ -76,7 +79,7 @@ export async function push(opts: PushOptions): Promise<PushResult> {
     // Another process won a race for the same name; same rules as above.
     const now = await opts.store.head(key);
     await compareExisting(opts.store, key, now?.metadata, digest, file.name);
-    return { ...base, outcome: 'already-archived', storedBytes: now?.size ?? 0 };
+    return { ...base, outcome: 'already-archived', storedBytes: now?.size ?? 0, blake3: digest };
   }
   const confirmed = await opts.store.head(key);
   if (!confirmed || confirmed.size !== encoded.bytes.length || (confirmed.metadata?.blake3 !== undefined && confirmed.metadata.blake3 !== digest)) {
@@ -85,7 +88,7 @@ export async function push(opts: PushOptions): Promise<PushResult> {
       ctx,
     );
   }
-  return { ...base, outcome: 'archived', storedBytes: encoded.bytes.length };
+  return { ...base, outcome: 'archived', storedBytes: encoded.bytes.length, blake3: digest };
 }
 
 async function readInput(path: string, name: string): Promise<Buffer> {

@@ -1,0 +1,25 @@
+import { randomBytes } from 'node:crypto';
+import { open, rename, unlink } from 'node:fs/promises';
+import { dirname, join, basename } from 'node:path';
+
+/**
+ * Replaces `path` with `data` so that a reader sees the old or the new
+ * content, never a mix: write a temporary file in the same directory, then
+ * rename over. With `durable`, the file is fsynced before the rename.
+ */
+export async function writeFileAtomic(path: string, data: string | Buffer, opts: { durable?: boolean; mode?: number } = {}): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+  try {
+    const fh = await open(tmp, 'w', opts.mode ?? 0o600);
+    try {
+      await fh.writeFile(data);
+      if (opts.durable) await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+}
