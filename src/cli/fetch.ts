@@ -1,6 +1,11 @@
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { errorMessage } from '../errors.js';
+import type { Logger } from '../log/index.js';
 import { readArchived, writeAtomically } from '../pipeline/fetch.js';
+import { poolFor } from '../pipeline/prefetch.js';
+import type { PrefetchPool } from '../spool/prefetch-pool.js';
 import { checkPathArgument, checkTargetDirectory } from '../pipeline/paths.js';
 import { commandContext, commandLogger, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
@@ -27,6 +32,16 @@ export async function runFetch(name: string, target: string, globals: GlobalOpti
     checkPathArgument(target, '%p');
     await checkTargetDirectory(target);
     const { config, store, keys } = await commandContext(globals, log);
+    const pool = config.prefetch > 0 && isSegmentName(name) ? poolFor(process.cwd(), target) : undefined;
+    if (pool) {
+      await startPrefetch(pool, name, globals, log);
+      if (await pool.take(name, target, dirname(target))) {
+        await pool.discardStale(name);
+        const ms = Math.round(performance.now() - started);
+        log.info({ file: name, target, ms, prefetched: true }, `restored ${name} from the prefetch pool in ${ms} ms`);
+        return EXIT.OK;
+      }
+    }
     const r = await readArchived({
       name,
       store,
@@ -40,9 +55,10 @@ export async function runFetch(name: string, target: string, globals: GlobalOpti
       return EXIT.FAILED;
     }
     await writeAtomically(target, r.data);
+    await pool?.discardStale(name);
     const ms = Math.round(performance.now() - started);
     log.info(
-      { file: name, target, rawBytes: r.data.length, storedBytes: r.storedBytes, ms },
+      { file: name, target, rawBytes: r.data.length, storedBytes: r.storedBytes, ms, ...(pool ? { prefetched: false } : {}) },
       `restored ${name} (${mib(r.storedBytes)} → ${mib(r.data.length)}) in ${ms} ms`,
     );
     return EXIT.OK;
@@ -53,5 +69,29 @@ export async function runFetch(name: string, target: string, globals: GlobalOpti
     }
     reportError(log, err, 'fatal', `cannot deliver ${name}; stopping recovery so that it does not end early: `);
     return EXIT.ABORT_RECOVERY;
+  }
+}
+
+function isSegmentName(name: string): boolean {
+  return /^[0-9A-F]{24}$/.test(name);
+}
+
+/**
+ * Tells the prefetch worker where recovery is, and starts one if none is
+ * alive. The worker is detached (it outlives this call and is reaped by
+ * init) and writes its log lines to the same stderr, PostgreSQL's log.
+ * Prefetching is an optimisation: any failure here is logged and ignored.
+ */
+async function startPrefetch(pool: PrefetchPool, name: string, globals: GlobalOptions, log: Logger): Promise<void> {
+  try {
+    await pool.ensure();
+    await pool.setWant(name);
+    if (await pool.workerAlive()) return;
+    const args = [process.argv[1]!, ...(globals.config ? ['--config', globals.config] : []), 'prefetch-worker'];
+    const child = spawn(process.execPath, args, { cwd: process.cwd(), detached: true, stdio: ['ignore', 'ignore', 'inherit'] });
+    child.on('error', (err) => log.warn(`cannot start the prefetch worker: ${err.message}`));
+    child.unref();
+  } catch (err) {
+    log.warn(`prefetch disabled for this call: ${errorMessage(err)}`);
   }
 }

@@ -68,6 +68,12 @@ function build(setExit: (code: number) => void): Command {
       setExit(await runCat(name, globals(program)));
     });
 
+  // Started by fetch during recovery; hidden from --help.
+  program.command('prefetch-worker', { hidden: true }).action(async () => {
+    const { runPrefetchWorkerCommand } = await import('./prefetch-worker.js');
+    setExit(await runPrefetchWorkerCommand(globals(program)));
+  });
+
   const key = program.command('key').description('manage encryption keys');
   key
     .command('create')

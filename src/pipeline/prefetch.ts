@@ -1,0 +1,118 @@
+import { existsSync } from 'node:fs';
+import { join, resolve, dirname } from 'node:path';
+import type { KeyProvider } from '../crypto/index.js';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log/index.js';
+import { PrefetchPool, POOL_DIR_NAME } from '../spool/prefetch-pool.js';
+import type { Store } from '../store/index.js';
+import { segmentName, segmentNumber } from '../wal/index.js';
+import { readArchived } from './fetch.js';
+import { readManifest } from './manifest.js';
+
+/** Recovery is running in this data directory (PostgreSQL removes the signal file when it ends). */
+export function recoveryInProgress(dataDir: string): boolean {
+  return existsSync(join(dataDir, 'recovery.signal')) || existsSync(join(dataDir, 'standby.signal'));
+}
+
+/**
+ * The pool for a restore_command call, or undefined when prefetching does
+ * not apply: not in recovery, or %p is not inside this data directory's
+ * pg_wal (a hand-run fetch, or another layout), where a rename could cross
+ * file systems.
+ */
+export function poolFor(dataDir: string, target: string): PrefetchPool | undefined {
+  if (!recoveryInProgress(dataDir)) return undefined;
+  const walDir = resolve(dataDir, 'pg_wal');
+  if (resolve(dataDir, dirname(target)) !== walDir) return undefined;
+  return new PrefetchPool(join(walDir, POOL_DIR_NAME));
+}
+
+export interface WorkerOptions {
+  readonly pool: PrefetchPool;
+  readonly dataDir: string;
+  readonly store: Store;
+  readonly keys: KeyProvider | undefined;
+  readonly depth: number;
+  readonly log: Logger;
+  /** Exit after this long without a new request from PostgreSQL. */
+  readonly idleMs: number;
+  readonly pollMs?: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The background worker behind the prefetch pool. Keeps the `depth`
+ * segments after the newest one PostgreSQL asked for downloaded, verified
+ * (exactly as fetch verifies) and in the pool; exits when idle, and removes
+ * the pool when recovery has ended. A failure here is never final: the
+ * segment is simply not pooled, and fetch downloads it itself and applies
+ * the full error contract.
+ */
+export async function runPrefetchWorker(opts: WorkerOptions): Promise<void> {
+  const { pool, log } = opts;
+  await pool.ensure();
+  if (!(await pool.acquireWorkerLock())) return;
+  const heartbeat = setInterval(() => void pool.heartbeat(), 1000);
+  try {
+    await pool.removeTemporaries();
+    const manifest = await readManifest(opts.store);
+    if (!manifest) return;
+    const segSize = manifest.segmentSize;
+    let lastWant: string | undefined;
+    let lastChange = Date.now();
+    /** Segments the archive did not have (yet): retried after a pause, not hammered. */
+    const missingUntil = new Map<string, number>();
+    for (;;) {
+      if (!recoveryInProgress(opts.dataDir)) {
+        await pool.removeAll();
+        log.debug('recovery has ended; prefetch pool removed');
+        return;
+      }
+      const want = await pool.want();
+      if (want !== lastWant) {
+        lastWant = want;
+        lastChange = Date.now();
+      } else if (Date.now() - lastChange > opts.idleMs) {
+        return;
+      }
+      if (!want) {
+        await sleep(opts.pollMs ?? 200);
+        continue;
+      }
+      await pool.discardStale(want);
+      const tli = Number.parseInt(want.slice(0, 8), 16);
+      const base = segmentNumber(want, segSize);
+      const pooled = new Set(await pool.segments());
+      let next: string | undefined;
+      for (let i = 1n; i <= BigInt(opts.depth); i++) {
+        const n = segmentName(tli, base + i, segSize);
+        if (pooled.has(n)) continue;
+        if ((missingUntil.get(n) ?? 0) > Date.now()) break;
+        next = n;
+        break;
+      }
+      if (!next) {
+        await sleep(opts.pollMs ?? 200);
+        continue;
+      }
+      try {
+        const r = await readArchived({ name: next, store: opts.store, keys: opts.keys, retries: 1, dataDir: opts.dataDir, backoffMs: () => 500 });
+        if (r.status === 'not-found') {
+          missingUntil.set(next, Date.now() + 1000);
+          continue;
+        }
+        // PostgreSQL may have moved past it while it downloaded.
+        if ((await pool.want()) !== want && next <= ((await pool.want()) ?? '')) continue;
+        await pool.put(next, r.data);
+        log.debug({ file: next }, `prefetched ${next}`);
+      } catch (err) {
+        missingUntil.set(next, Date.now() + 5000);
+        log.warn({ file: next }, `prefetch of ${next} failed; fetch will download it itself: ${errorMessage(err)}`);
+      }
+    }
+  } finally {
+    clearInterval(heartbeat);
+    await pool.releaseWorkerLock();
+  }
+}
