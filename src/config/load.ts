@@ -28,6 +28,8 @@ export interface Config {
   readonly spoolDir: string;
   readonly logLevel: LogLevel;
   readonly timeoutMs: number;
+  /** How long a failing store is retried (all attempts and backoff), see src/store/retry.ts. */
+  readonly deadlineMs: number;
   readonly retries: number;
   /** Files one push call archives concurrently: the one asked for plus look-ahead. */
   readonly pushConcurrency: number;
@@ -156,6 +158,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   const spool = lookup('WALSHIP_SPOOL_DIR');
   if (spool && !isAbsolute(spool.value)) throw invalid('WALSHIP_SPOOL_DIR', spool.where, spool.value);
 
+  const timeoutMs = integer(lookup, 'WALSHIP_TIMEOUT', 30, 1, 3600) * 1000;
   return {
     store,
     s3: {
@@ -168,7 +171,8 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     keyFiles,
     spoolDir: spool?.value ?? `${homedir()}/.walship`,
     logLevel: oneOf<LogLevel>(lookup, 'WALSHIP_LOG_LEVEL', ['trace', 'debug', 'info', 'warn', 'error', 'silent'], 'info'),
-    timeoutMs: integer(lookup, 'WALSHIP_TIMEOUT', 30, 1, 3600) * 1000,
+    timeoutMs,
+    deadlineMs: integer(lookup, 'WALSHIP_DEADLINE', (2 * timeoutMs) / 1000, 1, 7200) * 1000,
     retries: integer(lookup, 'WALSHIP_RETRIES', 3, 0, 10),
     pushConcurrency: integer(lookup, 'WALSHIP_PUSH_CONCURRENCY', 4, 1, 16),
     prefetch: integer(lookup, 'WALSHIP_PREFETCH', 8, 0, 64),

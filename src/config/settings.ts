@@ -22,6 +22,7 @@ export const SETTINGS = [
   { env: 'WALSHIP_SPOOL_DIR', expects: 'an absolute directory for local state', default: '$HOME/.walship' },
   { env: 'WALSHIP_LOG_LEVEL', expects: 'trace, debug, info, warn, error or silent', default: 'info' },
   { env: 'WALSHIP_TIMEOUT', expects: 'seconds one store request may take', default: '30' },
+  { env: 'WALSHIP_DEADLINE', expects: 'seconds a failing store is retried before walship gives up (1-7200)', default: 'twice WALSHIP_TIMEOUT' },
   { env: 'WALSHIP_RETRIES', expects: 'how many times fetch retries a failed read (0-10)', default: '3' },
   { env: 'WALSHIP_PUSH_CONCURRENCY', expects: 'how many .ready files one push call archives at once (1-16; 1 = no look-ahead)', default: '4' },
   { env: 'WALSHIP_PREFETCH', expects: 'how many segments fetch downloads ahead during recovery (0-64; 0 = off)', default: '8' },

@@ -171,7 +171,8 @@ export class FsStore implements Store {
         if (e.isDirectory()) {
           if (prefix.startsWith(`${key}/`) || key.startsWith(prefix) || `${key}/`.startsWith(prefix)) await walk(key);
         } else if (key.startsWith(prefix)) {
-          out.push({ key, size: (await stat(this.path(key))).size });
+          const st = await stat(this.path(key));
+          out.push({ key, size: st.size, lastModified: st.mtime });
         }
       }
     };
@@ -181,11 +182,35 @@ export class FsStore implements Store {
   }
 
   async delete(key: string): Promise<void> {
+    await this.checkRoot();
     try {
       await unlink(this.path(key));
       await fsyncDir(dirname(this.path(key)));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw this.fail('delete', key, err);
+    }
+  }
+
+  /** Unlinks in the order given, then fsyncs each directory touched once (not once per file). */
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    // ENOENT means "already gone" only while the root is there: an
+    // unmounted NFS directory must not look like a successful prune.
+    if (keys.length > 0) await this.checkRoot();
+    const dirs = new Set<string>();
+    for (const key of keys) {
+      try {
+        await unlink(this.path(key));
+        dirs.add(dirname(this.path(key)));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw this.fail('delete', key, err);
+      }
+    }
+    for (const dir of dirs) {
+      try {
+        await fsyncDir(dir);
+      } catch (err) {
+        throw this.fail('fsync', dir.slice(this.root.length + 1), err);
+      }
     }
   }
 }

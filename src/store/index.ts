@@ -5,9 +5,9 @@ import type { Store } from './types.js';
 export type { Store, ObjectInfo, ListedObject } from './types.js';
 
 /** Opens the configured store; the S3 driver (and the AWS SDK) load only when needed. */
-export async function openStore(config: Pick<Config, 'store' | 's3' | 'timeoutMs'>): Promise<Store> {
+export async function openStore(config: Pick<Config, 'store' | 's3' | 'timeoutMs'> & Partial<Pick<Config, 'deadlineMs'>>): Promise<Store> {
   const loc = config.store;
   if (loc.kind === 'file') return new FsStore(loc.dir);
   const { S3Store } = await import('./s3.js');
-  return new S3Store({ bucket: loc.bucket, prefix: loc.prefix, s3: config.s3, timeoutMs: config.timeoutMs });
+  return new S3Store({ bucket: loc.bucket, prefix: loc.prefix, s3: config.s3, timeoutMs: config.timeoutMs, deadlineMs: config.deadlineMs });
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import {
   DeleteObjectCommand,
+  DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -10,6 +11,7 @@ import {
 } from '@aws-sdk/client-s3';
 import type { S3Settings } from '../config/index.js';
 import { StoreUnavailableError } from '../errors.js';
+import { AttemptTimeoutError, defaultRetryPolicy, Retrier, RetriesExhaustedError, type RetryPolicy } from './retry.js';
 import type { ListedObject, ObjectInfo, Store } from './types.js';
 
 /**
@@ -21,12 +23,55 @@ import type { ListedObject, ObjectInfo, Store } from './types.js';
  * verifies. Overwrite protection: PUT sends If-None-Match: * where the server
  * honours it (AWS, MinIO); the archive layer also checks before it writes,
  * because some servers ignore the header.
+ *
+ * Every request runs under walship's own RetryPolicy (retry.ts), not the
+ * SDK's: one attempt is aborted after WALSHIP_TIMEOUT, transient failures
+ * are retried with backoff and jitter, and a store that keeps failing is
+ * given up on after WALSHIP_DEADLINE, so push fails in bounded time.
  */
 export interface S3StoreOptions {
   readonly bucket: string;
   readonly prefix: string;
   readonly s3: S3Settings;
   readonly timeoutMs: number;
+  /** How long a failing store is retried; default twice timeoutMs. */
+  readonly deadlineMs?: number | undefined;
+  /** Overrides the whole policy (tests). */
+  readonly retryPolicy?: RetryPolicy;
+}
+
+/** S3 caps DeleteObjects at 1000 keys per request. */
+const DELETE_BATCH = 1000;
+
+/** Error names S3 and compatible servers use for "try again later". */
+const TRANSIENT_NAMES = new Set([
+  'SlowDown',
+  'Throttling',
+  'ThrottlingException',
+  'RequestTimeout',
+  'RequestTimeoutException',
+  'InternalError',
+  'ServiceUnavailable',
+  'TimeoutError',
+  'ShortReadError',
+]);
+const TRANSIENT_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ERR_STREAM_PREMATURE_CLOSE']);
+
+/** A body shorter than its Content-Length: the connection broke mid-transfer. */
+class ShortReadError extends Error {
+  override readonly name = 'ShortReadError';
+}
+
+export function isTransient(err: unknown): boolean {
+  if (err instanceof AttemptTimeoutError) return true;
+  if (!(err instanceof Error)) return false;
+  const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
+  if (status !== undefined && (status >= 500 || status === 429)) return true;
+  if (TRANSIENT_NAMES.has(err.name)) return true;
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code !== undefined && TRANSIENT_CODES.has(code)) return true;
+  // Node reports a peer that closed mid-response this way, without a code.
+  return /socket hang up|aborted|premature close/i.test(err.message);
 }
 
 export class S3Store implements Store {
@@ -34,6 +79,7 @@ export class S3Store implements Store {
   private readonly client: S3Client;
   private readonly bucket: string;
   private readonly prefix: string;
+  private readonly retrier: Retrier;
 
   constructor(opts: S3StoreOptions) {
     this.bucket = opts.bucket;
@@ -47,17 +93,33 @@ export class S3Store implements Store {
       // CRC framing is stored verbatim by some S3-compatible servers.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
-      maxAttempts: 4,
-      retryMode: 'standard',
-      requestHandler: { connectionTimeout: Math.min(opts.timeoutMs, 10_000), requestTimeout: opts.timeoutMs },
+      // One attempt per send(): retries are the Retrier's, so that there is
+      // one policy, with one deadline, that the tests can prove.
+      maxAttempts: 1,
+      // socketTimeout rejects a connection that goes silent; the Retrier's
+      // abort bounds the whole attempt. (The SDK's requestTimeout only logs
+      // a warning unless throwOnRequestTimeout is set.)
+      requestHandler: { connectionTimeout: Math.min(opts.timeoutMs, 10_000), socketTimeout: opts.timeoutMs },
     });
+    this.retrier = new Retrier(opts.retryPolicy ?? defaultRetryPolicy(opts.timeoutMs, opts.deadlineMs));
+  }
+
+  /** One store operation under the retry policy; every failure leaves as StoreUnavailableError. */
+  private async call<T>(op: string, key: string, attempt: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    try {
+      return await this.retrier.run(attempt, isTransient);
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) throw err;
+      if (err instanceof RetriesExhaustedError) throw this.fail(op, key, err.lastError, err);
+      throw this.fail(op, key, err);
+    }
   }
 
   private k(key: string): string {
     return this.prefix + key;
   }
 
-  private fail(op: string, key: string, err: unknown): StoreUnavailableError {
+  private fail(op: string, key: string, err: unknown, retries?: RetriesExhaustedError): StoreUnavailableError {
     const status = err instanceof S3ServiceException ? err.$metadata.httpStatusCode : undefined;
     const name = err instanceof Error ? err.name : 'Error';
     const detail = err instanceof Error ? err.message : String(err);
@@ -66,8 +128,10 @@ export class S3Store implements Store {
     else if (status === 403 || name === 'AccessDenied' || name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch')
       hint = 'check the AWS credentials and the bucket policy of the PostgreSQL OS user';
     else if (name === 'CredentialsProviderError') hint = 'no AWS credentials found: set AWS_* variables, a profile, or an instance role';
+    else if (err instanceof AttemptTimeoutError) hint = 'the S3 endpoint accepted the request but did not answer in time (stalled or overloaded server, or a slow link: raise WALSHIP_TIMEOUT)';
     else hint = 'the S3 endpoint is unreachable or failing; walship will be retried by PostgreSQL';
-    return new StoreUnavailableError(`${op} ${this.description}${key} failed: ${name}${status ? ` (HTTP ${status})` : ''}: ${detail}`, {
+    const after = retries && retries.reason === 'deadline' ? ` (${retries.message})` : retries && retries.attempts > 1 ? ` (on attempt ${retries.attempts})` : '';
+    return new StoreUnavailableError(`${op} ${this.description}${key} failed: ${name}${status ? ` (HTTP ${status})` : ''}: ${detail}${after}`, {
       key,
       hint,
       cause: err,
@@ -82,15 +146,17 @@ export class S3Store implements Store {
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
-    try {
-      const r = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.k(key) }));
-      return { size: r.ContentLength ?? 0, metadata: r.Metadata ?? {} };
-    } catch (err) {
-      // HEAD has no body, so a missing bucket also reads as a bare 404:
-      // callers that must tell them apart read the archive manifest with get.
-      if (this.isNotFound(err)) return undefined;
-      throw this.fail('HEAD', key, err);
-    }
+    return this.call('HEAD', key, async (abortSignal) => {
+      try {
+        const r = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.k(key) }), { abortSignal });
+        return { size: r.ContentLength ?? 0, metadata: r.Metadata ?? {} };
+      } catch (err) {
+        // HEAD has no body, so a missing bucket also reads as a bare 404:
+        // callers that must tell them apart read the archive manifest with get.
+        if (this.isNotFound(err)) return undefined;
+        throw err;
+      }
+    });
   }
 
   async get(key: string): Promise<Buffer | undefined> {
@@ -102,64 +168,109 @@ export class S3Store implements Store {
   }
 
   private async read(key: string, range: string | undefined): Promise<Buffer | undefined> {
-    try {
-      const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.k(key), ...(range ? { Range: range } : {}) }));
-      const bytes = Buffer.from(await r.Body!.transformToByteArray());
-      if (!range && r.ContentLength !== undefined && bytes.length !== r.ContentLength) {
-        throw new Error(`short read: ${bytes.length} of ${r.ContentLength} bytes`);
+    return this.call('GET', key, async (abortSignal) => {
+      try {
+        const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.k(key), ...(range ? { Range: range } : {}) }), {
+          abortSignal,
+        });
+        // The body streams after the headers: a stall or reset there must
+        // fail this attempt too, so the body is read under the same signal.
+        const body = r.Body!;
+        const onAbort = (): void => (body as unknown as { destroy?: (e?: Error) => void }).destroy?.(abortSignal.reason as Error);
+        abortSignal.addEventListener('abort', onAbort, { once: true });
+        let bytes: Buffer;
+        try {
+          bytes = Buffer.from(await body.transformToByteArray());
+        } finally {
+          abortSignal.removeEventListener('abort', onAbort);
+        }
+        if (!range && r.ContentLength !== undefined && bytes.length !== r.ContentLength) {
+          throw new ShortReadError(`short read: ${bytes.length} of ${r.ContentLength} bytes`);
+        }
+        return bytes;
+      } catch (err) {
+        if (this.isNotFound(err)) return undefined;
+        if (err instanceof S3ServiceException && err.$metadata.httpStatusCode === 416) return Buffer.alloc(0);
+        throw err;
       }
-      return bytes;
-    } catch (err) {
-      if (this.isNotFound(err)) return undefined;
-      if (err instanceof S3ServiceException && err.$metadata.httpStatusCode === 416) return Buffer.alloc(0);
-      throw this.fail('GET', key, err);
-    }
+    });
   }
 
   async putIfAbsent(key: string, body: Buffer, metadata: Readonly<Record<string, string>>): Promise<'created' | 'exists'> {
-    try {
-      await this.client.send(
+    const md5 = createHash('md5').update(body).digest('base64');
+    // A retry after an attempt whose answer was lost is safe: If-None-Match
+    // makes it 'exists' where the server honours it, and the archive layer
+    // compares content before trusting an existing object.
+    return this.call('PUT', key, async (abortSignal) => {
+      try {
+        await this.client.send(
         new PutObjectCommand({
           Bucket: this.bucket,
           Key: this.k(key),
           Body: body,
           ContentLength: body.length,
-          ContentMD5: createHash('md5').update(body).digest('base64'),
+          ContentMD5: md5,
           ContentType: 'application/octet-stream',
           Metadata: { ...metadata },
           IfNoneMatch: '*',
         }),
+        { abortSignal },
       );
-      return 'created';
-    } catch (err) {
-      if (err instanceof S3ServiceException && err.$metadata.httpStatusCode === 412) return 'exists';
-      throw this.fail('PUT', key, err);
-    }
+        return 'created' as const;
+      } catch (err) {
+        if (err instanceof S3ServiceException && err.$metadata.httpStatusCode === 412) return 'exists' as const;
+        throw err;
+      }
+    });
   }
 
   async *list(prefix: string): AsyncIterable<ListedObject> {
     let token: string | undefined;
     do {
-      let r;
-      try {
-        r = await this.client.send(
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.k(prefix), ...(token ? { ContinuationToken: token } : {}) }),
-        );
-      } catch (err) {
-        throw this.fail('LIST', prefix, err);
-      }
+      const page = token;
+      const r = await this.call('LIST', prefix, (abortSignal) =>
+        this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.k(prefix), ...(page ? { ContinuationToken: page } : {}) }),
+          { abortSignal },
+        ),
+      );
       for (const o of r.Contents ?? []) {
-        if (o.Key) yield { key: o.Key.slice(this.prefix.length), size: o.Size ?? 0 };
+        // A listing without a date is treated as brand new: prune keeps it.
+        if (o.Key) yield { key: o.Key.slice(this.prefix.length), size: o.Size ?? 0, lastModified: o.LastModified ?? new Date() };
       }
       token = r.IsTruncated ? r.NextContinuationToken : undefined;
     } while (token);
   }
 
   async delete(key: string): Promise<void> {
-    try {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.k(key) }));
-    } catch (err) {
-      throw this.fail('DELETE', key, err);
+    await this.call('DELETE', key, (abortSignal) => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.k(key) }), { abortSignal }));
+  }
+
+  /**
+   * DeleteObjects, 1000 keys per request, in the order given. Keys the
+   * server reports as failed with a transient error are retried under the
+   * same policy; any other per-key error fails the call, naming the keys.
+   */
+  async deleteMany(keys: readonly string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += DELETE_BATCH) {
+      let pending = keys.slice(i, i + DELETE_BATCH);
+      await this.call('DELETE', `${pending[0]} … (${pending.length} keys)`, async (abortSignal) => {
+        const r = await this.client.send(
+          new DeleteObjectsCommand({
+            Bucket: this.bucket,
+            Delete: { Objects: pending.map((k) => ({ Key: this.k(k) })), Quiet: true },
+          }),
+          { abortSignal },
+        );
+        const errors = (r.Errors ?? []).filter((e) => e.Key !== undefined);
+        if (errors.length === 0) return;
+        pending = errors.map((e) => e.Key!.slice(this.prefix.length));
+        const transient = errors.every((e) => e.Code !== undefined && TRANSIENT_NAMES.has(e.Code));
+        const first = errors[0]!;
+        const err = new Error(`${errors.length} of the keys were not deleted, e.g. ${first.Key}: ${first.Code ?? '?'} ${first.Message ?? ''}`.trim());
+        err.name = transient ? 'SlowDown' : first.Code ?? 'DeleteError';
+        throw err;
+      });
     }
   }
 }

@@ -7,7 +7,12 @@
  *   throw StoreUnavailableError for anything else (never "absent" on error).
  * - putIfAbsent never replaces an existing object; it resolves 'exists' then.
  *   'created' means the store has confirmed the write durable.
- * - list yields keys under a prefix in lexicographic order.
+ * - list yields keys under a prefix in lexicographic order, with each
+ *   object's size and last-modified time (when it was stored).
+ * - deleteMany deletes every key given, in that order as far as the store
+ *   allows; absent keys are not an error. It resolves only when the store
+ *   has confirmed every deletion and throws StoreUnavailableError otherwise
+ *   (some of the keys may then be gone).
  */
 
 export interface ObjectInfo {
@@ -19,6 +24,8 @@ export interface ObjectInfo {
 export interface ListedObject {
   readonly key: string;
   readonly size: number;
+  /** When the object was stored (S3 LastModified, file mtime): prune --keep-days reads it. */
+  readonly lastModified: Date;
 }
 
 export interface Store {
@@ -31,4 +38,6 @@ export interface Store {
   putIfAbsent(key: string, body: Buffer, metadata: Readonly<Record<string, string>>): Promise<'created' | 'exists'>;
   list(prefix: string): AsyncIterable<ListedObject>;
   delete(key: string): Promise<void>;
+  /** Batched delete (S3 DeleteObjects): the way prune removes thousands of objects. */
+  deleteMany(keys: readonly string[]): Promise<void>;
 }

@@ -13,7 +13,7 @@ export interface ConformanceTarget {
   orderedListing: boolean;
 }
 
-async function collect(it: AsyncIterable<{ key: string; size: number }>): Promise<string[]> {
+async function collect(it: AsyncIterable<{ key: string }>): Promise<string[]> {
   const out: string[] = [];
   for await (const o of it) out.push(o.key);
   return out;
@@ -98,11 +98,47 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
       await s.delete('d');
     });
 
+    it('lists each object with its size and when it was stored', async () => {
+      const s = await target.make();
+      const before = Date.now();
+      await s.putIfAbsent('wal/00000001/000000010000000000000001', Buffer.from('twelve bytes'), {});
+      const listed = [];
+      for await (const o of s.list('wal/')) listed.push(o);
+      expect(listed).toHaveLength(1);
+      expect(listed[0]!.size).toBe(12);
+      expect(listed[0]!.lastModified).toBeInstanceOf(Date);
+      // Store clocks have a resolution of a second at best (S3: whole seconds).
+      expect(listed[0]!.lastModified.getTime()).toBeGreaterThanOrEqual(Math.floor(before / 1000) * 1000 - 2000);
+      expect(listed[0]!.lastModified.getTime()).toBeLessThanOrEqual(Date.now() + 2000);
+    });
+
+    it('deletes many keys at once, absent ones included, and nothing else', async () => {
+      const s = await target.make();
+      const keys = Array.from({ length: 6 }, (_, i) => `wal/00000001/00000001000000000000000${i}`);
+      for (const k of keys) await s.putIfAbsent(k, Buffer.from(k), {});
+      await s.deleteMany([keys[0]!, keys[2]!, 'wal/00000001/never-stored', keys[4]!]);
+      expect((await collect(s.list('wal/'))).sort()).toEqual([keys[1], keys[3], keys[5]]);
+      await s.deleteMany([]);
+      await s.deleteMany([keys[0]!]);
+      expect(await collect(s.list('wal/'))).toHaveLength(3);
+    });
+
+    it('deletes more keys than one S3 request takes (1000)', async () => {
+      const s = await target.make();
+      const keys = Array.from({ length: 1003 }, (_, i) => `wal/00000001/${i.toString(16).toUpperCase().padStart(24, '0')}`);
+      const keep = 'wal/00000002/000000020000000000000001';
+      await Promise.all([keep, ...keys].map((k) => s.putIfAbsent(k, Buffer.from('x'), {})));
+      expect(await collect(s.list('wal/'))).toHaveLength(1004);
+      await s.deleteMany(keys);
+      expect(await collect(s.list('wal/'))).toEqual([keep]);
+    });
+
     it('never reports "absent" when the store cannot be read', async () => {
       const s = await target.makeBroken();
       await expect(s.get('wal/00000001/000000010000000000000001')).rejects.toBeInstanceOf(StoreUnavailableError);
       await expect(s.getPrefix('walship.json', 10)).rejects.toBeInstanceOf(StoreUnavailableError);
       await expect(s.putIfAbsent('x', Buffer.from('x'), {})).rejects.toBeInstanceOf(StoreUnavailableError);
+      await expect(s.deleteMany(['x'])).rejects.toBeInstanceOf(StoreUnavailableError);
     });
   });
 }
