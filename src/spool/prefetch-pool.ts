@@ -96,10 +96,23 @@ export class PrefetchPool {
     }
   }
 
-  /** True when a worker has touched its lock recently. */
+  /**
+   * True when a worker holds the lock: its process exists and it has touched
+   * the lock recently (the heartbeat guards against a recycled pid).
+   */
   async workerAlive(): Promise<boolean> {
-    const st = await stat(join(this.dir, 'worker.lock')).catch(() => undefined);
-    return st !== undefined && Date.now() - st.mtimeMs < HEARTBEAT_STALE_MS;
+    const lock = join(this.dir, 'worker.lock');
+    const st = await stat(lock).catch(() => undefined);
+    if (st === undefined || Date.now() - st.mtimeMs >= HEARTBEAT_STALE_MS) return false;
+    const pid = Number((await readFile(lock, 'utf8').catch(() => '')).trim());
+    if (!Number.isInteger(pid) || pid <= 0) return false;
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (err) {
+      // EPERM: it exists but belongs to someone else; still alive.
+      return (err as NodeJS.ErrnoException).code === 'EPERM';
+    }
   }
 
   /** Takes the worker lock, replacing a stale one; false if a live worker holds it. */

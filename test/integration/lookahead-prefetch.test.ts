@@ -1,24 +1,9 @@
 import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { findProcessesIn } from '../support/processes.js';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../support/pg-cluster.js';
 import { archiveCommand, fileArchive, keyfileEncryption, logRecords, restoreCommand, type TestArchive } from '../support/walship.js';
-
-/** Processes whose command line mentions the prefetch worker. */
-function prefetchWorkers(): number[] {
-  const pids: number[] = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8');
-      const state = readFileSync(`/proc/${d}/stat`, 'utf8').split(') ')[1]?.[0];
-      if (cmd.includes('prefetch-worker') && state !== 'Z') pids.push(Number(d));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return pids;
-}
 
 async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
   const t0 = Date.now();
@@ -176,6 +161,6 @@ describe('look-ahead push and the prefetch pool, with a real PostgreSQL', () => 
 
     // Recovery is over: the worker exits and removes the pool.
     expect(await until(() => !existsSync(join(backupB.dataDir, 'pg_wal/walship-prefetch')), 15_000)).toBe(true);
-    expect(await until(() => prefetchWorkers().length === 0, 15_000)).toBe(true);
+    expect(await until(() => findProcessesIn(backupB.dataDir, 'walship', 'prefetch-worker').length === 0, 15_000)).toBe(true);
   });
 });
