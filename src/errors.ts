@@ -59,6 +59,15 @@ export class KeyError extends WalshipError {
   readonly code = 'KEY';
 }
 
+/**
+ * The key service (AWS KMS) could not be reached, timed out or throttled:
+ * the key may well be usable a moment later, so fetch retries it like a store
+ * outage, and it never reads as "not found".
+ */
+export class KeyUnavailableError extends WalshipError {
+  readonly code = 'KEY_UNAVAILABLE';
+}
+
 /** The same name is archived with different content: split brain or a second cluster. */
 export class ArchiveConflictError extends WalshipError {
   readonly code = 'ARCHIVE_CONFLICT';

@@ -10,7 +10,7 @@ export interface GlobalOptions {
 export interface CommandContext {
   readonly config: Config;
   readonly store: Store;
-  /** Key provider for reading and, with WALSHIP_ENCRYPTION=keyfile, writing. */
+  /** Key provider for reading (every configured provider) and, unless WALSHIP_ENCRYPTION=none, writing. */
   readonly keys: KeyProvider | undefined;
 }
 
@@ -22,6 +22,6 @@ export function commandLogger(command: string): Logger {
 export async function commandContext(globals: GlobalOptions, log: Logger): Promise<CommandContext> {
   const config = loadConfig({ configFile: globals.config });
   log.level = config.logLevel;
-  const [store, keys] = await Promise.all([openStore(config), keyProviderFor(config)]);
+  const [store, keys] = await Promise.all([openStore(config), keyProviderFor(config, (message) => log.warn(message))]);
   return { config, store, keys };
 }

@@ -40,7 +40,7 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
     }
     const opts: Omit<PushOptions, 'path'> = {
       store,
-      keys: config.encryption === 'keyfile' ? keys : undefined,
+      keys: config.encryption === 'none' ? undefined : keys,
       compression: config.compression,
       createdBy: CREATED_BY,
     };

@@ -11,6 +11,11 @@ export interface EncodeInput {
   /** Present when the object is to be encrypted. */
   readonly keys: KeyProvider | undefined;
   readonly systemIdentifier?: string | undefined;
+  /**
+   * The cluster the archive is bound to, when it differs from what the file
+   * itself says (a history file says nothing): KMS data keys are bound to it.
+   */
+  readonly archiveSystemIdentifier?: string | undefined;
   readonly createdBy: string;
 }
 
@@ -23,7 +28,9 @@ export interface EncodedObject {
 export async function encodeObject(input: EncodeInput): Promise<EncodedObject> {
   const digest = blake3(input.data).toString('hex');
   const compressed = compress(input.compression, input.data);
-  const objectKey = input.keys ? await input.keys.newObjectKey() : undefined;
+  const objectKey = input.keys
+    ? await input.keys.newObjectKey({ file: input.name, systemIdentifier: input.archiveSystemIdentifier ?? input.systemIdentifier })
+    : undefined;
   const chunkSize = DEFAULT_CHUNK_BYTES;
   const base = {
     name: input.name,
@@ -77,7 +84,13 @@ export function readHeader(bytes: Buffer): { header: ObjectHeader; headerBytes: 
  * and the BLAKE3 of the result. Throws ObjectDecodeError on any mismatch;
  * key lookup errors from the provider propagate as they are.
  */
-export async function decodeObject(bytes: Buffer, expectedName: string, keys: KeyProvider | undefined): Promise<{ header: ObjectHeader; data: Buffer }> {
+export async function decodeObject(
+  bytes: Buffer,
+  expectedName: string,
+  keys: KeyProvider | undefined,
+  /** The cluster the archive is bound to, if known: a KMS-protected object must have been encrypted for it. */
+  archiveSystemIdentifier?: string,
+): Promise<{ header: ObjectHeader; data: Buffer }> {
   const { header, headerBytes } = readHeader(bytes);
   if (header.name !== expectedName) {
     throw new ObjectDecodeError(`object holds ${header.name}, not ${expectedName}: it was copied or renamed in the store`);
@@ -91,7 +104,7 @@ export async function decodeObject(bytes: Buffer, expectedName: string, keys: Ke
     if (!keys) {
       throw new ObjectDecodeError(`${expectedName} is encrypted (key ${header.key!.id}) but no key is configured (WALSHIP_KEY_FILE)`, true);
     }
-    const key = await keys.objectKeyFor(header.key!, { file: expectedName });
+    const key = await keys.objectKeyFor(header.key!, { file: expectedName, systemIdentifier: archiveSystemIdentifier });
     try {
       compressed = open(key, headerBytes, body, header.chunkSize!);
     } catch (err) {

@@ -19,12 +19,26 @@ export interface S3Settings {
   readonly forcePathStyle: boolean;
 }
 
+/** AWS KMS envelope encryption (WALSHIP_ENCRYPTION=kms) and data key rotation. */
+export interface KmsSettings {
+  /** The key new data keys are generated under; reading needs none (objects name their key). */
+  readonly keyId: string | undefined;
+  readonly region: string | undefined;
+  readonly endpoint: string | undefined;
+  /** Keep data keys in the spool directory so that KMS is called once per rotation, not per file. */
+  readonly keyCache: boolean;
+  readonly rotateAgeMs: number;
+  /** 0: no limit. */
+  readonly rotateSegments: number;
+}
+
 export interface Config {
   readonly store: StoreLocation;
   readonly s3: S3Settings;
   readonly compression: Compression;
   readonly encryption: Encryption;
   readonly keyFiles: readonly string[];
+  readonly kms: KmsSettings;
   readonly spoolDir: string;
   readonly logLevel: LogLevel;
   readonly timeoutMs: number;
@@ -151,8 +165,9 @@ export function loadConfig(opts: LoadOptions = {}): Config {
       hint: 'create one with: walship key create --file /path/to/key',
     });
   }
-  if (encryption === 'kms') {
-    throw new ConfigError('WALSHIP_ENCRYPTION=kms is not available in this version: expected none or keyfile');
+  const kms = kmsSettings(lookup);
+  if (encryption === 'kms' && !kms.keyId) {
+    throw new ConfigError('WALSHIP_ENCRYPTION=kms needs WALSHIP_KMS_KEY_ID: expected the KMS key (id, ARN or alias/NAME) that protects this archive');
   }
 
   const spool = lookup('WALSHIP_SPOOL_DIR');
@@ -169,6 +184,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     compression: oneOf<Compression>(lookup, 'WALSHIP_COMPRESSION', ['lz4', 'none'], 'lz4'),
     encryption,
     keyFiles,
+    kms,
     spoolDir: spool?.value ?? `${homedir()}/.walship`,
     logLevel: oneOf<LogLevel>(lookup, 'WALSHIP_LOG_LEVEL', ['trace', 'debug', 'info', 'warn', 'error', 'silent'], 'info'),
     timeoutMs,
@@ -183,4 +199,36 @@ export function loadConfig(opts: LoadOptions = {}): Config {
 export function logLevelFromEnv(env: NodeJS.ProcessEnv = process.env): LogLevel {
   const v = (env.WALSHIP_LOG_LEVEL ?? '').toLowerCase();
   return (['trace', 'debug', 'info', 'warn', 'error', 'silent'] as const).find((l) => l === v) ?? 'info';
+}
+
+const KMS_KEY_ID = /^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)\/[A-Za-z0-9/_-]+|alias\/[A-Za-z0-9/_-]+|(mrk-)?[0-9a-fA-F-]{32,36})$/;
+
+function kmsSettings(lookup: Lookup): KmsSettings {
+  const keyId = lookup('WALSHIP_KMS_KEY_ID');
+  if (keyId && !KMS_KEY_ID.test(keyId.value.trim())) throw invalid('WALSHIP_KMS_KEY_ID', keyId.where, keyId.value);
+  const region = lookup('WALSHIP_KMS_REGION');
+  if (region && !/^[a-z0-9-]+$/.test(region.value)) throw invalid('WALSHIP_KMS_REGION', region.where, region.value);
+  const endpoint = lookup('WALSHIP_KMS_ENDPOINT');
+  if (endpoint && !/^https?:\/\/[^\s/]+/.test(endpoint.value)) throw invalid('WALSHIP_KMS_ENDPOINT', endpoint.where, endpoint.value);
+  return {
+    keyId: keyId?.value.trim(),
+    region: region?.value,
+    endpoint: endpoint?.value,
+    keyCache: bool(lookup, 'WALSHIP_KMS_KEY_CACHE', true),
+    rotateAgeMs: duration(lookup, 'WALSHIP_KEY_ROTATE_AGE', 24 * 3600, 1, 365 * 86400) * 1000,
+    rotateSegments: integer(lookup, 'WALSHIP_KEY_ROTATE_SEGMENTS', 0, 0, 1_000_000_000),
+  };
+}
+
+const UNIT_SECONDS: Readonly<Record<string, number>> = { '': 1, s: 1, sec: 1, m: 60, min: 60, h: 3600, d: 86400 };
+
+/** Seconds from "90", "90s", "15m"/"15min", "24h", "7d". */
+function duration(lookup: Lookup, name: SettingName, dflt: number, min: number, max: number): number {
+  const v = lookup(name);
+  if (!v) return dflt;
+  const m = /^(\d+)\s*([a-z]*)$/.exec(v.value.trim().toLowerCase());
+  const unit = m ? UNIT_SECONDS[m[2]!] : undefined;
+  const n = m && unit !== undefined ? Number(m[1]) * unit : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw invalid(name, v.where, v.value);
+  return n;
 }

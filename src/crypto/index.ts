@@ -1,16 +1,39 @@
 import type { Config } from '../config/index.js';
+import { CompositeKeyProvider } from './composite.js';
 import { KeyfileProvider } from './keyfile.js';
+import { KmsProvider } from './kms.js';
 import type { KeyProvider } from './types.js';
 
-export type { KeyDescriptor, KeyProvider, ObjectKey } from './types.js';
+export type { KeyContext, KeyDescriptor, KeyProvider, KmsKeyDescriptor, ObjectKey } from './types.js';
 export { createKeyFile, KeyfileProvider } from './keyfile.js';
+export { CompositeKeyProvider } from './composite.js';
+export { KmsProvider, type DataKeyStatus } from './kms.js';
+
+export type KeySettings = Pick<Config, 'encryption' | 'keyFiles' | 'kms' | 'spoolDir' | 'timeoutMs'>;
+
+/** The KMS provider the configuration describes (reading needs no key id; writing does). */
+export function kmsProviderFor(config: KeySettings, warn?: (message: string) => void): KmsProvider {
+  return new KmsProvider({
+    keyId: config.kms.keyId,
+    region: config.kms.region,
+    endpoint: config.kms.endpoint,
+    timeoutMs: config.timeoutMs,
+    spoolDir: config.spoolDir,
+    cache: config.kms.keyCache,
+    rotation: { maxAgeMs: config.kms.rotateAgeMs, maxObjects: config.kms.rotateSegments },
+    ...(warn ? { warn } : {}),
+  });
+}
 
 /**
- * The key provider the configuration asks for, or undefined for no
- * encryption. Fetch needs one whenever the archive holds encrypted objects,
- * so it is built from WALSHIP_KEY_FILE even when new objects are not encrypted.
+ * The key provider for a command: reads objects of every provider that is
+ * configured (key files when WALSHIP_KEY_FILE is set; KMS always, since its
+ * objects name their key), and writes with WALSHIP_ENCRYPTION's.
  */
-export async function keyProviderFor(config: Config): Promise<KeyProvider | undefined> {
-  if (config.keyFiles.length === 0) return undefined;
-  return KeyfileProvider.load(config.keyFiles);
+export async function keyProviderFor(config: KeySettings, warn?: (message: string) => void): Promise<CompositeKeyProvider> {
+  const keyfile = config.keyFiles.length > 0 ? await KeyfileProvider.load(config.keyFiles) : undefined;
+  let kms: KmsProvider | undefined;
+  const getKms = (): KmsProvider => (kms ??= kmsProviderFor(config, warn));
+  const writer: KeyProvider | undefined = config.encryption === 'keyfile' ? keyfile : config.encryption === 'kms' ? getKms() : undefined;
+  return new CompositeKeyProvider(writer, { keyfile, kms: getKms });
 }

@@ -1,7 +1,8 @@
-import { createHash, hkdfSync, randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { open, readFile, stat } from 'node:fs/promises';
 import { KeyError } from '../errors.js';
-import type { KeyDescriptor, KeyProvider, ObjectKey } from './types.js';
+import { deriveObjectKey, newSalt, SALT_BYTES } from './derive.js';
+import type { KeyContext, KeyDescriptor, KeyProvider, ObjectKey } from './types.js';
 
 /**
  * Local key files. A key file holds one 256-bit master key; each object is
@@ -10,7 +11,6 @@ import type { KeyDescriptor, KeyProvider, ObjectKey } from './types.js';
  */
 
 const FILE_TAG = 'walship-key-v1';
-const HKDF_INFO = Buffer.from('walship object key v1');
 
 interface MasterKey {
   readonly id: string;
@@ -91,11 +91,12 @@ export class KeyfileProvider implements KeyProvider {
 
   async newObjectKey(): Promise<ObjectKey> {
     const master = this.keys[0]!;
-    const salt = randomBytes(32);
-    return { key: derive(master.key, salt), descriptor: { provider: 'keyfile', id: master.id, salt: salt.toString('base64') } };
+    const salt = newSalt();
+    return { key: deriveObjectKey(master.key, salt), descriptor: { provider: 'keyfile', id: master.id, salt: salt.toString('base64') } };
   }
 
-  async objectKeyFor(descriptor: KeyDescriptor, context: { file: string }): Promise<Buffer> {
+  async objectKeyFor(descriptor: KeyDescriptor, context: KeyContext): Promise<Buffer> {
+    if (descriptor.provider !== 'keyfile') throw new KeyError(`${context.file}: not a key file descriptor`, { file: context.file });
     const master = this.keys.find((k) => k.id === descriptor.id);
     if (!master) {
       throw new KeyError(`${context.file} is encrypted with key ${descriptor.id}, which none of WALSHIP_KEY_FILE holds`, {
@@ -104,11 +105,7 @@ export class KeyfileProvider implements KeyProvider {
       });
     }
     const salt = Buffer.from(descriptor.salt, 'base64');
-    if (salt.length !== 32) throw new KeyError(`${context.file}: malformed key salt in header`, { file: context.file });
-    return derive(master.key, salt);
+    if (salt.length !== SALT_BYTES) throw new KeyError(`${context.file}: malformed key salt in header`, { file: context.file });
+    return deriveObjectKey(master.key, salt);
   }
-}
-
-function derive(master: Buffer, salt: Buffer): Buffer {
-  return Buffer.from(hkdfSync('sha256', master, salt, HKDF_INFO, 32));
 }

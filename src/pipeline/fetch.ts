@@ -8,6 +8,7 @@ import {
   ForeignClusterError,
   InvalidInputError,
   KeyError,
+  KeyUnavailableError,
   LocalIoError,
   StoreUnavailableError,
 } from '../errors.js';
@@ -71,8 +72,8 @@ export async function readArchived(opts: ReadOptions): Promise<ReadResult> {
         }
         return { status: 'not-found', file, key };
       }
-      const { header, data } = await decodeWithErrors(bytes, file, opts.keys, key);
       const boundTo = manifest?.systemIdentifier ?? controlId;
+      const { header, data } = await decodeWithErrors(bytes, file, opts.keys, key, boundTo);
       if (header.systemIdentifier !== undefined && boundTo !== undefined && header.systemIdentifier !== boundTo) {
         throw new ForeignClusterError(`${file.name} in the store belongs to system ${header.systemIdentifier}, not ${boundTo}`, ctx);
       }
@@ -85,7 +86,7 @@ export async function readArchived(opts: ReadOptions): Promise<ReadResult> {
       }
       return { status: 'found', file, data, header, storedBytes: bytes.length };
     } catch (err) {
-      const retryable = err instanceof StoreUnavailableError || err instanceof CorruptObjectError;
+      const retryable = err instanceof StoreUnavailableError || err instanceof CorruptObjectError || err instanceof KeyUnavailableError;
       if (!retryable || attempt >= opts.retries) throw err;
       opts.onRetry?.(attempt + 1, err as Error);
       await new Promise((r) => setTimeout(r, backoff(attempt + 1)));
@@ -102,9 +103,9 @@ function checkCluster(m: ArchiveManifest, controlId: string | undefined, where: 
   }
 }
 
-async function decodeWithErrors(bytes: Buffer, file: WalFileName, keys: KeyProvider | undefined, key: string) {
+async function decodeWithErrors(bytes: Buffer, file: WalFileName, keys: KeyProvider | undefined, key: string, clusterId: string | undefined) {
   try {
-    return await decodeObject(bytes, file.name, keys);
+    return await decodeObject(bytes, file.name, keys, clusterId);
   } catch (err) {
     if (err instanceof KeyError) throw err;
     if (err instanceof ObjectDecodeError) {

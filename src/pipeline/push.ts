@@ -5,6 +5,7 @@ import type { KeyProvider } from '../crypto/index.js';
 import { ArchiveConflictError, InvalidInputError, LocalIoError, StoreUnavailableError, WalshipError } from '../errors.js';
 import type { Store } from '../store/index.js';
 import { parseWalName, validateSegment, type WalFileName } from '../wal/index.js';
+import { archiveSystemIdentifier } from './key-context.js';
 import { objectKey } from './layout.js';
 import { bindManifest } from './manifest.js';
 import { checkPathArgument } from './paths.js';
@@ -61,17 +62,20 @@ export async function push(opts: PushOptions): Promise<PushResult> {
     return { ...base, outcome: 'already-archived', storedBytes: existing.size, blake3: digest };
   }
 
+  // Encryption keys are bound to the archive's cluster (KMS encryption context).
+  const clusterId = segmentHeader?.systemIdentifier ?? (opts.keys ? await archiveSystemIdentifier(opts.store) : undefined);
   const encoded = await encodeObject({
     name: file.name,
     data,
     compression: opts.compression === 'lz4' ? 'lz4-frame' : 'none',
     keys: opts.keys,
     systemIdentifier: segmentHeader?.systemIdentifier,
+    archiveSystemIdentifier: clusterId,
     createdBy: opts.createdBy,
   });
   // Prove the object decodes to the input before it replaces the only copy
   // PostgreSQL has: a codec or memory fault must fail here, not at restore.
-  await decodeObject(encoded.bytes, file.name, opts.keys);
+  await decodeObject(encoded.bytes, file.name, opts.keys, clusterId);
 
   const digest = encoded.header.blake3;
   const result = await opts.store.putIfAbsent(key, encoded.bytes, { blake3: digest, 'raw-size': String(data.length), format: '1' });
