@@ -62,14 +62,15 @@ export class PrefetchPool {
   }
 
   /**
-   * Removes what PostgreSQL will not ask for any more once it has `delivered`:
-   * earlier segments of its timeline, and every segment of another timeline
-   * (after a timeline switch PostgreSQL only moves forward on the new one).
+   * Removes what PostgreSQL will not ask for any more once it has asked for
+   * `current`: earlier segments of its timeline, and every segment of another
+   * timeline (after a timeline switch PostgreSQL only moves forward on the
+   * new one). `current` itself stays: it may be being handed over right now.
    */
-  async discardStale(delivered: string): Promise<void> {
-    const tli = delivered.slice(0, 8);
+  async discardStale(current: string): Promise<void> {
+    const tli = current.slice(0, 8);
     for (const n of await this.segments()) {
-      if (n.slice(0, 8) !== tli || n <= delivered) await unlink(join(this.dir, n)).catch(() => undefined);
+      if (n.slice(0, 8) !== tli || n < current) await unlink(join(this.dir, n)).catch(() => undefined);
     }
   }
 

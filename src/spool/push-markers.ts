@@ -30,6 +30,26 @@ interface Marker extends FileIdentity {
   readonly at: string;
 }
 
+/**
+ * One line of text, so that bin/walship can check a marker without starting
+ * Node: "v1 <dev> <ino> <size> <mtimeNs> <ctimeNs> <blake3> <storedBytes> <at>".
+ */
+function formatMarker(m: Marker): string {
+  return `v1 ${m.dev} ${m.ino} ${m.size} ${m.mtimeNs} ${m.ctimeNs} ${m.blake3} ${m.storedBytes} ${m.at}\n`;
+}
+
+function parseMarker(text: string): Marker | undefined {
+  const f = text.trim().split(' ');
+  if (f.length !== 9 || f[0] !== 'v1') return undefined;
+  const [, dev, ino, size, mtimeNs, ctimeNs, blake3, storedBytes, at] = f as [string, string, string, string, string, string, string, string, string];
+  return { dev: Number(dev), ino: Number(ino), size: Number(size), mtimeNs, ctimeNs, blake3, storedBytes: Number(storedBytes), at };
+}
+
+/** The directory name for a store: bin/walship computes the same from WALSHIP_STORE. */
+export function storeId(storeUrl: string): string {
+  return createHash('sha256').update(storeUrl).digest('hex').slice(0, 16);
+}
+
 export async function fileIdentity(path: string): Promise<FileIdentity> {
   const st = await stat(path, { bigint: true });
   return { dev: Number(st.dev), ino: Number(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs) };
@@ -43,18 +63,18 @@ export class PushMarkers {
   private readonly dir: string;
 
   constructor(spoolDir: string, storeUrl: string) {
-    const storeId = createHash('sha256').update(storeUrl).digest('hex').slice(0, 16);
-    this.dir = join(spoolDir, 'pushed', storeId);
+    this.dir = join(spoolDir, 'pushed', storeId(storeUrl));
   }
 
   /** The marker for `name` if the file at `path` is still exactly the archived one. */
   async lookup(name: string, path: string): Promise<Marker | undefined> {
-    let marker: Marker;
+    let marker: Marker | undefined;
     try {
-      marker = JSON.parse(await readFile(join(this.dir, name), 'utf8')) as Marker;
+      marker = parseMarker(await readFile(join(this.dir, name), 'utf8'));
     } catch {
       return undefined;
     }
+    if (!marker) return undefined;
     try {
       return sameFile(marker, await fileIdentity(path)) ? marker : undefined;
     } catch {
@@ -65,7 +85,7 @@ export class PushMarkers {
   async record(name: string, identity: FileIdentity, blake3: string, storedBytes: number): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     const marker: Marker = { ...identity, blake3, storedBytes, at: new Date().toISOString() };
-    await writeFileAtomic(join(this.dir, name), JSON.stringify(marker));
+    await writeFileAtomic(join(this.dir, name), formatMarker(marker));
   }
 
   async remove(name: string): Promise<void> {

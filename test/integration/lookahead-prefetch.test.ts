@@ -61,6 +61,8 @@ describe('look-ahead push and the prefetch pool, with a real PostgreSQL', () => 
     const ahead = recs.filter((r) => r.outcome === 'archived-ahead');
     const direct = recs.filter((r) => typeof r.msg === 'string' && r.msg.startsWith('archived '));
     expect(ahead.length).toBeGreaterThanOrEqual(6);
+    // Most of them answered by bin/walship without starting Node.
+    expect(ahead.filter((r) => r.fast === true).length).toBeGreaterThanOrEqual(3);
     expect(direct.length).toBeGreaterThanOrEqual(1);
     expect(recs.filter((r) => r.level === 'error')).toEqual([]);
 
@@ -156,6 +158,7 @@ describe('look-ahead push and the prefetch pool, with a real PostgreSQL', () => 
     const recs = logRecords(await backupB.logText());
     const fetched = recs.filter((r) => r.cmd === 'fetch' && typeof r.msg === 'string' && r.msg.startsWith('restored '));
     expect(fetched.filter((r) => r.prefetched === true).length).toBeGreaterThanOrEqual(3);
+    expect(fetched.filter((r) => r.fast === true).length).toBeGreaterThanOrEqual(1);
     expect(fetched.some((r) => String(r.file).startsWith('00000002'))).toBe(true);
     expect(recs.filter((r) => r.level === 'fatal' || r.level === 'error')).toEqual([]);
 
