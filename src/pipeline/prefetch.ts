@@ -69,6 +69,8 @@ export async function runPrefetchWorker(opts: WorkerOptions): Promise<void> {
         log.debug('recovery has ended; prefetch pool removed');
         return;
       }
+      // The server stopped (cleanly): nobody will ask; the pool stays valid for its next start.
+      if (!existsSync(join(opts.dataDir, 'postmaster.pid'))) return;
       const want = await pool.want();
       if (want !== lastWant) {
         lastWant = want;
