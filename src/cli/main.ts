@@ -74,6 +74,33 @@ function build(setExit: (code: number) => void): Command {
     setExit(await runPrefetchWorkerCommand(globals(program)));
   });
 
+  program
+    .command('metrics')
+    .description('write archiving lag and health metrics (Prometheus text format) for node_exporter')
+    .option('-t, --textfile <path.prom>', "write this file atomically (node_exporter's --collector.textfile.directory); default stdout")
+    .option('-w, --watch <interval>', 'keep rewriting the file every interval (e.g. 15s) until SIGTERM')
+    .option('--rpo <seconds>', 'RPO target the lag is compared with; env WALSHIP_RPO_SECONDS (default 900)')
+    .option('--cluster <label>', 'value of the cluster label; env WALSHIP_CLUSTER_LABEL')
+    .option('-D, --pgdata <dir>', 'data directory (pg_wal/archive_status, pg_control); env WALSHIP_PGDATA or PGDATA')
+    .addHelpText('after', '\nRun it as the PostgreSQL OS user with the same configuration as archive_command.\nSee docs/monitoring.md for the metrics and alert rules.')
+    .action(async (opts: { textfile?: string; watch?: string; rpo?: string; cluster?: string; pgdata?: string }) => {
+      const { runMetrics } = await import('./metrics.js');
+      setExit(await runMetrics(opts, globals(program)));
+    });
+
+  program
+    .command('status')
+    .description('show where WAL goes, the backlog and lag against the RPO, the last error and what to do')
+    .option('--json', 'machine-readable output')
+    .option('--rpo <seconds>', 'RPO target; env WALSHIP_RPO_SECONDS (default 900)')
+    .option('--cluster <label>', 'cluster name to show; env WALSHIP_CLUSTER_LABEL')
+    .option('-D, --pgdata <dir>', 'data directory; env WALSHIP_PGDATA or PGDATA')
+    .addHelpText('after', '\nExit status: 0 healthy, 1 a problem needs attention, 2 bad arguments or configuration.')
+    .action(async (opts: { json?: boolean; rpo?: string; cluster?: string; pgdata?: string }) => {
+      const { runStatus } = await import('./status.js');
+      setExit(await runStatus(opts, globals(program)));
+    });
+
   const key = program.command('key').description('manage encryption keys');
   key
     .command('create')

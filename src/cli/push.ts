@@ -4,6 +4,7 @@ import type { Logger } from '../log/index.js';
 import { push, type PushOptions, type PushResult } from '../pipeline/push.js';
 import { nextReadyFiles } from '../pipeline/ready-files.js';
 import { fileIdentity, PushMarkers } from '../spool/push-markers.js';
+import { recordPush, recordPushFailure } from '../spool/state.js';
 import { isWalName } from '../wal/index.js';
 import { CREATED_BY } from '../version.js';
 import { commandContext, commandLogger, type GlobalOptions } from './context.js';
@@ -22,8 +23,11 @@ import { mib, reportError } from './report.js';
 export async function runPush(path: string, globals: GlobalOptions): Promise<number> {
   const started = performance.now();
   const log = commandLogger('push');
+  // Where the outcome is recorded for metrics/status; unknown until the configuration loaded.
+  let spoolDir: string | undefined;
   try {
     const { config, store, keys } = await commandContext(globals, log);
+    spoolDir = config.spoolDir;
     const markers = new PushMarkers(config.spoolDir, config.store.url);
     const name = basename(path);
     if (isWalName(name)) {
@@ -35,6 +39,7 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
           { file: name, rawBytes: marker.size, storedBytes: marker.storedBytes, ms, outcome: 'archived-ahead' },
           `${name} was archived ahead of time at ${marker.at} (confirmed by the store then) in ${ms} ms`,
         );
+        await recordPush(spoolDir, { file: name, outcome: 'archived-ahead', rawBytes: marker.size, storedBytes: marker.storedBytes, ms }, log);
         return EXIT.OK;
       }
     }
@@ -54,10 +59,12 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
     } else {
       log.info(fields, `archived ${r.file} (${mib(r.rawBytes)} → ${mib(r.storedBytes)}${r.encrypted ? ', encrypted' : ''}) in ${ms} ms`);
     }
+    await recordPush(spoolDir, { file: r.file, outcome: r.outcome, rawBytes: r.rawBytes, storedBytes: r.storedBytes, ms }, log);
     if (Math.random() < 0.01) await markers.prune(24 * 3600 * 1000);
     return EXIT.OK;
   } catch (err) {
     reportError(log, err, 'error', `could not archive ${path}: `);
+    if (spoolDir) await recordPushFailure(spoolDir, { file: basename(path), error: err, ms: Math.round(performance.now() - started) }, log);
     return EXIT.FAILED;
   }
 }

@@ -49,6 +49,14 @@ export interface Config {
   readonly pushConcurrency: number;
   /** Segments fetch keeps downloading ahead of recovery; 0 disables the prefetch pool. */
   readonly prefetch: number;
+  /** Recovery point objective (seconds) that metrics and status compare the archival lag with. */
+  readonly rpoSeconds: number;
+  /** Value of the `cluster` label on every metric; undefined leaves the label out. */
+  readonly clusterLabel: string | undefined;
+  /** Data directory metrics and status read pg_wal/archive_status and pg_control from. */
+  readonly pgData: string | undefined;
+  /** Connection for metrics and status (never logged: it may hold a password). */
+  readonly pgDsn: string | undefined;
 }
 
 /** Used when neither --config nor WALSHIP_CONFIG names a file. */
@@ -192,7 +200,18 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     retries: integer(lookup, 'WALSHIP_RETRIES', 3, 0, 10),
     pushConcurrency: integer(lookup, 'WALSHIP_PUSH_CONCURRENCY', 4, 1, 16),
     prefetch: integer(lookup, 'WALSHIP_PREFETCH', 8, 0, 64),
+    rpoSeconds: integer(lookup, 'WALSHIP_RPO_SECONDS', 900, 1, 31 * 86400),
+    clusterLabel: lookup('WALSHIP_CLUSTER_LABEL')?.value.trim() || undefined,
+    pgData: absolutePath(lookup, 'WALSHIP_PGDATA'),
+    pgDsn: lookup('WALSHIP_PG_DSN')?.value,
   };
+}
+
+function absolutePath(lookup: Lookup, name: SettingName): string | undefined {
+  const v = lookup(name);
+  if (!v) return undefined;
+  if (!isAbsolute(v.value)) throw invalid(name, v.where, v.value);
+  return v.value.replace(/\/+$/, '') || '/';
 }
 
 /** Only the log level, for logging set-up before (or despite) a bad config. */

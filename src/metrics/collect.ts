@@ -1,0 +1,109 @@
+import { errorMessage } from '../errors.js';
+import { compactState, readState, type StateSnapshot } from '../spool/state.js';
+import { readControlSystemIdentifier } from '../wal/index.js';
+import { backlogFromListing, readArchiveBacklog, type ArchiveBacklog } from './archive-backlog.js';
+import type { DbTarget } from './conninfo.js';
+import { readDatabase, type DbResult } from './database.js';
+import { segmentEndPosition } from './wal-position.js';
+
+/**
+ * One look at everything the lag reporter knows, from local sources only
+ * (pg_wal/archive_status, pg_control, walship's spool state) plus the
+ * database when a connection is configured. No store is contacted: the
+ * reporter must keep working, and keep telling the truth, while the store is
+ * down.
+ */
+export interface CollectOptions {
+  readonly spoolDir: string;
+  /** Data directory; without it the database's data_directory is tried. */
+  readonly pgData: string | undefined;
+  readonly db: DbTarget | undefined;
+  readonly rpoSeconds: number;
+  readonly dbTimeoutMs: number;
+  /** Fold the state journal first (the periodic reporter does; status only reads). */
+  readonly compact: boolean;
+  readonly now?: () => number;
+}
+
+export interface LagReport {
+  /** ms since the epoch at which the lag was computed. */
+  readonly generatedAt: number;
+  readonly rpoSeconds: number;
+  readonly systemIdentifier: string | undefined;
+  readonly pgData: string | undefined;
+  readonly backlog: ArchiveBacklog | undefined;
+  readonly backlogSource: 'pg_wal' | 'database' | undefined;
+  /**
+   * Age in seconds of the oldest WAL PostgreSQL has finished but that is not
+   * archived yet; 0 when nothing waits; undefined when the backlog cannot be
+   * seen (then nobody can say, and the metric is left out rather than 0).
+   */
+  readonly lagSeconds: number | undefined;
+  readonly rpoBreached: boolean | undefined;
+  readonly state: StateSnapshot | { readonly error: string };
+  readonly db: DbResult | undefined;
+  /** Flushed WAL after the end of the last archived segment (database only). */
+  readonly unarchivedBytes: number | undefined;
+  /** Flushed WAL in the segment PostgreSQL is still filling: not archivable before a switch. */
+  readonly unswitchedBytes: number | undefined;
+  /** The newest push outcome recorded is a failure. */
+  readonly pushFailing: boolean;
+}
+
+export async function collect(opts: CollectOptions): Promise<LagReport> {
+  const now = opts.now ?? Date.now;
+  if (opts.compact) await compactState(opts.spoolDir).catch(() => undefined);
+  const state = await readState(opts.spoolDir).catch((err: unknown) => ({ error: `cannot read walship state in ${opts.spoolDir}: ${errorMessage(err)}` }));
+
+  const pgDataGiven = opts.pgData;
+  const db = opts.db ? await readDatabase(opts.db, { timeoutMs: opts.dbTimeoutMs, listing: true }) : undefined;
+  const facts = db?.ok ? db.facts : undefined;
+  const pgData = pgDataGiven ?? facts?.dataDirectory;
+
+  let backlog: ArchiveBacklog | undefined;
+  let backlogSource: LagReport['backlogSource'];
+  if (pgData !== undefined) {
+    backlog = await readArchiveBacklog(pgData);
+    backlogSource = 'pg_wal';
+  }
+  // Not allowed to read pg_wal (another OS user), but the role may list it.
+  if ((!backlog || !backlog.readable) && facts?.listing) {
+    backlog = backlogFromListing(facts.listing.status, facts.listing.wal);
+    backlogSource = 'database';
+  }
+  const generatedAt = now();
+  let lagSeconds: number | undefined;
+  if (backlog?.readable) {
+    lagSeconds = backlog.oldestFinishedAt === undefined ? 0 : Math.max(0, Math.round(generatedAt - backlog.oldestFinishedAt) / 1000);
+  }
+
+  const systemIdentifier = (pgData !== undefined ? await readControlSystemIdentifier(pgData).catch(() => undefined) : undefined) ?? facts?.systemIdentifier;
+
+  let unarchivedBytes: number | undefined;
+  let unswitchedBytes: number | undefined;
+  if (facts?.flushPosition !== undefined && facts.segmentSize) {
+    unswitchedBytes = facts.flushPosition % facts.segmentSize;
+    const last = facts.archiver.lastArchivedWal;
+    const end = last ? segmentEndPosition(last, facts.segmentSize) : undefined;
+    if (end !== undefined) unarchivedBytes = Math.max(0, facts.flushPosition - end);
+  }
+
+  const push = 'error' in state ? undefined : state.state.push;
+  const pushFailing = push?.lastFailure !== undefined && (push.last === undefined || push.lastFailure.t > push.last.t);
+
+  return {
+    generatedAt,
+    rpoSeconds: opts.rpoSeconds,
+    systemIdentifier,
+    pgData,
+    backlog,
+    backlogSource,
+    lagSeconds,
+    rpoBreached: lagSeconds === undefined ? undefined : lagSeconds > opts.rpoSeconds,
+    state,
+    db,
+    unarchivedBytes,
+    unswitchedBytes,
+    pushFailing,
+  };
+}

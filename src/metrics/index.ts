@@ -1,0 +1,14 @@
+export { collect } from './collect.js';
+export type { CollectOptions, LagReport } from './collect.js';
+export { metricFamilies, commonLabels } from './families.js';
+export type { InfoLabels } from './families.js';
+export { renderText } from './prom-text.js';
+export type { MetricFamily, Sample, MetricType } from './prom-text.js';
+export { writeTextfile, removeStaleTemporaries } from './textfile.js';
+export { statusView, formatStatus, duration } from './status-view.js';
+export type { StatusView, StatusContext } from './status-view.js';
+export { dbTarget } from './conninfo.js';
+export type { DbTarget } from './conninfo.js';
+export { parseInterval } from './interval.js';
+export { reporterSettings } from './options.js';
+export type { ReporterCliOptions, ReporterSettings } from './options.js';
