@@ -110,6 +110,22 @@ function build(setExit: (code: number) => void): Command {
       const { runKeyCreate } = await import('./key.js');
       setExit(await runKeyCreate(opts.file));
     });
+  key
+    .command('rotate')
+    .description('start a new KMS data key now (WALSHIP_ENCRYPTION=kms); archived files keep theirs')
+    .action(async () => {
+      const { runKeyRotate } = await import('./key.js');
+      setExit(await runKeyRotate(globals(program)));
+    });
+  key
+    .command('status')
+    .description("show the current data key (age, next rotation), the KMS keys' state and which keys protect the archive's files")
+    .option('--json', 'machine-readable output (warnings included)')
+    .option('--no-objects', "do not read the archive's object headers")
+    .action(async (opts: { json?: boolean; objects?: boolean }) => {
+      const { runKeyStatus } = await import('./key.js');
+      setExit(await runKeyStatus(globals(program), opts));
+    });
 
   return program;
 }
