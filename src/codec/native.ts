@@ -30,6 +30,22 @@ export function lz4Native(): Lz4 {
   return (lz4 ??= load<Lz4>('lz4-napi'));
 }
 
+/**
+ * @napi-rs/blake-hash's loader asks process.report for the libc flavour,
+ * which costs ~14 ms per process. Try the glibc binary package directly
+ * first (on musl its dlopen fails and the generic loader decides).
+ */
+function loadBlake(): Blake {
+  if (process.platform === 'linux' && (process.arch === 'x64' || process.arch === 'arm64')) {
+    try {
+      return require(`@napi-rs/blake-hash-linux-${process.arch}-gnu`) as Blake;
+    } catch {
+      // fall through to the package's own loader
+    }
+  }
+  return load<Blake>('@napi-rs/blake-hash');
+}
+
 export function blake3(data: Buffer): Buffer {
-  return (blake ??= load<Blake>('@napi-rs/blake-hash')).blake3(data);
+  return (blake ??= loadBlake()).blake3(data);
 }

@@ -90,6 +90,12 @@ export async function decodeObject(
   keys: KeyProvider | undefined,
   /** The cluster the archive is bound to, if known: a KMS-protected object must have been encrypted for it. */
   archiveSystemIdentifier?: string,
+  /**
+   * The bytes the object must decode to, when the caller has them (push
+   * checking what it is about to store): compared directly, which is cheaper
+   * than hashing again and proves the same.
+   */
+  expected?: Buffer,
 ): Promise<{ header: ObjectHeader; data: Buffer }> {
   const { header, headerBytes } = readHeader(bytes);
   if (header.name !== expectedName) {
@@ -120,6 +126,10 @@ export async function decodeObject(
   }
   if (data.length !== header.rawSize) {
     throw new ObjectDecodeError(`decoded ${data.length} bytes, header says ${header.rawSize}`);
+  }
+  if (expected !== undefined) {
+    if (!data.equals(expected)) throw new ObjectDecodeError('object does not decode to the bytes it was made from');
+    return { header, data };
   }
   const digest = blake3(data).toString('hex');
   if (digest !== header.blake3) throw new ObjectDecodeError(`BLAKE3 mismatch: content ${digest.slice(0, 16)}…, header ${header.blake3.slice(0, 16)}…`);
