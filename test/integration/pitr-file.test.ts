@@ -8,8 +8,8 @@ describe('PITR with a real PostgreSQL 15 through walship, file store', () => {
     await runPitrScenario({ archive, encrypted: true, continueArchiving: true });
   });
 
-  it('restores with 1 MiB segments, unencrypted, uncompressed', async () => {
-    const archive = await fileArchive({ WALSHIP_COMPRESSION: 'none' });
+  it('restores with 1 MiB segments, unencrypted, uncompressed, look-ahead and prefetch off', async () => {
+    const archive = await fileArchive({ WALSHIP_COMPRESSION: 'none', WALSHIP_PUSH_CONCURRENCY: '1', WALSHIP_PREFETCH: '0' });
     await runPitrScenario({ archive, encrypted: false, initdbArgs: ['--wal-segsize=1'] });
   });
 });
