@@ -23,7 +23,7 @@ Exit codes:
   0    success
   1    push: not archived, PostgreSQL will retry; fetch/cat: not in the archive
   2    bad arguments or configuration
-  3    cat/key: failed for another reason
+  3    cat/key: failed for another reason; verify: could not check; prune: failed
   200  fetch: the file may exist but cannot be delivered: recovery stops
        instead of ending early (on a standby fetch exits 1 and PostgreSQL retries)`;
 
@@ -66,6 +66,47 @@ function build(setExit: (code: number) => void): Command {
     .action(async (name: string) => {
       const { runCat } = await import('./cat.js');
       setExit(await runCat(name, globals(program)));
+    });
+
+  program
+    .command('list')
+    .description('show what the archive holds: timelines and their history, segment ranges, gaps, sizes')
+    .option('-t, --timeline <n>', 'only this timeline')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { timeline?: string; json?: boolean }) => {
+      const { runList } = await import('./list.js');
+      setExit(await runList(opts, globals(program)));
+    });
+
+  program
+    .command('verify')
+    .description('check that the archive is whole: every timeline continuous, every object sound and of this cluster')
+    .option('--from <segment>', 'check from this segment (default: the oldest archived)')
+    .option('--to <segment>', 'check up to this segment (default: the newest of each timeline)')
+    .option('--deep', 'read every object: decrypt, decompress and check its BLAKE3, as fetch would')
+    .option('-j, --jobs <n>', 'objects checked at once (default 4)')
+    .option('--json', 'machine-readable report')
+    .addHelpText('after', '\nExit status: 0 whole, 1 problems found (each named, with what it means for PITR),\n2 bad arguments or configuration, 3 could not check (store unreachable, unreadable objects).')
+    .action(async (opts: { from?: string; to?: string; deep?: boolean; jobs?: string; json?: boolean }) => {
+      const { runVerify } = await import('./verify.js');
+      setExit(await runVerify(opts, globals(program)));
+    });
+
+  program
+    .command('prune')
+    .description('delete archived WAL older than what must stay restorable')
+    .option('--keep-days <n>', 'keep the WAL of the last N days (and back to the base backup before that, per .backup files)')
+    .option('--before <segment>', 'delete what comes before this segment (on every timeline), e.g. the first WAL file of your oldest base backup')
+    .option('-n, --dry-run', 'list what would be deleted and how much space it frees; delete nothing')
+    .option('-y, --yes', 'do not ask for confirmation (cron)')
+    .option('--json', 'machine-readable plan and result')
+    .addHelpText(
+      'after',
+      '\nNever deletes anything at or after the kept position, history files a kept timeline needs, or walship.json.\nExit status: 0 done (or nothing to do, or dry run), 1 refused as unsafe (nothing deleted),\n2 bad arguments or configuration, 3 failed part way (oldest first: what is left stays contiguous).',
+    )
+    .action(async (opts: { keepDays?: string; before?: string; dryRun?: boolean; yes?: boolean; json?: boolean }) => {
+      const { runPrune } = await import('./prune.js');
+      setExit(await runPrune(opts, globals(program)));
     });
 
   // Started by fetch during recovery; hidden from --help.

@@ -1,0 +1,11 @@
+export { listArchive } from './list.js';
+export type { ArchiveListing, TimelineListing, SegmentRange } from './list.js';
+export { verifyArchive } from './verify.js';
+export type { VerifyReport, VerifyOptions, Problem } from './verify.js';
+export { takeInventory } from './inventory.js';
+export type { Inventory, ArchivedFile } from './inventory.js';
+export { readSmallFiles } from './small-files.js';
+export type { KnownBackup } from './small-files.js';
+export { keepFromSegment, keepFromAge, backupFilesGuard, planPrune, executePrune } from './prune.js';
+export type { KeepFrom, RetentionGuard, PrunePlan, PruneRequest } from './prune.js';
+export { bytes } from './describe.js';

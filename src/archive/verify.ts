@@ -1,0 +1,258 @@
+import { MAX_HEADER_BYTES, ObjectDecodeError, PROLOGUE_BYTES, readHeader, type ObjectHeader } from '../codec/index.js';
+import type { KeyProvider } from '../crypto/index.js';
+import { CorruptObjectError, ForeignClusterError, InvalidInputError, errorMessage } from '../errors.js';
+import { segmentNumber } from '../wal/index.js';
+import { readArchived } from '../pipeline/fetch.js';
+import type { Store } from '../store/index.js';
+import { count, describeLoss, nameOf, type LossContext } from './describe.js';
+import { historiesAgree } from './history.js';
+import { allFiles, takeInventory, type ArchivedFile, type Inventory } from './inventory.js';
+import { mapLimit } from './pool.js';
+import { readSmallFiles } from './small-files.js';
+import { findGaps, type Gap } from './timelines.js';
+
+/**
+ * `walship verify`: is the archive whole? Continuity of every timeline back
+ * through its history, and every object's header (or, with deep, its whole
+ * content) checked against its name and the archive's cluster.
+ *
+ * Three outcomes, which the CLI turns into exit codes: whole; damaged (a
+ * problem was found: a gap, a bad object, a broken timeline link); or
+ * incomplete (no problem found, but some objects could not be checked).
+ */
+export interface VerifyOptions {
+  readonly store: Store;
+  readonly keys: KeyProvider | undefined;
+  /** First segment to check (its position; the timeline digits do not matter), default the oldest. */
+  readonly from?: string | undefined;
+  /** Last segment to check, default the newest of each timeline. */
+  readonly to?: string | undefined;
+  /** Fetch, decrypt, decompress and hash every object. */
+  readonly deep: boolean;
+  /** Objects checked at once. */
+  readonly jobs: number;
+  readonly onProgress?: (done: number, total: number, bytes: number) => void;
+}
+
+export type ProblemKind = 'gap' | 'bad-object' | 'missing-history' | 'history-mismatch';
+
+export interface Problem {
+  readonly kind: ProblemKind;
+  readonly timeline?: number;
+  readonly key?: string;
+  readonly first?: string;
+  readonly last?: string;
+  /** One line: what is wrong. */
+  readonly message: string;
+  /** What it means for point-in-time recovery. */
+  readonly pitr?: string;
+}
+
+export interface VerifyReport {
+  readonly store: string;
+  readonly systemIdentifier: string;
+  readonly segmentSize: number;
+  readonly deep: boolean;
+  readonly status: 'whole' | 'damaged' | 'incomplete';
+  readonly checked: { readonly objects: number; readonly storedBytes: number };
+  readonly timelines: readonly { readonly timeline: number; readonly from?: string; readonly to?: string; readonly path: readonly number[] }[];
+  readonly problems: readonly Problem[];
+  readonly unchecked: readonly { readonly key: string; readonly reason: string }[];
+  readonly strays: readonly string[];
+}
+
+type ObjectOutcome = { ok: true } | { ok: false; damaged: boolean; message: string };
+
+export async function verifyArchive(opts: VerifyOptions): Promise<VerifyReport> {
+  const inv = await takeInventory(opts.store);
+  const fromSegno = opts.from === undefined ? undefined : position(opts.from, '--from', inv.segmentSize);
+  const toSegno = opts.to === undefined ? undefined : position(opts.to, '--to', inv.segmentSize);
+  if (fromSegno !== undefined && toSegno !== undefined && fromSegno > toSegno) {
+    throw new InvalidInputError(`--from ${opts.from} is after --to ${opts.to}`);
+  }
+  const small = await readSmallFiles(inv, opts.store, opts.keys);
+  const { gaps, paths } = findGaps(inv, small.histories, { fromSegno, toSegno });
+  const problems: Problem[] = [];
+  const unchecked: { key: string; reason: string }[] = [];
+  const loss: LossContext = { inv, backups: small.backups, backupsComplete: !small.problems.some((p) => p.name.endsWith('.backup')) };
+
+  for (const tl of inv.timelines.keys()) {
+    if (tl > 1 && !inv.histories.has(tl)) {
+      problems.push({
+        kind: 'missing-history',
+        timeline: tl,
+        message: `timeline ${tl} has WAL but its history file ${nameOfHistory(tl)} is missing`,
+        pitr: `PostgreSQL learns that timeline ${tl} exists, and where it branched, only from that file: recovery with recovery_target_timeline = 'latest' stops on an older timeline, and timeline ${tl} cannot be restored from a base backup taken before it began.`,
+      });
+    }
+  }
+  for (const [tl, h] of small.histories) {
+    const parent = h.entries.at(-1)!.timeline;
+    const ph = small.histories.get(parent);
+    if (ph && !historiesAgree(ph, h)) {
+      problems.push({
+        kind: 'history-mismatch',
+        timeline: tl,
+        key: inv.histories.get(tl)?.key,
+        message: `the history of timeline ${tl} does not repeat the history of its parent timeline ${parent}`,
+        pitr: 'The timeline files disagree about how the timelines branched: two clusters may have archived here, or a file was replaced. Recovery across this switch may follow the wrong WAL.',
+      });
+    }
+  }
+  for (const p of small.problems) {
+    if (p.kind === 'damaged') problems.push({ kind: 'bad-object', key: p.key, message: `${p.name}: ${p.message}`, pitr: smallFilePitr(p.name) });
+    else unchecked.push({ key: p.key, reason: p.message });
+  }
+  for (const g of gaps) problems.push(gapProblem(g, loss, inv.segmentSize));
+
+  // Objects in the range asked for, plus every history file (already fully read).
+  const inRange = (f: ArchivedFile) =>
+    f.segno === undefined || ((fromSegno === undefined || f.segno >= fromSegno) && (toSegno === undefined || f.segno <= toSegno));
+  const objects = allFiles(inv).filter((f) => f.file.kind !== 'history' && inRange(f));
+  let done = 0;
+  let bytesDone = 0;
+  opts.onProgress?.(0, objects.length, 0);
+  const outcomes = await mapLimit(objects, opts.jobs, async (f) => {
+    const outcome = opts.deep ? await checkDeep(f, inv, opts) : await checkHeader(f, inv, opts.store);
+    done++;
+    bytesDone += f.size;
+    opts.onProgress?.(done, objects.length, bytesDone);
+    return outcome;
+  });
+  outcomes.forEach((o, i) => {
+    if (o.ok) return;
+    const f = objects[i]!;
+    if (!o.damaged) {
+      unchecked.push({ key: f.key, reason: o.message });
+      return;
+    }
+    const pitr =
+      f.file.kind === 'segment'
+        ? describeLoss({ timeline: f.file.timeline, fromSegno: f.segno!, toSegno: f.segno!, affects: targetsThrough(f, paths) }, loss, 'damaged')
+        : f.file.kind === 'partial'
+          ? 'A .partial file is never read by recovery on its own; it matters only if you restore the end of this old timeline by hand.'
+          : smallFilePitr(f.file.name);
+    problems.push({ kind: 'bad-object', timeline: f.file.timeline, key: f.key, message: `${f.key}: ${o.message}`, pitr });
+  });
+
+  problems.sort(byPlace);
+  const checkedObjects = objects.length + inv.histories.size;
+  return {
+    store: inv.store,
+    systemIdentifier: inv.manifest.systemIdentifier,
+    segmentSize: inv.segmentSize,
+    deep: opts.deep,
+    status: problems.length > 0 ? 'damaged' : unchecked.length > 0 ? 'incomplete' : 'whole',
+    checked: { objects: checkedObjects, storedBytes: objects.reduce((a, f) => a + f.size, 0) + [...inv.histories.values()].reduce((a, f) => a + f.size, 0) },
+    timelines: paths.map((p) => ({
+      timeline: p.target,
+      ...(p.fromSegno !== undefined ? { from: nameOf(stepAt(p.steps, p.fromSegno), p.fromSegno, inv.segmentSize) } : {}),
+      ...(p.toSegno !== undefined ? { to: nameOf(p.target, p.toSegno, inv.segmentSize) } : {}),
+      path: p.steps.map((s) => s.timeline),
+    })),
+    problems,
+    unchecked: unchecked.sort((a, b) => (a.key < b.key ? -1 : 1)),
+    strays: inv.strays.map((s) => s.key),
+  };
+}
+
+function position(name: string, option: string, segmentSize: number): bigint {
+  const segno = /^[0-9A-F]{24}$/.test(name) ? segmentNumber(name, segmentSize) : undefined;
+  if (segno === undefined || nameOf(Number.parseInt(name.slice(0, 8), 16), segno, segmentSize) !== name) {
+    throw new InvalidInputError(`${option} ${name} is not a segment name for ${segmentSize}-byte segments`, { hint: 'e.g. 000000010000000A000000FF' });
+  }
+  return segno;
+}
+
+function gapProblem(g: Gap, loss: LossContext, ss: number): Problem {
+  const first = nameOf(g.timeline, g.fromSegno, ss);
+  const last = nameOf(g.timeline, g.toSegno, ss);
+  const n = g.toSegno - g.fromSegno + 1n;
+  return {
+    kind: 'gap',
+    timeline: g.timeline,
+    first,
+    last,
+    message: `gap on timeline ${g.timeline}: ${count(n, 'segment')} missing, ${first}${n > 1n ? ` … ${last}` : ''}`,
+    pitr: describeLoss(g, loss),
+  };
+}
+
+function smallFilePitr(name: string): string {
+  return name.endsWith('.history')
+    ? 'Recovery that needs this timeline history (restoring onto or across this timeline) cannot read it and stops.'
+    : 'A .backup file is informational: recovery does not need it, but walship loses what it says about that base backup.';
+}
+
+function nameOfHistory(tl: number): string {
+  return `${tl.toString(16).toUpperCase().padStart(8, '0')}.history`;
+}
+
+function stepAt(steps: readonly { timeline: number; fromSegno: bigint; untilSegno: bigint | undefined }[], segno: bigint): number {
+  return steps.find((s) => segno >= s.fromSegno && (s.untilSegno === undefined || segno < s.untilSegno))?.timeline ?? steps.at(-1)!.timeline;
+}
+
+function targetsThrough(f: ArchivedFile, paths: readonly { target: number; steps: readonly { timeline: number; fromSegno: bigint; untilSegno: bigint | undefined }[] }[]): number[] {
+  return paths.filter((p) => stepAt(p.steps, f.segno!) === f.file.timeline).map((p) => p.target);
+}
+
+function byPlace(a: Problem, b: Problem): number {
+  const ka = `${String(a.timeline ?? 0).padStart(10, '0')}${a.first ?? a.key ?? ''}`;
+  const kb = `${String(b.timeline ?? 0).padStart(10, '0')}${b.first ?? b.key ?? ''}`;
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
+
+/** Header only: well-formed, names this file, whole (sizes add up), this cluster's WAL. */
+async function checkHeader(f: ArchivedFile, inv: Inventory, store: Store): Promise<ObjectOutcome> {
+  let head: Buffer | undefined;
+  let parsed: { header: ObjectHeader; headerBytes: Buffer };
+  try {
+    head = await store.getPrefix(f.key, Math.min(4096, Math.max(f.size, 1)));
+    if (head === undefined) return { ok: false, damaged: false, message: 'deleted while being checked' };
+    try {
+      parsed = readHeader(head);
+    } catch (err) {
+      if (f.size <= head.length) throw err;
+      // A header longer than the first read (a long key descriptor): read all it may need.
+      head = await store.getPrefix(f.key, PROLOGUE_BYTES + MAX_HEADER_BYTES);
+      if (head === undefined) return { ok: false, damaged: false, message: 'deleted while being checked' };
+      parsed = readHeader(head);
+    }
+  } catch (err) {
+    if (err instanceof ObjectDecodeError) return { ok: false, damaged: true, message: `header unreadable: ${err.message}` };
+    return { ok: false, damaged: false, message: errorMessage(err) };
+  }
+  return checkParsedHeader(f, inv, parsed.header, parsed.headerBytes.length);
+}
+
+function checkParsedHeader(f: ArchivedFile, inv: Inventory, h: ObjectHeader, headerLength: number): ObjectOutcome {
+  if (h.name !== f.file.name) return { ok: false, damaged: true, message: `holds ${h.name}, not ${f.file.name}: copied or renamed in the store` };
+  if (headerLength + h.bodySize !== f.size) {
+    return { ok: false, damaged: true, message: `is ${f.size} bytes, its header says ${headerLength + h.bodySize}: truncated or padded` };
+  }
+  if (f.file.kind === 'segment' || f.file.kind === 'partial') {
+    if (h.systemIdentifier === undefined) return { ok: false, damaged: true, message: 'header names no database system' };
+    if (h.systemIdentifier !== inv.manifest.systemIdentifier) {
+      return { ok: false, damaged: true, message: `belongs to database system ${h.systemIdentifier}, the archive to ${inv.manifest.systemIdentifier}` };
+    }
+    if (h.rawSize !== inv.segmentSize) return { ok: false, damaged: true, message: `holds ${h.rawSize} bytes, segments here are ${inv.segmentSize}` };
+  }
+  return { ok: true };
+}
+
+/** Everything fetch checks, without writing anything: decrypt, decompress, BLAKE3, segment header, cluster. */
+async function checkDeep(f: ArchivedFile, inv: Inventory, opts: VerifyOptions): Promise<ObjectOutcome> {
+  try {
+    const r = await readArchived({ name: f.file.name, store: opts.store, keys: opts.keys, retries: 0 });
+    if (r.status === 'not-found') return { ok: false, damaged: false, message: 'deleted while being checked' };
+    const headerLength = r.storedBytes - r.header.bodySize;
+    const outcome = checkParsedHeader(f, inv, r.header, headerLength);
+    if (!outcome.ok) return outcome;
+    if (r.storedBytes !== f.size) return { ok: false, damaged: true, message: `changed while being checked (${f.size} → ${r.storedBytes} bytes)` };
+    return { ok: true };
+  } catch (err) {
+    const damaged = err instanceof CorruptObjectError || err instanceof ForeignClusterError;
+    return { ok: false, damaged, message: errorMessage(err) };
+  }
+}
+
