@@ -13,7 +13,8 @@ const ADVICE: Readonly<Record<string, string>> = {
   FOREIGN_CLUSTER: "the store holds another cluster's archive: point WALSHIP_STORE at this cluster's own location.",
   KEY: 'an encryption key is missing or unusable: check WALSHIP_KEY_FILE (it exists, is readable by the PostgreSQL OS user, mode 0600) or the KMS key and its permissions.',
   CONFIG: "a setting is wrong: fix the one the message names (walship.conf or the environment); PostgreSQL's next retry then archives the backlog.",
-  INVALID_INPUT: "PostgreSQL passed something walship does not accept: archive_command must be 'walship push %p' and restore_command 'walship fetch %f %p'.",
+  INVALID_INPUT:
+    "walship refused its input (a path or name PostgreSQL would not pass, or a file that is not a valid WAL file of this cluster): check that archive_command is 'walship push %p' and restore_command 'walship fetch %f %p', and inspect the file the message names; never delete WAL from pg_wal by hand.",
   LOCAL_IO: 'walship could not read the WAL file or write a local file: check permissions and free space on the data directory and the spool directory.',
   OBJECT_CORRUPT: 'an archived object is damaged: keep it for inspection (walship cat NAME), check the storage, and take a new base backup once archiving is healthy again.',
   INTERNAL: 'an unexpected error (a bug): the log line in the PostgreSQL log has the stack trace; please report it.',
