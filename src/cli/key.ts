@@ -46,13 +46,13 @@ export async function runKeyRotate(globals: GlobalOptions): Promise<number> {
     const config = kmsConfig(globals, 'rotate');
     log.level = config.logLevel;
     const kms = kmsProviderFor(config, (m) => log.warn(m));
-    const before = await kms.status();
     const systemIdentifier = await archiveSystemIdentifier(await openStore(config));
     if (systemIdentifier === undefined) {
       throw new KeyError(`the archive at ${config.store.url} has no walship.json yet, so there is no cluster to bind a data key to`, {
         hint: 'the first push creates the first data key; or run this in the data directory (it reads global/pg_control)',
       });
     }
+    const before = await kms.status(systemIdentifier);
     const dk = await kms.rotate(systemIdentifier);
     const prev = before.cache.status === 'ok' ? `; previous data key ${before.cache.key.id} (created ${iso(before.cache.key.createdAt)}, ${before.cache.uses} files)` : '';
     process.stdout.write(`new data key ${dk.id} under ${dk.keyArn} for system ${systemIdentifier}${prev}\n`);
@@ -87,8 +87,10 @@ export async function runKeyStatus(globals: GlobalOptions, opts: { json?: boolea
     log.level = config.logLevel;
     const kms = kmsProviderFor(config, (m) => log.warn(m));
     const now = Date.now();
-    const dataKey = config.encryption === 'kms' ? await kms.status() : undefined;
-    const usage = opts.objects === false ? undefined : await archiveKeyUsage(await openStore(config));
+    const store = await openStore(config);
+    const systemIdentifier = await archiveSystemIdentifier(store);
+    const dataKey = config.encryption === 'kms' && systemIdentifier !== undefined ? await kms.status(systemIdentifier) : undefined;
+    const usage = opts.objects === false ? undefined : await archiveKeyUsage(store);
 
     const kmsKeys = new Set<string>();
     if (config.encryption === 'kms' && config.kms.keyId) kmsKeys.add(config.kms.keyId);
@@ -112,6 +114,7 @@ export async function runKeyStatus(globals: GlobalOptions, opts: { json?: boolea
     const report = {
       encryption: config.encryption,
       kmsKeyId: config.kms.keyId ?? null,
+      systemIdentifier: systemIdentifier ?? null,
       currentDataKey: dataKeyReport(dataKey, now),
       kmsKeys: states,
       archive: usage ? { store: config.store.url, objects: usage.objects, keys: usage.groups } : null,
@@ -157,6 +160,7 @@ function dataKeyReport(s: Awaited<ReturnType<KmsProvider['status']>> | undefined
 function human(r: {
   encryption: string;
   kmsKeyId: string | null;
+  systemIdentifier: string | null;
   currentDataKey: ReturnType<typeof dataKeyReport>;
   kmsKeys: KmsKeyState[];
   archive: { store: string; objects: number; keys: KeyUsage['groups'] } | null;
@@ -164,6 +168,7 @@ function human(r: {
 }, now: number): string {
   const out: string[] = [];
   out.push(`encryption: ${r.encryption}${r.kmsKeyId ? ` (WALSHIP_KMS_KEY_ID ${r.kmsKeyId})` : ''}`);
+  out.push(`cluster: ${r.systemIdentifier ?? 'unknown (no walship.json in the archive yet)'}`);
   const d = r.currentDataKey;
   if (d && d.id === null) out.push(`current data key: ${d.state}`);
   else if (d && 'createdAt' in d) {

@@ -72,7 +72,8 @@ export function regionOfKeyArn(keyId: string | undefined): string | undefined {
 }
 
 export class KmsProvider implements KeyProvider {
-  private readonly dataKeys: DataKeyCache;
+  /** The spool cache of the current data key, per cluster (system identifier). */
+  private readonly dataKeyCaches = new Map<string, DataKeyCache>();
   private readonly unwrapped: UnwrappedKeyCache;
   private readonly now: () => number;
   private readonly apis = new Map<string, Promise<KmsApi>>();
@@ -83,7 +84,6 @@ export class KmsProvider implements KeyProvider {
 
   constructor(private readonly opts: KmsProviderOptions) {
     this.now = opts.now ?? Date.now;
-    this.dataKeys = new DataKeyCache(opts.spoolDir);
     this.unwrapped = new UnwrappedKeyCache(opts.spoolDir, opts.rotation.maxAgeMs, this.now);
   }
 
@@ -100,7 +100,7 @@ export class KmsProvider implements KeyProvider {
     const keyId = this.writingKeyId(ctx.file);
     const context = this.contextFor(ctx);
     const dk = await this.currentKey(keyId, context, ctx.file);
-    if (this.opts.cache) await this.dataKeys.recordUse(dk.id).catch((err) => this.warn(`cannot count the use of data key ${dk.id}: ${String(err)}`));
+    if (this.opts.cache) await this.cacheFor(context).recordUse(dk.id).catch((err) => this.warn(`cannot count the use of data key ${dk.id}: ${String(err)}`));
     const salt = newSalt();
     const descriptor: KmsKeyDescriptor = {
       provider: 'kms',
@@ -131,15 +131,16 @@ export class KmsProvider implements KeyProvider {
   async rotate(systemIdentifier: string): Promise<CachedDataKey> {
     const keyId = this.writingKeyId(undefined);
     const context = encryptionContext(systemIdentifier);
-    let release = await this.dataKeys.tryLock();
+    const cache = this.cacheFor(context);
+    let release = await cache.tryLock();
     for (let waited = 0; !release && waited < this.opts.timeoutMs + 5000; waited += 100) {
       await sleep(100);
-      release = await this.dataKeys.tryLock();
+      release = await cache.tryLock();
     }
     try {
       const dk = await this.generate(keyId, context, undefined);
       // Unlike a push, a rotation that is not persisted did not happen.
-      await this.dataKeys.write(dk);
+      await cache.write(dk);
       this.current.set(canonicalContext(context), Promise.resolve(dk));
       return dk;
     } finally {
@@ -147,8 +148,9 @@ export class KmsProvider implements KeyProvider {
     }
   }
 
-  async status(): Promise<DataKeyStatus> {
-    const cache = await this.dataKeys.read();
+  /** The cached data key of a cluster's archive on this host (walship key status). */
+  async status(systemIdentifier: string): Promise<DataKeyStatus> {
+    const cache = await this.cacheFor(encryptionContext(systemIdentifier)).read();
     if (cache.status !== 'ok') return { cache, current: false, rotateAt: undefined, objectsLeft: undefined };
     const { maxAgeMs, maxObjects } = this.opts.rotation;
     return {
@@ -198,40 +200,53 @@ export class KmsProvider implements KeyProvider {
     return r.status === 'ok' && r.key.configuredKeyId === keyId && sameContext(r.key.context, context) && r.key.id === dataKeyId(r.key.wrapped);
   }
 
+  private cacheFor(context: EncryptionContext): DataKeyCache {
+    const scope = context[CONTEXT_SYSTEM_KEY] ?? 'unknown';
+    let c = this.dataKeyCaches.get(scope);
+    if (!c) this.dataKeyCaches.set(scope, (c = new DataKeyCache(this.opts.spoolDir, scope)));
+    return c;
+  }
+
   private currentKey(keyId: string, context: EncryptionContext, file: string): Promise<CachedDataKey> {
     const k = canonicalContext(context);
     let p = this.current.get(k);
     if (!p) {
-      p = this.loadOrGenerate(keyId, context, file);
+      // Remember the plaintext at once: verifying what this process encrypts
+      // must not depend on the cache file, which another process may replace.
+      p = this.loadOrGenerate(keyId, context, file).then((dk) => {
+        this.known.set(knownKey(dk.wrapped, dk.context), dk.plaintext);
+        return dk;
+      });
       this.current.set(k, p);
       p.catch(() => this.current.delete(k));
     }
     return p;
   }
 
-  private async readCache(): Promise<CacheRead> {
-    const r = await this.dataKeys.read().catch((err: unknown) => ({ status: 'ignored' as const, why: `cannot read the data key cache: ${String(err)}` }));
+  private async readCache(cache: DataKeyCache): Promise<CacheRead> {
+    const r = await cache.read().catch((err: unknown) => ({ status: 'ignored' as const, why: `cannot read the data key cache: ${String(err)}` }));
     if (r.status === 'ignored') this.warn(`${r.why}; a new data key will be generated`);
     return r;
   }
 
   private async loadOrGenerate(keyId: string, context: EncryptionContext, file: string): Promise<CachedDataKey> {
     if (!this.opts.cache) return this.generate(keyId, context, file);
-    const first = await this.readCache();
+    const cache = this.cacheFor(context);
+    const first = await this.readCache(cache);
     if (this.usable(first, keyId, context) && this.fresh(first.key, first.uses)) return first.key;
     const deadline = this.now() + this.opts.timeoutMs + 5000;
     for (;;) {
-      const release = await this.dataKeys.tryLock().catch((err: unknown) => {
+      const release = await cache.tryLock().catch((err: unknown) => {
         this.warn(`cannot lock the data key cache (${String(err)}); generating a key without it`);
         return async () => undefined;
       });
       if (release) {
         try {
           // Another process may have rotated while this one waited for the lock.
-          const again = await this.readCache();
+          const again = await this.readCache(cache);
           if (this.usable(again, keyId, context) && this.fresh(again.key, again.uses)) return again.key;
           const dk = await this.generate(keyId, context, file);
-          await this.dataKeys.write(dk).catch((err) => this.warn(`cannot write the data key cache ${this.dataKeys.path}: ${String(err)}`));
+          await cache.write(dk).catch((err) => this.warn(`cannot write the data key cache ${cache.path}: ${String(err)}`));
           return dk;
         } finally {
           await release();
@@ -242,7 +257,7 @@ export class KmsProvider implements KeyProvider {
       if (this.usable(first, keyId, context)) return first.key;
       if (this.now() > deadline) return this.generate(keyId, context, file);
       await sleep(50);
-      const r = await this.readCache();
+      const r = await this.readCache(cache);
       if (this.usable(r, keyId, context) && this.fresh(r.key, r.uses)) return r.key;
     }
   }
@@ -274,7 +289,7 @@ export class KmsProvider implements KeyProvider {
     const mem = this.known.get(knownKey(wrapped, context));
     if (mem) return mem;
     if (this.opts.cache) {
-      const cur = await this.dataKeys.read().catch(() => undefined);
+      const cur = await this.cacheFor(context).read().catch(() => undefined);
       if (cur?.status === 'ok' && cur.key.wrapped.equals(wrapped) && sameContext(cur.key.context, context)) return this.remember(wrapped, context, cur.key.plaintext);
       const hit = await this.unwrapped.get(wrapped, canonical).catch(() => undefined);
       if (hit) return this.remember(wrapped, context, hit);

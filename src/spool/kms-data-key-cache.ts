@@ -12,12 +12,17 @@ import { ensurePrivateDir, readPrivateFile } from './private-file.js';
  * Instead the data key KMS generated is kept here, plaintext and wrapped,
  * until it is rotated:
  *
- *   kms-data-key.json          the key, mode 0600, replaced atomically (rename)
- *   kms-data-key.<id>.uses     one byte appended per object encrypted with it:
- *                              O_APPEND writes are atomic, so concurrent pushes
- *                              count exactly without a lock
- *   kms-data-key.lock          held (O_EXCL) by the one process that asks KMS
- *                              for a new key, so concurrent pushes make one call
+ *   kms-data-key-<S>.json        the key, mode 0600, replaced atomically (rename)
+ *   kms-data-key-<S>.<id>.uses   one byte appended per object encrypted with it:
+ *                                O_APPEND writes are atomic, so concurrent pushes
+ *                                count exactly without a lock
+ *   kms-data-key-<S>.lock        held (O_EXCL) by the one process that asks KMS
+ *                                for a new key, so concurrent pushes make one call
+ *
+ * <S> is the cluster's system identifier: several clusters on one host may
+ * share a spool directory (the postgres user's $HOME), and each has its own
+ * data key (its own encryption context), so they must not replace each
+ * other's.
  *
  * The file carries a checksum over all its fields: a damaged file (a torn
  * write, a flipped bit) is ignored instead of encrypting WAL with a key that
@@ -45,8 +50,6 @@ export type CacheRead =
   | { readonly status: 'absent' }
   | { readonly status: 'ignored'; readonly why: string };
 
-const FILE = 'kms-data-key.json';
-const LOCK = 'kms-data-key.lock';
 const TAG = 'walship-kms-data-key-cache';
 
 interface Stored {
@@ -73,16 +76,20 @@ function checksum(s: Omit<Stored, 'check'>): string {
 
 export class DataKeyCache {
   readonly path: string;
+  private readonly base: string;
 
   constructor(
     readonly dir: string,
+    /** The system identifier of the cluster whose data key this is. */
+    scope: string,
     private readonly opts: { readonly lockStaleMs?: number } = {},
   ) {
-    this.path = join(dir, FILE);
+    this.base = `kms-data-key-${scope.replace(/[^0-9A-Za-z_-]/g, '_')}`;
+    this.path = join(dir, `${this.base}.json`);
   }
 
   private usesPath(id: string): string {
-    return join(this.dir, `kms-data-key.${id}.uses`);
+    return join(this.dir, `${this.base}.${id}.uses`);
   }
 
   async read(): Promise<CacheRead> {
@@ -114,9 +121,9 @@ export class DataKeyCache {
     };
     await writeFileAtomic(this.path, `${JSON.stringify({ ...body, check: checksum(body) })}\n`, { mode: 0o600, durable: true });
     const names = await readdir(this.dir).catch(() => [] as string[]);
-    const keep = `kms-data-key.${key.id}.uses`;
+    const keep = `${this.base}.${key.id}.uses`;
     await Promise.all(
-      names.filter((n) => /^kms-data-key\.[0-9a-f]+\.uses$/.test(n) && n !== keep).map((n) => unlink(join(this.dir, n)).catch(() => undefined)),
+      names.filter((n) => n.startsWith(`${this.base}.`) && n.endsWith('.uses') && n !== keep).map((n) => unlink(join(this.dir, n)).catch(() => undefined)),
     );
   }
 
@@ -136,7 +143,7 @@ export class DataKeyCache {
    */
   async tryLock(): Promise<(() => Promise<void>) | undefined> {
     await ensurePrivateDir(this.dir);
-    const path = join(this.dir, LOCK);
+    const path = join(this.dir, `${this.base}.lock`);
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
         const fh = await open(path, 'wx', 0o600);
@@ -153,7 +160,7 @@ export class DataKeyCache {
   }
 
   async lockHeld(): Promise<boolean> {
-    return stat(join(this.dir, LOCK)).then(
+    return stat(join(this.dir, `${this.base}.lock`)).then(
       () => true,
       () => false,
     );

@@ -109,9 +109,9 @@ describe('KMS envelope encryption (KmsProvider, data key caches) against the tes
     for (let i = 0; i < 3; i++) await pushOne(provider(dir), i);
     expect((await stat(dir)).mode & 0o777).toBe(0o700);
     const names = await readdir(dir);
-    expect(names.sort()).toEqual(expect.arrayContaining(['kms-data-key.json']));
+    expect(names.sort()).toEqual(expect.arrayContaining([`kms-data-key-${SYSID}.json`]));
     for (const n of names) expect((await stat(join(dir, n))).mode & 0o777, n).toBe(0o600);
-    const status = await provider(dir).status();
+    const status = await provider(dir).status(SYSID);
     expect(status.cache.status).toBe('ok');
     expect(status.current).toBe(true);
     if (status.cache.status === 'ok') expect(status.cache.uses).toBe(3);
@@ -147,6 +147,17 @@ describe('KMS envelope encryption (KmsProvider, data key caches) against the tes
     expect(ids[10]).not.toBe(ids[9]);
     expect(ids.slice(10, 20).every((x) => x === ids[10])).toBe(true);
     expect(ids[20]).not.toBe(ids[19]);
+  });
+
+  it('two clusters sharing one spool directory keep a data key each (no ping-pong of KMS calls)', async () => {
+    const dir = await spool();
+    const ids = { a: new Set<string>(), b: new Set<string>() };
+    for (let i = 0; i < 10; i++) {
+      ids.a.add((await pushOne(provider(dir), i, SYSID)).d.id);
+      ids.b.add((await pushOne(provider(dir), i, '7300000000000000002')).d.id);
+    }
+    expect([ids.a.size, ids.b.size]).toEqual([1, 1]);
+    expect(kms.calls.GenerateDataKey).toBe(2);
   });
 
   it('walship key rotate: a new data key at once, the next push uses it', async () => {
@@ -188,14 +199,14 @@ describe('KMS envelope encryption (KmsProvider, data key caches) against the tes
       it(what, async () => {
         const dir = await spool();
         const a = await pushOne(provider(dir), 1);
-        await damage(join(dir, 'kms-data-key.json'));
+        await damage(join(dir, `kms-data-key-${SYSID}.json`));
         const warnings: string[] = [];
         const b = await pushOne(provider(dir, { warnings }), 2);
         expect(b.d.id).not.toBe(a.d.id);
         expect(kms.calls.GenerateDataKey).toBe(2);
-        expect(warnings.join('\n')).toMatch(/kms-data-key\.json is (damaged|not used)/);
+        expect(warnings.join('\n')).toMatch(/kms-data-key-\d+\.json is (damaged|not used)/);
         // The replacement is a good cache again, and what it encrypted is readable elsewhere.
-        expect((await stat(join(dir, 'kms-data-key.json'))).mode & 0o777).toBe(0o600);
+        expect((await stat(join(dir, `kms-data-key-${SYSID}.json`))).mode & 0o777).toBe(0o600);
         const restore = await spool();
         await fetchOne(provider(restore), a);
         await fetchOne(provider(restore), b);
@@ -234,7 +245,7 @@ describe('KMS envelope encryption (KmsProvider, data key caches) against the tes
     expect(ids).toHaveLength(6);
     expect(new Set(ids).size).toBe(1);
     expect(kms.calls.GenerateDataKey).toBe(1);
-    const status = await provider(dir).status();
+    const status = await provider(dir).status(SYSID);
     if (status.cache.status !== 'ok') throw new Error('no cache');
     expect(status.cache.uses).toBe(6);
   });
