@@ -178,6 +178,7 @@ export async function compactState(spoolDir: string, log?: Logger): Promise<Comp
     // Folded earlier but not deleted yet (a crash between the two): keep
     // naming them, so that they are never counted again.
     const names = [...all.filter((n) => folded.has(n)), ...fresh];
+    if (names.length === 0 && totals !== undefined) return 'compacted'; // nothing to fold or delete
     const state = totals ? cloneState(totals.state) : emptyState();
     let discarded = totals?.discarded ?? 0;
     for (const name of fresh) {
