@@ -1,0 +1,214 @@
+#!/usr/bin/env node
+// npm run bench: walship against pgBackRest (and plain cp) on real WAL, on
+// this machine, in one run. See native-bench/README.md.
+//
+// Settings (environment):
+//   BENCH_SEGMENTS=200      corpus size in 16 MiB segments (cached per size)
+//   BENCH_LATENCY_RUNS=11   pushes per row in (b)
+//   BENCH_MAX_MINUTES=30    budget for the measurements; past it the rest is skipped
+//   BENCH_ONLY=a,b,c,codecs run only these parts
+//   BENCH_RESULTS=path      where to write the table (default native-bench/results/latest.md)
+//   BENCH_CORPUS_DIR=dir    corpus cache (default native-bench/.corpus)
+//   BENCH_KEEP=1            keep the work directory (for debugging)
+//   BENCH_CGROUP=v1|v2|off  force the accounting method
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Accounting } from './lib/accounting.mjs';
+import { archiveRun, latencyRun } from './lib/archive.mjs';
+import { codecBench } from './lib/codecs.mjs';
+import { ensureCorpus } from './lib/corpus.mjs';
+import { AS_ROOT, chownPg, cleanupAll, installCleanupHandlers, onCleanup, PG_BIN, pgEnv, run, sleepSync } from './lib/proc.mjs';
+import { renderReport } from './lib/report.mjs';
+import { replayedSegments, replayRun } from './lib/replay.mjs';
+import { ensurePgbackrest, installWalship, walshipKey } from './lib/tools.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const root = join(here, '..');
+const int = (v, d) => (v === undefined || v === '' ? d : Number.parseInt(v, 10));
+const SEGMENTS = int(process.env.BENCH_SEGMENTS, 200);
+const LATENCY_RUNS = int(process.env.BENCH_LATENCY_RUNS, 11);
+const MAX_MINUTES = Number(process.env.BENCH_MAX_MINUTES ?? 30);
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c,codecs').split(',').map((s) => s.trim()));
+const KEEP = process.env.BENCH_KEEP === '1';
+const RESULTS = process.env.BENCH_RESULTS ?? join(here, 'results', 'latest.md');
+const CACHE = process.env.BENCH_CORPUS_DIR ?? join(here, '.corpus');
+
+const t0 = Date.now();
+const log = (msg) => process.stderr.write(`[bench ${String(Math.round((Date.now() - t0) / 1000)).padStart(4)} s] ${msg}\n`);
+
+function fail(msg) {
+  process.stderr.write(`bench: ${msg}\n`);
+  process.exit(2);
+}
+
+/** Kill anything still running from the work dir (postgres, helpers): a backstop for the cgroup cleanup. */
+function reapStrays(work) {
+  for (let round = 0; round < 2; round++) {
+    let found = 0;
+    for (const d of readdirSync('/proc')) {
+      if (!/^\d+$/.test(d) || Number(d) === process.pid) continue;
+      try {
+        if (readFileSync(`/proc/${d}/cmdline`, 'utf8').includes(work)) {
+          process.kill(Number(d), round === 0 ? 'SIGQUIT' : 'SIGKILL');
+          found++;
+        }
+      } catch {
+        /* gone */
+      }
+    }
+    if (found === 0) return;
+    sleepSync(1000);
+  }
+}
+
+async function main() {
+  if (!Number.isInteger(SEGMENTS) || SEGMENTS < 8) fail('BENCH_SEGMENTS must be an integer ≥ 8');
+  if (!existsSync(join(PG_BIN, 'initdb'))) fail(`PostgreSQL 15 server binaries not found in ${PG_BIN} (apt-get install postgresql-15, or set BENCH_PG_BIN)`);
+  installCleanupHandlers();
+
+  const work = mkdtempSync(join(os.tmpdir(), 'walship-bench-'));
+  spawnSync('chmod', ['0755', work]);
+  chownPg(work);
+  onCleanup('work dir', () => {
+    reapStrays(work);
+    if (KEEP) process.stderr.write(`bench: work dir kept: ${work}\n`);
+    else rmSync(work, { recursive: true, force: true });
+  });
+  // The PostgreSQL user runs walship with the node running this script.
+  const nodeCheck = await run(process.execPath, ['-e', '0'], { pg: true, env: pgEnv('/tmp') });
+  if (nodeCheck.code !== 0) fail(`the PostgreSQL user cannot run ${process.execPath}; put node where it can (e.g. /usr/bin/node)`);
+
+  const acct = new Accounting(process.pid);
+  log(`work dir ${work}; accounting: ${acct.describe()}`);
+  const walship = await installWalship(root, join(work, 'walship'));
+  mkdirSync(join(work, 'keys'), { mode: 0o700 });
+  chownPg(join(work, 'keys'));
+  const keyFile = join(work, 'keys', 'walship.key');
+  await walshipKey(walship.bin, keyFile);
+  const pgbackrest = await ensurePgbackrest(log);
+  if (!pgbackrest.bin) log(`pgBackRest rows skipped: ${pgbackrest.reason}`);
+
+  const corpus = await ensureCorpus({ cacheDir: CACHE, work, segments: SEGMENTS, log });
+  const deadline = Date.now() + MAX_MINUTES * 60_000;
+  const ctx = { work, corpus, acct, walship: { bin: walship.bin, keyFile }, pgbackrest, deadline, keep: KEEP, log };
+  const res = { a: [], b: [], c: [], codecs: undefined, notes: [], errors: [] };
+  if (!pgbackrest.bin) res.notes.push(`pgBackRest not measured: ${pgbackrest.reason}.`);
+  if (pgbackrest.installed) res.notes.push(`pgBackRest was installed by this run (${pgbackrest.version}).`);
+  const loadStart = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+
+  const step = async (name, fn) => {
+    if (Date.now() > deadline) {
+      res.notes.push(`${name}: skipped, the ${MAX_MINUTES}-minute budget was used up.`);
+      return undefined;
+    }
+    log(`${name} ...`);
+    try {
+      const r = await fn();
+      log(`${name}: done`);
+      return r;
+    } catch (err) {
+      log(`${name}: FAILED: ${err.message}`);
+      res.errors.push(`${name}: ${err.message.split('\n')[0]}`);
+      return undefined;
+    }
+  };
+  const label = { walship: 'walship', pgbackrest: 'pgBackRest', cp: 'cp' };
+  const spec = (tool, encrypt, lookAhead = true) => ({
+    id: `${tool}-${encrypt ? 'enc' : 'plain'}${lookAhead ? '' : '-off'}`,
+    tool,
+    toolLabel: label[tool],
+    encrypt,
+    lookAhead,
+    label: `${label[tool]} ${encrypt ? 'encrypted' : 'plain'}${lookAhead ? '' : ' look-ahead/prefetch off'}`,
+  });
+  const tools = pgbackrest.bin ? ['walship', 'pgbackrest'] : ['walship'];
+
+  if (ONLY.has('codecs')) res.codecs = await step('codec micro-benchmarks', () => codecBench(root, corpus));
+
+  if (ONLY.has('b')) {
+    for (const encrypt of [true, false]) {
+      for (const tool of tools) {
+        const r = await step(`(b) single push latency, ${tool}, encryption ${encrypt ? 'on' : 'off'}`, () => latencyRun(ctx, spec(tool, encrypt), LATENCY_RUNS));
+        if (r) res.b.push(r);
+      }
+    }
+  }
+
+  const sources = new Map();
+  if (ONLY.has('a') || ONLY.has('c')) {
+    // Interleaved, so slow drift in the machine's load hits both tools alike.
+    const rows = ONLY.has('a')
+      ? [spec('walship', false), spec('pgbackrest', false), spec('walship', true), spec('pgbackrest', true), spec('walship', true, false)]
+      : [spec('walship', true), spec('pgbackrest', true)];
+    for (const s of rows.filter((r) => tools.includes(r.tool))) {
+      const r = await step(`(a) archive ${corpus.segments.length} segments, ${s.label}`, () => archiveRun(ctx, s));
+      if (!r) continue;
+      log(`    ${r.segPerS.toFixed(2)} segments/s, CPU ${r.cpuMsPerSeg?.toFixed(1)} ms/segment`);
+      if (ONLY.has('a')) res.a.push(r);
+      sources.set(s.id, r);
+    }
+  }
+
+  if (ONLY.has('c')) {
+    const rows = [
+      { ...spec('cp', false), id: 'cp', label: 'cp', toolLabel: 'cp' },
+      { ...spec('walship', true), source: sources.get('walship-enc') },
+      { ...spec('pgbackrest', true), source: sources.get('pgbackrest-enc') },
+      { ...spec('walship', false), source: sources.get('walship-plain') },
+      { ...spec('pgbackrest', false), source: sources.get('pgbackrest-plain') },
+      { ...spec('walship', true, false), source: sources.get('walship-enc') },
+      // cp again at the end: the baseline is the mean of both, so slow drift
+      // in the machine's load does not favour the rows measured first.
+      { ...spec('cp', false), id: 'cp-2', label: 'cp (again)', toolLabel: 'cp (again)' },
+    ];
+    for (const s of rows.filter((r) => r.tool === 'cp' || (tools.includes(r.tool) && r.source))) {
+      const r = await step(`(c) replay ${replayedSegments(corpus).length} segments, ${s.label}`, () => replayRun(ctx, s));
+      if (!r) continue;
+      log(`    ${r.wallS.toFixed(1)} s, CPU ${r.cpuMsPerSeg?.toFixed(1)} ms/segment`);
+      res.c.push(r);
+    }
+  }
+
+  const git = (...args) => spawnSync('git', ['-C', root, ...args], { encoding: 'utf8' });
+  const head = git('rev-parse', '--short', 'HEAD').stdout.trim();
+  const dirty = git('status', '--porcelain', '--', 'src', 'bin', 'scripts').stdout.trim() !== '';
+  const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown CPU';
+  res.meta = {
+    date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    cpu,
+    cores: os.cpus().length,
+    kernel: os.release(),
+    node: process.version,
+    postgres: corpus.postgres.replace(/^postgres \(PostgreSQL\) /, 'PostgreSQL '),
+    pgbackrest: pgbackrest.version,
+    walship: `${walship.version}${head ? ` @ ${head}${dirty ? ' + uncommitted changes' : ''}` : ''}`,
+    corpusSegments: corpus.segments.length,
+    corpusSegmentsWanted: SEGMENTS,
+    scale: corpus.scale,
+    corpusReused: corpus.reused,
+    corpusSeconds: corpus.generationSeconds,
+    loadStart,
+    loadEnd: os.loadavg().map((l) => l.toFixed(2)).join(' '),
+    accounting: acct.describe(),
+    benchSeconds: Math.round((Date.now() - t0) / 1000),
+  };
+  const table = renderReport(res);
+  process.stdout.write(`\n${table}`);
+  mkdirSync(dirname(RESULTS), { recursive: true });
+  writeFileSync(RESULTS, table);
+  log(`table written to ${RESULTS}`);
+  cleanupAll();
+  return res.errors.length > 0 ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`bench: ${err?.stack ?? err}\n`);
+    cleanupAll();
+    process.exit(1);
+  },
+);

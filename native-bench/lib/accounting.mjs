@@ -1,0 +1,283 @@
+// CPU and memory accounting for everything a tool starts.
+//
+// Both tools may do their real work in processes that outlive the call
+// PostgreSQL made: pgBackRest's async archive-push/archive-get daemon, and
+// walship's look-ahead and prefetch helpers. The rusage of a waited child
+// does not include such detached processes, so where the machine allows it
+// every measured call first moves itself into a cgroup of its own
+// (`echo $$ > .../cgroup.procs; exec ...`, a builtin and the exec the shell
+// does anyway), and CPU is read from the cgroup: user+sys of every process
+// that ran in it, helpers included. Peak memory is VmHWM, sampled from
+// /proc for every process in the cgroup, plus the exact max RSS of each
+// direct call from /usr/bin/time. Without cgroups (not root, no cgroupfs),
+// CPU and RSS fall back to /usr/bin/time of the direct calls and the table
+// says so.
+import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { AS_ROOT, alive, onCleanup, pgIds, sleep, sleepSync } from './proc.mjs';
+
+const TIME_BIN = existsSync('/usr/bin/time') ? '/usr/bin/time' : undefined;
+const SAMPLE_MS = 20;
+
+function findHierarchy() {
+  const forced = process.env.BENCH_CGROUP; // 'v1', 'v2' or 'off'
+  if (forced === 'off' || !AS_ROOT) return undefined;
+  const mounts = readFileSync('/proc/self/mounts', 'utf8').split('\n').map((l) => l.split(' '));
+  const own = readFileSync('/proc/self/cgroup', 'utf8').trim().split('\n').map((l) => l.split(':'));
+  const v1 = mounts.find((m) => m[2] === 'cgroup' && m[3]?.split(',').includes('cpuacct'));
+  if (v1 && forced !== 'v2') {
+    const rel = own.find((o) => o[1]?.split(',').includes('cpuacct'))?.[2] ?? '/';
+    return { kind: 'v1', base: join(v1[1], rel) };
+  }
+  const v2 = mounts.find((m) => m[2] === 'cgroup2');
+  if (v2 && forced !== 'v1') {
+    const rel = own.find((o) => o[0] === '0' && o[1] === '')?.[2] ?? '/';
+    return { kind: 'v2', base: join(v2[1], rel) };
+  }
+  return undefined;
+}
+
+export class Accounting {
+  constructor(tag) {
+    this.timeBin = TIME_BIN;
+    this.kind = 'rusage';
+    const h = findHierarchy();
+    if (!h) return;
+    const parent = join(h.base, `walship-bench-${tag}`);
+    try {
+      mkdirSync(parent);
+    } catch (err) {
+      process.stderr.write(`bench: no cgroup accounting (${err.code ?? err.message}); CPU counts direct calls only\n`);
+      return;
+    }
+    this.kind = h.kind;
+    this.parent = parent;
+    this.base = h.base;
+    if (h.kind === 'v2') {
+      // cgroup v2 lets a process move itself only below a common ancestor it
+      // may write to: put the bench itself into <parent>/driver, so the calls
+      // it starts (as the PostgreSQL user) can move to a sibling group.
+      this.driver = this.#mkgroup('driver');
+      writeFileSync(join(this.driver, 'cgroup.procs'), String(process.pid));
+      this.#grant(this.parent);
+    }
+    onCleanup('cgroups', () => this.close());
+  }
+
+  /** A fresh group for one measurement (e.g. one archive run). */
+  group(name) {
+    const dir = this.parent ? this.#mkgroup(name) : undefined;
+    return new Group(this, name, dir);
+  }
+
+  describe() {
+    if (this.kind === 'rusage') return `/usr/bin/time of each call only (no cgroup: detached helpers are not counted)${TIME_BIN ? '' : '; /usr/bin/time missing: no CPU figures'}`;
+    return `cgroup ${this.kind} per run (every process the calls started, detached helpers included) + VmHWM sampling + /usr/bin/time per call`;
+  }
+
+  #mkgroup(name) {
+    const dir = join(this.parent, name);
+    mkdirSync(dir);
+    this.#grant(dir);
+    return dir;
+  }
+
+  #grant(dir) {
+    const { uid, gid } = pgIds();
+    if (uid !== undefined) chownSync(join(dir, 'cgroup.procs'), uid, gid);
+  }
+
+  close() {
+    if (!this.parent) return;
+    if (this.driver) {
+      try {
+        writeFileSync(join(this.base, 'cgroup.procs'), String(process.pid));
+      } catch {
+        /* best effort */
+      }
+    }
+    for (const name of safeReaddir(this.parent)) {
+      const dir = join(this.parent, name);
+      if (!existsSync(join(dir, 'cgroup.procs'))) continue;
+      killGroupSync(dir);
+      removeDir(dir);
+    }
+    removeDir(this.parent);
+    this.parent = undefined;
+  }
+}
+
+function safeReaddir(dir) {
+  try {
+    return readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name);
+  } catch {
+    return [];
+  }
+}
+
+function removeDir(dir) {
+  for (let i = 0; i < 50; i++) {
+    try {
+      rmdirSync(dir);
+      return;
+    } catch (err) {
+      if (err.code === 'ENOENT') return;
+      sleepSync(100);
+    }
+  }
+  process.stderr.write(`bench: could not remove cgroup ${dir}\n`);
+}
+
+function groupPids(dir) {
+  try {
+    return readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+function killGroupSync(dir) {
+  for (const pid of groupPids(dir)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  const deadline = Date.now() + 5000;
+  while (groupPids(dir).some(alive) && Date.now() < deadline) sleepSync(50);
+}
+
+/** A short label for a process from its argv: "walship push", "pgbackrest archive-push:async", "cp". */
+export function labelFor(argv) {
+  const words = argv.filter(Boolean);
+  const i = words.findIndex((w) => /(^|\/)walship$/.test(w) || /\/dist\/[^/]*\.mjs$/.test(w));
+  if (i >= 0) {
+    const sub = words.slice(i + 1).find((w) => /^[a-z][a-z-]*$/.test(w));
+    return `walship ${sub ?? basename(words[i])}`;
+  }
+  const b = basename(words[0] ?? '?');
+  if (b === 'pgbackrest') {
+    const cmd = [...words].reverse().find((w) => /^[a-z]+-[a-z]+(:[a-z]+)?$/.test(w));
+    return `pgbackrest ${cmd ?? ''}`.trim();
+  }
+  if (b === 'node') return `node ${basename(words[1] ?? '')}`;
+  return b;
+}
+
+class Group {
+  constructor(acct, name, dir) {
+    this.acct = acct;
+    this.name = name;
+    this.dir = dir;
+    this.peaks = new Map(); // label -> max VmHWM kB
+    this.seen = new Map(); // pid -> label
+    this.timer = undefined;
+  }
+
+  /** Wrap a shell command so it runs in this group under /usr/bin/time, as PostgreSQL's `sh -c` would run it. */
+  wrap(command, timeLog) {
+    const join = this.dir ? `echo $$ > ${this.dir}/cgroup.procs && ` : '';
+    // Double quotes: the command may end up inside a single-quoted
+    // postgresql.conf string. PostgreSQL leaves %e, %U... alone (only %p, %f,
+    // %r and %% are its own).
+    const time = this.acct.timeBin && timeLog ? `${this.acct.timeBin} -q -a -o ${timeLog} -f "%e %U %S %M %C" ` : '';
+    return `${join}exec ${time}${command}`;
+  }
+
+  start() {
+    if (!this.dir) return;
+    this.timer = setInterval(() => this.sample(), SAMPLE_MS);
+    this.timer.unref();
+  }
+
+  sample() {
+    for (const pid of groupPids(this.dir)) {
+      let label = this.seen.get(pid);
+      try {
+        if (!label) {
+          const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+          // An empty cmdline: the process is exiting. The shell and
+          // /usr/bin/time before their exec are not the tools either.
+          if (!argv[0]) continue;
+          label = labelFor(argv);
+          if (label === 'sh' || label === 'dash' || label === 'time') continue;
+          this.seen.set(pid, label);
+        }
+        const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+        if (m) this.peaks.set(label, Math.max(this.peaks.get(label) ?? 0, Number(m[1])));
+      } catch {
+        /* exited between the listing and the read */
+      }
+    }
+  }
+
+  /**
+   * After the last call: wait (up to waitMs) for helpers to finish on their
+   * own, then kill what is left and report it, so that nothing leaks into
+   * the next measurement.
+   */
+  async settle(waitMs) {
+    if (!this.dir) return [];
+    const deadline = Date.now() + waitMs;
+    while (groupPids(this.dir).some(alive) && Date.now() < deadline) {
+      this.sample();
+      await sleep(50);
+    }
+    const left = groupPids(this.dir)
+      .filter(alive)
+      .map((pid) => `${this.seen.get(pid) ?? labelFor(readArgv(pid))} (pid ${pid})`);
+    if (left.length > 0) killGroupSync(this.dir);
+    clearInterval(this.timer);
+    return left;
+  }
+
+  /** user+sys ms of every process that ran in the group (undefined without cgroups). */
+  cpuMs() {
+    if (!this.dir) return undefined;
+    if (this.acct.kind === 'v1') {
+      const user = join(this.dir, 'cpuacct.usage_user');
+      if (existsSync(user)) return (Number(readFileSync(user, 'utf8')) + Number(readFileSync(join(this.dir, 'cpuacct.usage_sys'), 'utf8'))) / 1e6;
+      return Number(readFileSync(join(this.dir, 'cpuacct.usage'), 'utf8')) / 1e6;
+    }
+    const stat = readFileSync(join(this.dir, 'cpu.stat'), 'utf8');
+    return Number(/usage_usec (\d+)/.exec(stat)?.[1] ?? NaN) / 1e3;
+  }
+}
+
+function readArgv(pid) {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  } catch {
+    return ['?'];
+  }
+}
+
+/**
+ * Parse a /usr/bin/time log written by Group.wrap: one line per call with
+ * elapsed s, user s, sys s, max RSS kB and the command line.
+ */
+export function readTimeLog(path) {
+  if (!path || !existsSync(path)) return [];
+  return readFileSync(path, 'utf8')
+    .split('\n')
+    .map((l) => /^(\S+) (\S+) (\S+) (\d+) (.*)$/.exec(l))
+    .filter(Boolean)
+    .map((m) => ({ elapsed: Number(m[1]), user: Number(m[2]), sys: Number(m[3]), maxRssKb: Number(m[4]), label: labelFor(m[5].split(' ')) }));
+}
+
+/** Summarise one measurement: CPU (cgroup, else direct calls) and the peak RSS per kind of process. */
+export function summarise(group, timeLog, leftovers) {
+  const calls = readTimeLog(timeLog);
+  const callCpuMs = calls.reduce((s, c) => s + (c.user + c.sys) * 1000, 0);
+  const peaks = new Map(group.peaks);
+  for (const c of calls) peaks.set(c.label, Math.max(peaks.get(c.label) ?? 0, c.maxRssKb));
+  const cg = group.cpuMs();
+  return {
+    cpuMs: cg ?? (calls.length > 0 ? callCpuMs : undefined),
+    callCpuMs: calls.length > 0 ? callCpuMs : undefined,
+    calls: calls.length,
+    peaks: Object.fromEntries([...peaks].filter(([label]) => !['sh', 'dash', 'time'].includes(label)).sort((a, b) => b[1] - a[1])),
+    leftovers,
+  };
+}
