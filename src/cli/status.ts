@@ -37,6 +37,7 @@ export async function runStatus(opts: StatusCliOptions, globals: GlobalOptions):
     store: config.store.url,
     encryption: config.encryption,
     keyFiles,
+    kmsKeyId: config.encryption === 'kms' ? config.kms.keyId : undefined,
     spoolDir: config.spoolDir,
     cluster: settings.cluster,
   });

@@ -9,6 +9,8 @@ export interface StatusContext {
   readonly store: string;
   readonly encryption: string;
   readonly keyFiles: readonly { readonly path: string; readonly readable: boolean }[];
+  /** WALSHIP_KMS_KEY_ID with WALSHIP_ENCRYPTION=kms (`walship key status` shows the data keys). */
+  readonly kmsKeyId?: string | undefined;
   readonly spoolDir: string;
   readonly cluster: string | undefined;
 }
@@ -27,7 +29,11 @@ export interface StatusView {
   readonly generatedAt: string;
   readonly cluster: { readonly label: string | null; readonly systemIdentifier: string | null; readonly pgData: string | null; readonly inRecovery: boolean | null };
   readonly store: string;
-  readonly encryption: { readonly mode: string; readonly keyFiles: readonly { readonly path: string; readonly readable: boolean }[] };
+  readonly encryption: {
+    readonly mode: string;
+    readonly keyFiles: readonly { readonly path: string; readonly readable: boolean }[];
+    readonly kmsKeyId: string | null;
+  };
   readonly lastArchived: (Event & { readonly rawBytes: number; readonly storedBytes: number; readonly ms: number; readonly outcome: string }) | null;
   readonly backlog: {
     readonly readable: boolean;
@@ -103,7 +109,7 @@ export function statusView(r: LagReport, ctx: StatusContext): StatusView {
     generatedAt: iso(now),
     cluster: { label: ctx.cluster ?? null, systemIdentifier: r.systemIdentifier ?? null, pgData: r.pgData ?? null, inRecovery: facts ? facts.inRecovery : null },
     store: ctx.store,
-    encryption: { mode: ctx.encryption, keyFiles: ctx.keyFiles },
+    encryption: { mode: ctx.encryption, keyFiles: ctx.keyFiles, kmsKeyId: ctx.kmsKeyId ?? null },
     lastArchived: push?.last ? { ...event(push.last)!, rawBytes: push.last.rawBytes, storedBytes: push.last.storedBytes, ms: push.last.ms, outcome: push.last.outcome } : null,
     backlog: {
       readable: b?.readable ?? false,
@@ -167,7 +173,8 @@ export function formatStatus(v: StatusView): string {
   lines.push(`walship status${who ? ` (${who})` : ''}: ${v.healthy ? 'OK' : 'ATTENTION'}`);
   row('store', v.store);
   const keys = v.encryption.keyFiles.map((k) => `${k.path}${k.readable ? '' : ' (NOT READABLE)'}`).join(', ');
-  row('encryption', `${v.encryption.mode}${keys ? `, key file ${keys}` : ''}`);
+  const kms = v.encryption.kmsKeyId ? `, KMS key ${v.encryption.kmsKeyId} (details: walship key status)` : '';
+  row('encryption', `${v.encryption.mode}${keys ? `, key file ${keys}` : ''}${kms}`);
   if (v.lastArchived) {
     const a = v.lastArchived;
     row('archived', `${a.file} at ${a.at} (${duration(a.ageSeconds)} ago; ${bytes(a.rawBytes)} → ${bytes(a.storedBytes)} in ${a.ms} ms${a.outcome === 'archived' ? '' : `, ${a.outcome}`})`);

@@ -276,6 +276,22 @@ describe('walship metrics and status while the store breaks and heals', () => {
     expect(m.value('walship_pg_stat_archiver_archived_total')).toBe(pgStats.archivedCount);
   });
 
+  it('restore_command outcomes are counted: delivered, not found, and the last restored position', async () => {
+    const work = await tempDir('walship-lag-fetch-');
+    const got = await runWalship(['--config', conf, 'fetch', firstUnarchived, 'RECOVERYXLOG'], { env: {}, cwd: work });
+    expect(got.code, got.stderr).toBe(0);
+    const missing = await runWalship(['--config', conf, 'fetch', '0000000100000000000000FF', 'RECOVERYXLOG'], { env: {}, cwd: work });
+    expect(missing.code).toBe(1);
+    const m = await metricsOnce();
+    expect(m.value('walship_fetches_total', { result: 'ok' })).toBe(1);
+    expect(m.value('walship_fetches_total', { result: 'not_found' })).toBe(1);
+    expect(m.value('walship_fetches_total', { result: 'failed' })).toBe(0);
+    expect(m.value('walship_fetch_raw_bytes_total')).toBe(1024 * 1024);
+    const segno = parseInt(firstUnarchived.slice(16), 16) + parseInt(firstUnarchived.slice(8, 16), 16) * 4096;
+    expect(m.value('walship_last_fetched_wal_position_bytes')).toBe((segno + 1) * 1024 * 1024);
+    expect(m.value('walship_last_fetch_success_timestamp_seconds')).toBeGreaterThan(0);
+  });
+
   it('a real node_exporter serves the walship metrics from the textfile directory', async () => {
     await runWalship(['--config', conf, 'metrics', '--textfile', textfile], { env: {} });
     exporter = await startNodeExporter(textDir);
