@@ -118,7 +118,7 @@ export function renderReport(res) {
   if (res.c.length > 0) {
     L.push(`## (c) PITR replay of ${res.c[0]?.segments ?? '–'} segments from the base backup to a restore point, then promote`);
     L.push('');
-    L.push('Timed from starting PostgreSQL until it accepts connections after recovery; the restored data is checked against the corpus. The cp baseline for the ratios is the mean of the cp runs.');
+    L.push('Timed from starting PostgreSQL until it accepts connections after recovery; the restored data is checked against the corpus. The cp baseline for the ratios is the mean of the cp runs. CPU counts every process each restore_command started (helpers included) and the sh and /usr/bin/time it runs under: the cp rows show that floor.');
     L.push('');
     L.push('| restore_command | encryption | prefetch | wall s | MB/s | ÷ cp (time) | ÷ pgBackRest (time) | CPU ms/segment (restore side) | peak RSS MB (process) |');
     L.push('|---|---|---|---|---|---|---|---|---|');
@@ -151,7 +151,7 @@ export function renderReport(res) {
     for (const n of notes) L.push(`- ${n}`);
     L.push('');
   }
-  L.push(`Reproduce: \`npm ci && npm run bench\` (BENCH_SEGMENTS=${m.corpusSegmentsWanted}; bench wall time ${m.benchSeconds} s).`);
+  L.push(`Reproduce: \`${m.corpusSegmentsWanted === 200 ? '' : `BENCH_SEGMENTS=${m.corpusSegmentsWanted} `}npm run bench\` after \`npm ci\` (this run took ${m.benchSeconds} s${m.corpusReused ? ' with a cached corpus' : ''}). See native-bench/README.md for the method.`);
   L.push('');
   return L.join('\n');
 }
