@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { readState } from '../../src/spool/state.js';
 import { findProcessesIn } from '../support/processes.js';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -73,6 +74,10 @@ describe('look-ahead push and the prefetch pool, with a real PostgreSQL', () => 
       .map((n) => n.slice(0, 24));
     expect(done.length).toBeGreaterThanOrEqual(12);
     for (const n of done) expect(await store.head(`wal/00000001/${n}`), n).toBeDefined();
+    // Every call is counted for metrics/status, bin/walship's shortcuts included.
+    const counted = (await readState(archive.env.WALSHIP_SPOOL_DIR!)).state.push.calls;
+    expect(counted['archived-ahead']).toBe(ahead.length);
+    expect(counted.archived).toBe(direct.length);
     // Markers are consumed by PostgreSQL's calls.
     const spool = join(archive.env.WALSHIP_SPOOL_DIR!, 'pushed');
     const left = existsSync(spool) ? readdirSync(spool).flatMap((d) => readdirSync(join(spool, d))) : [];
@@ -159,6 +164,13 @@ describe('look-ahead push and the prefetch pool, with a real PostgreSQL', () => 
     const fetched = recs.filter((r) => r.cmd === 'fetch' && typeof r.msg === 'string' && r.msg.startsWith('restored '));
     expect(fetched.filter((r) => r.prefetched === true).length).toBeGreaterThanOrEqual(3);
     expect(fetched.filter((r) => r.fast === true).length).toBeGreaterThanOrEqual(1);
+    // Both restores share the spool: every delivery of either is counted, shortcuts included.
+    const both = [...logRecords(await backupA.logText()), ...recs].filter(
+      (r) => r.cmd === 'fetch' && typeof r.msg === 'string' && r.msg.startsWith('restored '),
+    );
+    const state = (await readState(archive.env.WALSHIP_SPOOL_DIR!)).state;
+    expect(state.prefetch.hits).toBe(both.filter((r) => r.prefetched === true).length);
+    expect(state.fetch.calls.ok).toBe(both.length);
     expect(fetched.some((r) => String(r.file).startsWith('00000002'))).toBe(true);
     expect(recs.filter((r) => r.level === 'fatal' || r.level === 'error')).toEqual([]);
 
