@@ -2,17 +2,20 @@
 // AWS SDK sits in a chunk that only an s3:// store loads. The native addons
 // stay external (they ship platform binaries).
 import { build } from 'esbuild';
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 
-rmSync(join(root, 'dist'), { recursive: true, force: true });
+// Build beside dist/ and swap it in, so a walship running meanwhile (a
+// test, PostgreSQL's archive_command) never finds dist/ half-written.
+const out = join(root, `.dist-build-${process.pid}`);
+rmSync(out, { recursive: true, force: true });
 await build({
   entryPoints: { main: join(root, 'src/cli/main.ts') },
-  outdir: join(root, 'dist'),
+  outdir: out,
   bundle: true,
   splitting: true,
   format: 'esm',
@@ -29,3 +32,7 @@ await build({
   minifySyntax: true,
   sourcemap: false,
 });
+const old = join(root, `.dist-old-${process.pid}`);
+if (existsSync(join(root, 'dist'))) renameSync(join(root, 'dist'), old);
+renameSync(out, join(root, 'dist'));
+rmSync(old, { recursive: true, force: true });
