@@ -30,8 +30,12 @@ export function defaultRetryPolicy(attemptTimeoutMs: number, deadlineMs = 2 * at
 
 /** The attempt ran out of its WALSHIP_TIMEOUT and was aborted. */
 export class AttemptTimeoutError extends Error {
-  constructor(readonly timeoutMs: number) {
-    super(`no complete answer within ${formatSeconds(timeoutMs)} (WALSHIP_TIMEOUT)`);
+  constructor(
+    readonly timeoutMs: number,
+    /** The attempt had less than WALSHIP_TIMEOUT: only what was left of WALSHIP_DEADLINE. */
+    readonly shortened = false,
+  ) {
+    super(`no complete answer within ${formatSeconds(timeoutMs)} (${shortened ? 'what was left of WALSHIP_DEADLINE' : 'WALSHIP_TIMEOUT'})`);
     this.name = 'AttemptTimeoutError';
   }
 }
@@ -49,7 +53,7 @@ export class RetriesExhaustedError extends Error {
   ) {
     super(
       reason === 'deadline'
-        ? `gave up after ${attempts} attempt${attempts === 1 ? '' : 's'} in ${formatSeconds(elapsedMs)}: the store has been failing for longer than WALSHIP_DEADLINE (${formatSeconds(deadlineMs)})`
+        ? `gave up after ${attempts} attempt${attempts === 1 ? '' : 's'} in ${formatSeconds(elapsedMs)}: retrying would run past WALSHIP_DEADLINE (${formatSeconds(deadlineMs)} of failures)`
         : `failed on attempt ${attempts} with an error that retrying cannot fix`,
       { cause: lastError },
     );
@@ -88,7 +92,7 @@ export class Retrier {
       const timeout = n === 1 ? this.policy.attemptTimeoutMs : Math.min(this.policy.attemptTimeoutMs, deadline - Date.now());
       let err: unknown;
       try {
-        const value = await this.once(attempt, timeout);
+        const value = await this.once(attempt, timeout, timeout < this.policy.attemptTimeoutMs);
         this.failingSince = undefined;
         return value;
       } catch (e) {
@@ -114,12 +118,12 @@ export class Retrier {
     return cap / 2 + (this.random() * cap) / 2;
   }
 
-  private async once<T>(attempt: (signal: AbortSignal) => Promise<T>, timeoutMs: number): Promise<T> {
+  private async once<T>(attempt: (signal: AbortSignal) => Promise<T>, timeoutMs: number, shortened: boolean): Promise<T> {
     const controller = new AbortController();
     let timer: NodeJS.Timeout | undefined;
     const timedOut = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        const err = new AttemptTimeoutError(timeoutMs);
+        const err = new AttemptTimeoutError(timeoutMs, shortened);
         controller.abort(err);
         reject(err);
       }, timeoutMs);

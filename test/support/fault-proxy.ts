@@ -26,7 +26,9 @@ export type Fault =
   /** Take the request and never answer (a hung server or a black-holed connection). */
   | { readonly kind: 'stall' }
   /** Forward, relay the first `afterBytes` of the answer, then go silent (a download that stops). */
-  | { readonly kind: 'stall-response'; readonly afterBytes: number };
+  | { readonly kind: 'stall-response'; readonly afterBytes: number }
+  /** Forward both ways at this rate (a slow link: uploads and downloads take long enough to be interrupted). */
+  | { readonly kind: 'slow'; readonly bytesPerSecond: number };
 
 export interface RequestInfo {
   readonly method: string;
@@ -85,7 +87,7 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
   const stats: FaultProxyStats = {
     requests: 0,
     passed: 0,
-    injected: { status: 0, reset: 0, 'reset-mid-body': 0, stall: 0, 'stall-response': 0 },
+    injected: { status: 0, reset: 0, 'reset-mid-body': 0, stall: 0, 'stall-response': 0, slow: 0 },
   };
 
   const decide = (req: RequestInfo): Fault | undefined => {
@@ -145,6 +147,7 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
       case undefined:
       case 'reset-mid-body':
       case 'stall-response':
+      case 'slow':
         forward(client, rewriteHead(lines), rest, fault);
         return;
       case 'reset':
@@ -206,10 +209,19 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
         upstream.write(chunk);
       };
       if (rest.length > 0) send(rest);
-      client.on('data', send);
-      client.on('end', () => upstream.end());
+      if (fault?.kind === 'slow') throttle(client, send, fault.bytesPerSecond, () => upstream.end());
+      else {
+        client.on('data', send);
+        client.on('end', () => upstream.end());
+      }
       client.resume();
     });
+    if (fault?.kind === 'slow') {
+      throttle(upstream, (chunk) => client.write(chunk), fault.bytesPerSecond, () => client.end());
+      upstream.on('error', () => client.destroy());
+      client.on('close', () => upstream.destroy());
+      return;
+    }
     let relayed = 0;
     upstream.on('data', (chunk: Buffer) => {
       if (fault?.kind === 'stall-response') {
@@ -282,6 +294,26 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
       down = true;
     },
   };
+}
+
+/**
+ * Delivers `from`'s data to `to` no faster than the rate, pausing the source
+ * meanwhile; `onEnd` runs after the last delayed chunk has been delivered.
+ */
+function throttle(from: Socket, to: (chunk: Buffer) => void, bytesPerSecond: number, onEnd: () => void): void {
+  let chain = Promise.resolve();
+  from.on('data', (chunk: Buffer) => {
+    from.pause();
+    chain = chain
+      .then(() => new Promise<void>((resolve) => setTimeout(resolve, (1000 * chunk.length) / bytesPerSecond)))
+      .then(() => {
+        to(chunk);
+        from.resume();
+      });
+  });
+  from.on('end', () => {
+    chain = chain.then(onEnd);
+  });
 }
 
 /** Forces one request per connection (see the module comment). */

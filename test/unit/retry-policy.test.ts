@@ -62,7 +62,7 @@ describe('store retry policy', () => {
     expect(out.attempts).toBe(3);
     expect(out.elapsed).toBe(3600);
     const err = (out as { error: RetriesExhaustedError }).error;
-    expect(err.message).toMatch(/gave up after 3 attempts in 3\.6 s: the store has been failing for longer than WALSHIP_DEADLINE \(5\.0 s\)/);
+    expect(err.message).toMatch(/gave up after 3 attempts in 3\.6 s: retrying would run past WALSHIP_DEADLINE \(5\.0 s of failures\)/);
   });
 
   it('does not retry what retrying cannot fix', async () => {
