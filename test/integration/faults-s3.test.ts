@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFaultProxy, type Fault, type FaultProxy } from '../support/fault-proxy.js';
 import { PgCluster } from '../support/pg-cluster.js';
 import { chownTreeToPostgres, runAsPostgres } from '../support/postgres-user.js';
-import { faultSeed } from '../support/prng.js';
+import { faultIterations, faultSeed } from '../support/prng.js';
 import { startS3Server, type S3Server } from '../support/s3-server.js';
 import { archiveCommand, logRecords, restoreCommand, runWalship, s3Archive, tempDir, walshipBin, type LogRecord, type TestArchive } from '../support/walship.js';
 
@@ -19,6 +19,8 @@ import { archiveCommand, logRecords, restoreCommand, runWalship, s3Archive, temp
  * failing, and the log says what happened.
  */
 const SEED = faultSeed();
+/** Workload rounds under random faults: 4 in npm test, more in a soak (WALSHIP_FAULT_ITERATIONS). */
+const ROUNDS = Math.max(4, Math.ceil(faultIterations(20) / 5));
 const SEGMENT = 1 << 20;
 /** Small on purpose: each attempt may take 2 s, a failing store is given up on after 4 s. */
 const TIMING = { WALSHIP_TIMEOUT: '2', WALSHIP_DEADLINE: '4' };
@@ -120,7 +122,7 @@ describe(`real PostgreSQL through S3 faults (seed ${SEED})`, () => {
     clusters.push(restored);
     const before = { ...proxy.stats.injected };
     proxy.random({ rate: 0.25, faults: TRANSIENT, seed: SEED });
-    for (let i = 0; i < 4; i++) {
+    for (let i = 0; i < ROUNDS; i++) {
       await primary.pgbench(['-t', '150', '-c', '2', '-n']);
       await primary.switchWal();
     }
