@@ -5,6 +5,7 @@
 // Settings (environment):
 //   BENCH_SEGMENTS=200      corpus size in 16 MiB segments (cached per size)
 //   BENCH_LATENCY_RUNS=11   pushes per row in (b)
+//   BENCH_REPEAT=2          runs per row in (a) and (c); the best wall time counts
 //   BENCH_MAX_MINUTES=30    budget for the measurements; past it the rest is skipped
 //   BENCH_ONLY=a,b,c,codecs run only these parts
 //   BENCH_RESULTS=path      where to write the table (default native-bench/results/latest.md)
@@ -30,6 +31,7 @@ const root = join(here, '..');
 const int = (v, d) => (v === undefined || v === '' ? d : Number.parseInt(v, 10));
 const SEGMENTS = int(process.env.BENCH_SEGMENTS, 200);
 const LATENCY_RUNS = int(process.env.BENCH_LATENCY_RUNS, 11);
+const REPEAT = int(process.env.BENCH_REPEAT, 2);
 const MAX_MINUTES = Number(process.env.BENCH_MAX_MINUTES ?? 30);
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c,codecs').split(',').map((s) => s.trim()));
 const KEEP = process.env.BENCH_KEEP === '1';
@@ -64,8 +66,27 @@ function reapStrays(work) {
   }
 }
 
+/** One row from several runs of it: best wall time, mean CPU, largest peaks, all failures and leftovers. */
+function aggregate(runs) {
+  const best = runs.reduce((a, b) => (b.wallS < a.wallS ? b : a));
+  const mean = (k) => (runs.every((r) => r[k] !== undefined) ? runs.reduce((sum, r) => sum + r[k], 0) / runs.length : undefined);
+  const peaks = {};
+  for (const r of runs) for (const [label, kb] of Object.entries(r.peaks ?? {})) peaks[label] = Math.max(peaks[label] ?? 0, kb);
+  return {
+    ...best,
+    passes: runs.length,
+    allWallS: runs.map((r) => r.wallS),
+    cpuMsPerSeg: mean('cpuMsPerSeg'),
+    peaks: Object.fromEntries(Object.entries(peaks).sort((a, b) => b[1] - a[1])),
+    failures: runs.reduce((sum, r) => sum + (r.failures ?? 0), 0),
+    leftovers: runs.flatMap((r) => r.leftovers ?? []),
+  };
+}
+
 async function main() {
   if (!Number.isInteger(SEGMENTS) || SEGMENTS < 8) fail('BENCH_SEGMENTS must be an integer ≥ 8');
+  if (!Number.isInteger(REPEAT) || REPEAT < 1) fail('BENCH_REPEAT must be an integer ≥ 1');
+  if (!Number.isInteger(LATENCY_RUNS) || LATENCY_RUNS < 1) fail('BENCH_LATENCY_RUNS must be an integer ≥ 1');
   if (!existsSync(join(PG_BIN, 'initdb'))) fail(`PostgreSQL 15 server binaries not found in ${PG_BIN} (apt-get install postgresql-15, or set BENCH_PG_BIN)`);
   installCleanupHandlers();
 
@@ -137,19 +158,44 @@ async function main() {
     }
   }
 
+  // (a) and (c) run every row REPEAT times, in alternating order (forward,
+  // then backward), so slow drift in the machine's load hits every row alike;
+  // a row reports its best wall time (interference only ever slows a run
+  // down), the mean CPU per segment and the largest peak RSS.
+  const passes = (rows, count, run) => {
+    const order = (pass) => (pass % 2 === 1 ? rows : [...rows].reverse());
+    return (async () => {
+      const byId = new Map();
+      for (let pass = 1; pass <= count; pass++) {
+        for (const s of order(pass)) {
+          const r = await run({ ...s, pass });
+          if (r) byId.set(s.id, [...(byId.get(s.id) ?? []), r]);
+        }
+      }
+      return rows.filter((s) => byId.has(s.id)).map((s) => aggregate(byId.get(s.id)));
+    })();
+  };
+
   const sources = new Map();
   if (ONLY.has('a') || ONLY.has('c')) {
-    // Interleaved, so slow drift in the machine's load hits both tools alike.
     const rows = ONLY.has('a')
       ? [spec('walship', false), spec('pgbackrest', false), spec('walship', true), spec('pgbackrest', true), spec('walship', true, false)]
       : [spec('walship', true), spec('pgbackrest', true)];
-    for (const s of rows.filter((r) => tools.includes(r.tool))) {
-      const r = await step(`(a) archive ${corpus.segments.length} segments, ${s.label}`, () => archiveRun(ctx, s));
-      if (!r) continue;
-      log(`    ${r.segPerS.toFixed(2)} segments/s, CPU ${r.cpuMsPerSeg?.toFixed(1)} ms/segment`);
-      if (ONLY.has('a')) res.a.push(r);
-      sources.set(s.id, r);
-    }
+    const count = ONLY.has('a') ? REPEAT : 1;
+    const rowsA = await passes(
+      rows.filter((r) => tools.includes(r.tool)),
+      count,
+      (s) =>
+        step(`(a) archive ${corpus.segments.length} segments, ${s.label}, pass ${s.pass}/${count}`, async () => {
+          const r = await archiveRun(ctx, s);
+          log(`    ${r.segPerS.toFixed(2)} segments/s, CPU ${r.cpuMsPerSeg?.toFixed(1)} ms/segment`);
+          // The first pass's archives are what (c) restores from; later ones can go.
+          if (s.pass === 1) sources.set(s.id, r);
+          else if (!KEEP) rmSync(join(work, `a-${s.id}-${s.pass}`), { recursive: true, force: true });
+          return r;
+        }),
+    );
+    if (ONLY.has('a')) res.a = rowsA;
   }
 
   if (ONLY.has('c')) {
@@ -160,16 +206,17 @@ async function main() {
       { ...spec('walship', false), source: sources.get('walship-plain') },
       { ...spec('pgbackrest', false), source: sources.get('pgbackrest-plain') },
       { ...spec('walship', true, false), source: sources.get('walship-enc') },
-      // cp again at the end: the baseline is the mean of both, so slow drift
-      // in the machine's load does not favour the rows measured first.
-      { ...spec('cp', false), id: 'cp-2', label: 'cp (again)', toolLabel: 'cp (again)' },
     ];
-    for (const s of rows.filter((r) => r.tool === 'cp' || (tools.includes(r.tool) && r.source))) {
-      const r = await step(`(c) replay ${replayedSegments(corpus).length} segments, ${s.label}`, () => replayRun(ctx, s));
-      if (!r) continue;
-      log(`    ${r.wallS.toFixed(1)} s, CPU ${r.cpuMsPerSeg?.toFixed(1)} ms/segment`);
-      res.c.push(r);
-    }
+    res.c = await passes(
+      rows.filter((r) => r.tool === 'cp' || (tools.includes(r.tool) && r.source)),
+      REPEAT,
+      (s) =>
+        step(`(c) replay ${replayedSegments(corpus).length} segments, ${s.label}, pass ${s.pass}/${REPEAT}`, async () => {
+          const r = await replayRun(ctx, s);
+          log(`    ${r.wallS.toFixed(1)} s, CPU ${r.cpuMsPerSeg?.toFixed(1)} ms/segment`);
+          return r;
+        }),
+    );
   }
 
   const git = (...args) => spawnSync('git', ['-C', root, ...args], { encoding: 'utf8' });
@@ -195,11 +242,14 @@ async function main() {
     accounting: acct.describe(),
     benchSeconds: Math.round((Date.now() - t0) / 1000),
   };
+  mkdirSync(dirname(RESULTS), { recursive: true });
+  // The raw numbers first: a run is minutes of work, a rendering bug must not lose it.
+  const raw = RESULTS.replace(/\.md$/, '') + '.json';
+  writeFileSync(raw, `${JSON.stringify(res, null, 2)}\n`);
   const table = renderReport(res);
   process.stdout.write(`\n${table}`);
-  mkdirSync(dirname(RESULTS), { recursive: true });
   writeFileSync(RESULTS, table);
-  log(`table written to ${RESULTS}`);
+  log(`table written to ${RESULTS} (raw numbers: ${raw})`);
   cleanupAll();
   return res.errors.length > 0 ? 1 : 0;
 }

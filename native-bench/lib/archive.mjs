@@ -60,12 +60,13 @@ async function du(path) {
 
 /** (a) Archive the whole corpus through one tool; returns throughput, CPU, memory. */
 export async function archiveRun(ctx, spec) {
-  const dir = join(ctx.work, `a-${spec.id}`);
+  const name = `a-${spec.id}${spec.pass > 1 ? `-${spec.pass}` : ''}`;
+  const dir = join(ctx.work, name);
   const data = join(dir, 'data');
   skeletonDataDir(ctx.corpus, data);
   for (const seg of ctx.corpus.segments) addSegment(ctx.corpus, data, seg);
   const tool = await prepareTool(ctx, spec, dir, data);
-  const group = ctx.acct.group(`a-${spec.id}`);
+  const group = ctx.acct.group(name);
   const timeLog = join(dir, 'time.log');
   writeFileSync(timeLog, '');
   chownPg(dir);

@@ -21,7 +21,7 @@ async function rate(buffers, fn, passes) {
   return bytes / 1e6 / (best / 1000);
 }
 
-export async function codecBench(root, corpus, { segments = 8, passes = 3 } = {}) {
+export async function codecBench(root, corpus, { segments = 8, passes = 5 } = {}) {
   const require = createRequire(join(root, 'package.json'));
   const lz4 = require('lz4-napi');
   const { blake3 } = require('@napi-rs/blake-hash');

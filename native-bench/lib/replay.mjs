@@ -68,7 +68,8 @@ class LogWatch {
 }
 
 export async function replayRun(ctx, spec) {
-  const dir = join(ctx.work, `c-${spec.id}`);
+  const name = `c-${spec.id}${spec.pass > 1 ? `-${spec.pass}` : ''}`;
+  const dir = join(ctx.work, name);
   const data = join(dir, 'data');
   const sock = join(dir, 'sock');
   mkdirSync(sock, { recursive: true });
@@ -76,7 +77,7 @@ export async function replayRun(ctx, spec) {
   if (cp.status !== 0) throw new Error(`copying the base backup: ${cp.stderr}`);
   rmSync(join(data, 'postmaster.pid'), { force: true });
   const tool = restoreSetup(ctx, spec, dir, data);
-  const group = ctx.acct.group(`c-${spec.id}`);
+  const group = ctx.acct.group(name);
   const timeLog = join(dir, 'time.log');
   writeFileSync(timeLog, '');
   writeFileSync(

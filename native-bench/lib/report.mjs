@@ -23,10 +23,15 @@ function walshipPeak(rows) {
 
 const find = (rows, id) => rows.find((r) => r.id === id);
 
-/** The cp replay baseline: the mean of the cp runs (one before the tools, one after). */
-function cpBaseline(rows) {
-  const cps = rows.filter((r) => r.tool === 'cp');
-  return cps.length === 0 ? undefined : { wallS: cps.reduce((s, r) => s + r.wallS, 0) / cps.length, runs: cps.length };
+/** "16.1 (19.0)": the best run, then the others. */
+const passesOf = (rows) => {
+  const n = rows[0]?.passes ?? 1;
+  return n === 1 ? 'once' : n === 2 ? 'twice' : `${n} times`;
+};
+
+function wallCell(r) {
+  const others = (r.allWallS ?? []).filter((w) => w !== r.wallS);
+  return others.length === 0 ? f(r.wallS) : `${f(r.wallS)} (${others.map((w) => f(w)).join(', ')})`;
 }
 
 export function targets(res) {
@@ -45,12 +50,12 @@ export function targets(res) {
     measured: lat ? `${f(lat.medianMs, 0)} ms (${lat.encrypt ? 'encryption on' : 'no encryption'})` : 'not measured',
     met: lat ? lat.medianMs <= 100 : undefined,
   });
-  const cp = cpBaseline(res.c);
+  const cp = find(res.c, 'cp');
   const wr = find(res.c, 'walship-enc');
   const rr = ratio(wr?.wallS, cp?.wallS);
   out.push({
     target: 'PITR replay ≤ 1.05× the same replay with cp as restore_command',
-    measured: rr === undefined ? 'not measured' : `${x(rr)} (walship ${f(wr.wallS)} s vs cp ${f(cp.wallS)} s${cp.runs > 1 ? ` (mean of ${cp.runs} runs)` : ''}, encryption on)`,
+    measured: rr === undefined ? 'not measured' : `${x(rr)} (walship ${f(wr.wallS)} s vs cp ${f(cp.wallS)} s, encryption on)`,
     met: rr === undefined ? undefined : rr <= 1.05,
   });
   const pushCpu = wEnc?.cpuMsPerSeg;
@@ -92,14 +97,14 @@ export function renderReport(res) {
   if (res.a.length > 0) {
     L.push(`## (a) Archive throughput: ${m.corpusSegments} segments, one call per segment in order, serial, .ready files present`);
     L.push('');
-    L.push('Each call is `sh -c \'<archive_command> pg_wal/<segment>\'` in the data directory, as PostgreSQL runs it; .ready becomes .done after exit 0. Local store; LZ4; walship: AES-256-GCM keyfile, pgBackRest: aes-256-cbc, archive-async=y, process-max=2.');
+    L.push(`Each call is \`sh -c '<archive_command> pg_wal/<segment>'\` in the data directory, as PostgreSQL runs it; .ready becomes .done after exit 0. Local store; LZ4; walship: AES-256-GCM keyfile, pgBackRest: aes-256-cbc, archive-async=y, process-max=2. Every row ran ${passesOf(res.a)}, in alternating order; throughput is from the best run, CPU the mean, peak RSS the largest.`);
     L.push('');
-    L.push('| tool | encryption | look-ahead | wall s | segments/s | MB/s | ÷ pgBackRest (throughput) | CPU ms/segment | peak RSS MB (process) | stored MiB |');
+    L.push('| tool | encryption | look-ahead | wall s, best (others) | segments/s | MB/s | ÷ pgBackRest (throughput) | CPU ms/segment | peak RSS MB (process) | stored MiB |');
     L.push('|---|---|---|---|---|---|---|---|---|---|');
     for (const r of res.a) {
       const peer = res.a.find((p) => p.tool === 'pgbackrest' && p.encrypt === r.encrypt);
       L.push(
-        `| ${r.toolLabel} | ${r.encrypt ? 'on' : 'off'} | ${r.tool === 'walship' ? (r.lookAhead ? 'default' : 'off (PUSH_CONCURRENCY=1, PREFETCH=0)') : 'async'} | ${f(r.wallS)} | ${f(r.segPerS, 2)} | ${f(r.mbPerS, 0)} | ${r.tool === 'pgbackrest' ? '1.00×' : x(ratio(r.segPerS, peer?.segPerS))} | ${f(r.cpuMsPerSeg)} | ${peakCell(r.peaks)} | ${f(r.storedBytes / 1048576, 0)} |`,
+        `| ${r.toolLabel} | ${r.encrypt ? 'on' : 'off'} | ${r.tool === 'walship' ? (r.lookAhead ? 'default' : 'off (PUSH_CONCURRENCY=1, PREFETCH=0)') : 'async'} | ${wallCell(r)} | ${f(r.segPerS, 2)} | ${f(r.mbPerS, 0)} | ${r.tool === 'pgbackrest' ? '1.00×' : x(ratio(r.segPerS, peer?.segPerS))} | ${f(r.cpuMsPerSeg)} | ${peakCell(r.peaks)} | ${f(r.storedBytes / 1048576, 0)} |`,
       );
     }
     L.push('');
@@ -118,21 +123,21 @@ export function renderReport(res) {
   if (res.c.length > 0) {
     L.push(`## (c) PITR replay of ${res.c[0]?.segments ?? '–'} segments from the base backup to a restore point, then promote`);
     L.push('');
-    L.push('Timed from starting PostgreSQL until it accepts connections after recovery; the restored data is checked against the corpus. The cp baseline for the ratios is the mean of the cp runs. CPU counts every process each restore_command started (helpers included) and the sh and /usr/bin/time it runs under: the cp rows show that floor.');
+    L.push(`Timed from starting PostgreSQL until it accepts connections after recovery; the restored data is checked against the corpus. CPU counts every process each restore_command started (helpers included) and the sh and /usr/bin/time it runs under: the cp row shows that floor. Every row ran ${passesOf(res.c)}, in alternating order; wall time is the best run, CPU the mean, peak RSS the largest.`);
     L.push('');
-    L.push('| restore_command | encryption | prefetch | wall s | MB/s | ÷ cp (time) | ÷ pgBackRest (time) | CPU ms/segment (restore side) | peak RSS MB (process) |');
+    L.push('| restore_command | encryption | prefetch | wall s, best (others) | MB/s | ÷ cp (time) | ÷ pgBackRest (time) | CPU ms/segment (restore side) | peak RSS MB (process) |');
     L.push('|---|---|---|---|---|---|---|---|---|');
-    const cp = cpBaseline(res.c);
+    const cp = find(res.c, 'cp');
     for (const r of res.c) {
       const peer = res.c.find((p) => p.tool === 'pgbackrest' && p.encrypt === r.encrypt);
       L.push(
-        `| ${r.toolLabel} | ${r.tool === 'cp' ? '–' : r.encrypt ? 'on' : 'off'} | ${{ cp: '–', pgbackrest: 'async', walship: r.lookAhead ? 'default' : 'off (PREFETCH=0)' }[r.tool]} | ${f(r.wallS)} | ${f(r.mbPerS, 0)} | ${x(ratio(r.wallS, cp?.wallS))} | ${r.tool === 'walship' ? x(ratio(r.wallS, peer?.wallS)) : '–'} | ${f(r.cpuMsPerSeg)} | ${peakCell(r.peaks)} |`,
+        `| ${r.toolLabel} | ${r.tool === 'cp' ? '–' : r.encrypt ? 'on' : 'off'} | ${{ cp: '–', pgbackrest: 'async', walship: r.lookAhead ? 'default' : 'off (PREFETCH=0)' }[r.tool]} | ${wallCell(r)} | ${f(r.mbPerS, 0)} | ${x(ratio(r.wallS, cp?.wallS))} | ${r.tool === 'walship' ? x(ratio(r.wallS, peer?.wallS)) : '–'} | ${f(r.cpuMsPerSeg)} | ${peakCell(r.peaks)} |`,
       );
     }
     L.push('');
   }
   if (res.codecs) {
-    L.push(`## Codec micro-benchmarks (this process, one core, ${res.codecs.segments} real segments, best of 3, MB/s of input)`);
+    L.push(`## Codec micro-benchmarks (this process, one core, ${res.codecs.segments} real segments, best of 5, MB/s of input)`);
     L.push('');
     L.push('| operation | MB/s | ms per 16 MiB segment |');
     L.push('|---|---|---|');
