@@ -63,7 +63,7 @@ function render(r: VerifyReport): string {
   const out: string[] = [];
   out.push(
     `verify ${r.store} (system ${r.systemIdentifier}): ${r.checked.objects} objects, ${bytes(r.checked.storedBytes)}, ${
-      r.deep ? 'deep: every object decrypted, decompressed and BLAKE3-checked' : 'headers and continuity (add --deep to read every object)'
+      r.deep ? 'deep: every object read and verified as fetch would (decryption, LZ4, BLAKE3, segment header)' : 'headers and continuity (add --deep to read every object)'
     }`,
   );
   for (const t of r.timelines) {
