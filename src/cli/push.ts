@@ -1,4 +1,6 @@
+import { availableParallelism } from 'node:os';
 import { basename } from 'node:path';
+import { mapLimit } from '../archive/pool.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log/index.js';
 import { push, type PushOptions, type PushResult } from '../pipeline/push.js';
@@ -50,8 +52,14 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
       createdBy: CREATED_BY,
     };
     const ahead = await nextReadyFiles(path, name, config.pushConcurrency - 1);
-    const [result] = await Promise.all([push({ ...opts, path }), ...ahead.map((p) => pushAhead(p, opts, markers, log))]);
-    const r = result as PushResult;
+    // %p first, then the look-ahead files; a few at a time, so that the
+    // cores are busy (LZ4 runs on the thread pool) and memory stays bounded.
+    let result: PushResult | undefined;
+    await mapLimit([path, ...ahead], IN_FLIGHT, async (p, i) => {
+      if (i === 0) result = await push({ ...opts, path: p });
+      else await pushAhead(p, opts, markers, log);
+    });
+    const r = result!;
     const ms = Math.round(performance.now() - started);
     const fields = { file: r.file, key: r.key, rawBytes: r.rawBytes, storedBytes: r.storedBytes, encrypted: r.encrypted, ms, ahead: ahead.length };
     if (r.outcome === 'already-archived') {
@@ -68,6 +76,9 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
     return EXIT.FAILED;
   }
 }
+
+/** Files in flight at once within one push call: one per core, at least 2, at most 4. */
+const IN_FLIGHT = Math.max(2, Math.min(4, availableParallelism()));
 
 /**
  * Archives a file PostgreSQL has not asked for yet. Failures are only

@@ -1,6 +1,6 @@
 import type { KeyProvider } from '../crypto/index.js';
 import { DEFAULT_CHUNK_BYTES, open, seal, sealedSize, AuthenticationError } from './chunked-gcm.js';
-import { compress, decompress, type CompressionName } from './compress.js';
+import { compressThreaded, decompress, decompressThreaded, type CompressionName } from './compress.js';
 import { decodeHeader, encodeHeader, FormatError, type ObjectHeader } from './format.js';
 import { blake3 } from './native.js';
 
@@ -24,10 +24,10 @@ export interface EncodedObject {
   readonly bytes: Buffer;
 }
 
-/** Segment → object: hash the raw bytes, compress, then seal. */
+/** Segment → object: hash the raw bytes, compress (on the thread pool), then seal. */
 export async function encodeObject(input: EncodeInput): Promise<EncodedObject> {
   const digest = blake3(input.data).toString('hex');
-  const compressed = compress(input.compression, input.data);
+  const compressed = await compressThreaded(input.compression, input.data);
   const objectKey = input.keys
     ? await input.keys.newObjectKey({ file: input.name, systemIdentifier: input.archiveSystemIdentifier ?? input.systemIdentifier })
     : undefined;
@@ -78,6 +78,17 @@ export function readHeader(bytes: Buffer): { header: ObjectHeader; headerBytes: 
   return r;
 }
 
+export interface DecodeOptions {
+  /**
+   * The bytes the object must decode to, when the caller has them (push
+   * checking what it is about to store): compared directly, which is cheaper
+   * than hashing again and proves the same.
+   */
+  readonly expected?: Buffer;
+  /** Decompress on the thread pool (push, a few segments at once). */
+  readonly threaded?: boolean;
+}
+
 /**
  * Object → segment, verifying everything: header shape, expected name, body
  * length, authentication of every chunk, the LZ4 frame checksum, the raw size
@@ -90,13 +101,9 @@ export async function decodeObject(
   keys: KeyProvider | undefined,
   /** The cluster the archive is bound to, if known: a KMS-protected object must have been encrypted for it. */
   archiveSystemIdentifier?: string,
-  /**
-   * The bytes the object must decode to, when the caller has them (push
-   * checking what it is about to store): compared directly, which is cheaper
-   * than hashing again and proves the same.
-   */
-  expected?: Buffer,
+  opts: DecodeOptions = {},
 ): Promise<{ header: ObjectHeader; data: Buffer }> {
+  const { expected } = opts;
   const { header, headerBytes } = readHeader(bytes);
   if (header.name !== expectedName) {
     throw new ObjectDecodeError(`object holds ${header.name}, not ${expectedName}: it was copied or renamed in the store`);
@@ -120,7 +127,7 @@ export async function decodeObject(
   }
   let data: Buffer;
   try {
-    data = decompress(header.compression, compressed);
+    data = opts.threaded ? await decompressThreaded(header.compression, compressed) : decompress(header.compression, compressed);
   } catch (err) {
     throw new ObjectDecodeError(`LZ4 decompression failed: ${(err as Error).message}`);
   }

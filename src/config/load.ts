@@ -198,7 +198,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     timeoutMs,
     deadlineMs: integer(lookup, 'WALSHIP_DEADLINE', (2 * timeoutMs) / 1000, 1, 7200) * 1000,
     retries: integer(lookup, 'WALSHIP_RETRIES', 3, 0, 10),
-    pushConcurrency: integer(lookup, 'WALSHIP_PUSH_CONCURRENCY', 4, 1, 16),
+    pushConcurrency: integer(lookup, 'WALSHIP_PUSH_CONCURRENCY', 8, 1, 16),
     prefetch: integer(lookup, 'WALSHIP_PREFETCH', 8, 0, 64),
     rpoSeconds: integer(lookup, 'WALSHIP_RPO_SECONDS', 900, 1, 31 * 86400),
     clusterLabel: lookup('WALSHIP_CLUSTER_LABEL')?.value.trim() || undefined,

@@ -30,7 +30,7 @@ export const SETTINGS = [
   { env: 'WALSHIP_TIMEOUT', expects: 'seconds one store request may take', default: '30' },
   { env: 'WALSHIP_DEADLINE', expects: 'seconds a failing store is retried before walship gives up (1-7200)', default: 'twice WALSHIP_TIMEOUT' },
   { env: 'WALSHIP_RETRIES', expects: 'how many times fetch retries a failed read (0-10)', default: '3' },
-  { env: 'WALSHIP_PUSH_CONCURRENCY', expects: 'how many .ready files one push call archives at once (1-16; 1 = no look-ahead)', default: '4' },
+  { env: 'WALSHIP_PUSH_CONCURRENCY', expects: 'how many .ready files one push call archives (1-16; 1 = no look-ahead)', default: '8' },
   { env: 'WALSHIP_PREFETCH', expects: 'how many segments fetch downloads ahead during recovery (0-64; 0 = off)', default: '8' },
   { env: 'WALSHIP_RPO_SECONDS', expects: 'the recovery point objective in seconds, for metrics and status (1-2678400)', default: '900' },
   { env: 'WALSHIP_CLUSTER_LABEL', expects: 'a name for this cluster, the cluster label of every metric' },
