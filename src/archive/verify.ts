@@ -105,10 +105,12 @@ export async function verifyArchive(opts: VerifyOptions): Promise<VerifyReport> 
   }
   for (const g of gaps) problems.push(gapProblem(g, loss, inv.segmentSize));
 
-  // Objects in the range asked for, plus every history file (already fully read).
+  // Segments and .partial files in the range asked for. History and .backup
+  // files were already read and fully verified above.
   const inRange = (f: ArchivedFile) =>
     f.segno === undefined || ((fromSegno === undefined || f.segno >= fromSegno) && (toSegno === undefined || f.segno <= toSegno));
-  const objects = allFiles(inv).filter((f) => f.file.kind !== 'history' && inRange(f));
+  const objects = allFiles(inv).filter((f) => (f.file.kind === 'segment' || f.file.kind === 'partial') && inRange(f));
+  const smallFiles = allFiles(inv).filter((f) => f.file.kind === 'history' || f.file.kind === 'backup');
   let done = 0;
   let bytesDone = 0;
   opts.onProgress?.(0, objects.length, 0);
@@ -129,21 +131,19 @@ export async function verifyArchive(opts: VerifyOptions): Promise<VerifyReport> 
     const pitr =
       f.file.kind === 'segment'
         ? describeLoss({ timeline: f.file.timeline, fromSegno: f.segno!, toSegno: f.segno!, affects: targetsThrough(f, paths) }, loss, 'damaged')
-        : f.file.kind === 'partial'
-          ? 'A .partial file is never read by recovery on its own; it matters only if you restore the end of this old timeline by hand.'
-          : smallFilePitr(f.file.name);
+        : 'A .partial file is never read by recovery on its own; it matters only if you restore the end of this old timeline by hand.';
     problems.push({ kind: 'bad-object', timeline: f.file.timeline, key: f.key, message: `${f.key}: ${o.message}`, pitr });
   });
 
   problems.sort(byPlace);
-  const checkedObjects = objects.length + inv.histories.size;
+  const checkedObjects = objects.length + smallFiles.length;
   return {
     store: inv.store,
     systemIdentifier: inv.manifest.systemIdentifier,
     segmentSize: inv.segmentSize,
     deep: opts.deep,
     status: problems.length > 0 ? 'damaged' : unchecked.length > 0 ? 'incomplete' : 'whole',
-    checked: { objects: checkedObjects, storedBytes: objects.reduce((a, f) => a + f.size, 0) + [...inv.histories.values()].reduce((a, f) => a + f.size, 0) },
+    checked: { objects: checkedObjects, storedBytes: [...objects, ...smallFiles].reduce((a, f) => a + f.size, 0) },
     timelines: paths.map((p) => ({
       timeline: p.target,
       ...(p.fromSegno !== undefined ? { from: nameOf(stepAt(p.steps, p.fromSegno), p.fromSegno, inv.segmentSize) } : {}),

@@ -250,6 +250,21 @@ export function describeArchiveCare(target: CareTarget): void {
       expect((await walship(['verify', '--deep'])).code).toBe(0);
     });
 
+    it('verify: a damaged .backup file is one problem, named once, and harmless for recovery', async () => {
+      const key = backupFiles[0]!;
+      const good = (await store.get(key))!;
+      try {
+        await replace(key, good.subarray(0, good.length - 3));
+        const r = await json<VerifyReport>(['verify']);
+        expect(r.code).toBe(1);
+        expect(r.body.problems).toHaveLength(1);
+        expect(r.body.problems[0]).toMatchObject({ kind: 'bad-object', key });
+        expect(r.body.problems[0]!.pitr).toMatch(/recovery does not need it/);
+      } finally {
+        await replace(key, good);
+      }
+    });
+
     it('verify: a missing history file breaks the way to timeline 2', async () => {
       const bytes = (await store.get('history/00000002.history'))!;
       await store.delete('history/00000002.history');
