@@ -104,6 +104,11 @@ async function main() {
 
   const acct = new Accounting(process.pid);
   log(`work dir ${work}; accounting: ${acct.describe()}`);
+  // What is measured: the commit and whether the tree differed from it, read
+  // now, when the build is copied (others may commit while the bench runs).
+  const git = (...args) => spawnSync('git', ['-C', root, ...args], { encoding: 'utf8' });
+  const head = git('rev-parse', '--short', 'HEAD').stdout.trim();
+  const dirty = git('status', '--porcelain', '--', 'src', 'bin', 'scripts', 'package.json').stdout.trim() !== '';
   const walship = await installWalship(root, join(work, 'walship'));
   mkdirSync(join(work, 'keys'), { mode: 0o700 });
   chownPg(join(work, 'keys'));
@@ -219,9 +224,6 @@ async function main() {
     );
   }
 
-  const git = (...args) => spawnSync('git', ['-C', root, ...args], { encoding: 'utf8' });
-  const head = git('rev-parse', '--short', 'HEAD').stdout.trim();
-  const dirty = git('status', '--porcelain', '--', 'src', 'bin', 'scripts').stdout.trim() !== '';
   const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown CPU';
   res.meta = {
     date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
@@ -231,7 +233,7 @@ async function main() {
     node: process.version,
     postgres: corpus.postgres.replace(/^postgres \(PostgreSQL\) /, 'PostgreSQL '),
     pgbackrest: pgbackrest.version,
-    walship: `${walship.version}${head ? ` @ ${head}${dirty ? ' + uncommitted changes' : ''}` : ''}`,
+    walship: `${walship.version}${head ? ` @ ${head}${dirty ? ' + uncommitted changes' : ''}` : ''} (build ${walship.buildId})`,
     corpusSegments: corpus.segments.length,
     corpusSegmentsWanted: SEGMENTS,
     scale: corpus.scale,

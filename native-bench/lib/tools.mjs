@@ -1,6 +1,7 @@
 // The two tools under test, set up with equal settings: LZ4, a local
 // repository/store, encryption on or off, one spool directory per run.
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { join } from 'node:path';
@@ -32,11 +33,26 @@ export async function installWalship(root, dir) {
     }
   }
   spawnSync('chmod', ['-R', 'a+rX', dir]);
+  const buildId = fingerprint([join(dir, 'bin'), join(dir, 'dist')]);
   const bin = join(dir, 'bin', 'walship');
   chmodSync(bin, 0o755);
   const r = await run(bin, ['--version'], { pg: true, env: pgEnv('/tmp') });
   if (r.code !== 0) throw new Error(`the installed walship does not run as the PostgreSQL user: ${r.stderr || r.stdout}`);
-  return { bin, version: r.stdout.trim() };
+  return { bin, version: r.stdout.trim(), buildId };
+}
+
+/** A short hash of every file under the given dirs: which build a result came from. */
+function fingerprint(dirs) {
+  const hash = createHash('sha256');
+  const walk = (d) => {
+    for (const e of readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.isFile()) hash.update(e.name).update(readFileSync(p));
+    }
+  };
+  for (const d of dirs) walk(d);
+  return hash.digest('hex').slice(0, 12);
 }
 
 /** Package names the bundle imports at run time (native addons, anything a later build leaves external). */
