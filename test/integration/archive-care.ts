@@ -7,7 +7,8 @@ import type { ArchiveListing, VerifyReport } from '../../src/archive/index.js';
 import type { Store } from '../../src/store/index.js';
 import { PgCluster } from '../support/pg-cluster.js';
 import { chownTreeToPostgres } from '../support/postgres-user.js';
-import { archiveCommand, logRecords, restoreCommand, runWalship, tempDir, type TestArchive } from '../support/walship.js';
+import { scratch } from '../support/scratch.js';
+import { archiveCommand, logRecords, restoreCommand, runWalship, type TestArchive } from '../support/walship.js';
 
 /**
  * list, verify and prune against an archive a real PostgreSQL 15 wrote
@@ -30,6 +31,7 @@ const SEG = /^[0-9A-F]{24}$/;
 
 export function describeArchiveCare(target: CareTarget): void {
   describe(`list, verify and prune (${target.kind} store, real PostgreSQL)`, () => {
+    const tmp = scratch();
     let archive: TestArchive;
     let env: Record<string, string>;
     let store: Store;
@@ -65,7 +67,7 @@ export function describeArchiveCare(target: CareTarget): void {
     };
 
     beforeAll(async () => {
-      archive = await target.makeArchive();
+      archive = tmp.archive(await target.makeArchive());
       env = archive.env;
       store = await archive.store();
       primary = await PgCluster.create({
@@ -77,7 +79,7 @@ export function describeArchiveCare(target: CareTarget): void {
       await primary.start();
       await primary.sql('create table marks (note text)');
       await primary.pgbench(['-i', '-s', '1', '-q']);
-      const holder = await tempDir('walship-care-bb-');
+      const holder = await tmp.dir('walship-care-bb-');
       backupA = await primary.basebackup(join(holder, 'a'));
       await primary.pgbench(['-t', '200', '-c', '2', '-n']);
       const second = await primary.basebackup(join(holder, 'b'));

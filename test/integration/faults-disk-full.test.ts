@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../support/pg-cluster.js';
 import { chownTreeToPostgres } from '../support/postgres-user.js';
-import { archiveCommand, fileArchive, logRecords, restoreCommand, runWalship, tempDir, type TestArchive } from '../support/walship.js';
+import { scratch } from '../support/scratch.js';
+import { archiveCommand, fileArchive, logRecords, restoreCommand, runWalship, type TestArchive } from '../support/walship.js';
 
 /**
  * A restore whose pg_wal is on a full file system: a small tmpfs (we run
@@ -17,6 +18,7 @@ import { archiveCommand, fileArchive, logRecords, restoreCommand, runWalship, te
 const SEGMENT = 1 << 20;
 
 describe('a full disk under pg_wal during recovery', () => {
+  const tmp = scratch();
   let mountPoint = '';
   let mounted = false;
   let skipReason = '';
@@ -30,7 +32,7 @@ describe('a full disk under pg_wal during recovery', () => {
   };
 
   beforeAll(async () => {
-    mountPoint = await tempDir('walship-tmpfs-');
+    mountPoint = await tmp.dir('walship-tmpfs-');
     const r = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=32m,mode=0755', 'tmpfs', mountPoint], { encoding: 'utf8' });
     if (r.status !== 0) {
       skipReason = `cannot mount a small tmpfs here (mount: ${(r.stderr || r.error?.message || `exit ${r.status}`).trim()}); a full disk cannot be simulated`;
@@ -39,7 +41,7 @@ describe('a full disk under pg_wal during recovery', () => {
     mounted = true;
     process.once('exit', unmount);
     await chownTreeToPostgres(mountPoint);
-    archive = await fileArchive();
+    archive = tmp.archive(await fileArchive());
     primary = await PgCluster.create({
       name: 'disk-full',
       initdbArgs: ['--wal-segsize=1'],

@@ -10,7 +10,8 @@ import { basePostgresEnv, chownTreeToPostgres, postgresIds } from '../support/po
 import { faultIterations, faultSeed, prng } from '../support/prng.js';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
 import { startS3Server, type S3Server } from '../support/s3-server.js';
-import { fileArchive, runWalship, s3Archive, tempDir, walshipBin, type TestArchive } from '../support/walship.js';
+import { scratch } from '../support/scratch.js';
+import { fileArchive, runWalship, s3Archive, walshipBin, type TestArchive } from '../support/walship.js';
 
 /**
  * kill -9 of `walship push` and `walship fetch` at random moments (seeded:
@@ -76,6 +77,7 @@ function median(xs: number[]): number {
 }
 
 describe(`kill -9 at random moments (seed ${SEED}, ${ITERATIONS} iterations per store and command)`, () => {
+  const tmp = scratch();
   let server: S3Server;
   let slowLink: FaultProxy;
   const real: Buffer[] = [];
@@ -94,12 +96,12 @@ describe(`kill -9 at random moments (seed ${SEED}, ${ITERATIONS} iterations per 
       await pg.destroy();
     }
     expect(real.length).toBeGreaterThan(1);
-    const file = await fileArchive({ WALSHIP_PREFETCH: '0', WALSHIP_PUSH_CONCURRENCY: '1', WALSHIP_TIMEOUT: '5' });
+    const file = tmp.archive(await fileArchive({ WALSHIP_PREFETCH: '0', WALSHIP_PUSH_CONCURRENCY: '1', WALSHIP_TIMEOUT: '5' }));
     // S3 through a slow link (4 MiB/s each way), so that kills land in the
     // middle of uploads and downloads, not only in start-up and compression.
     slowLink = await startFaultProxy(server.port);
     slowLink.always({ kind: 'slow', bytesPerSecond: 4 << 20 });
-    const s3 = await s3Archive(server, 'kill', 'archive', { WALSHIP_PREFETCH: '0', WALSHIP_PUSH_CONCURRENCY: '1', WALSHIP_TIMEOUT: '5', WALSHIP_S3_ENDPOINT: slowLink.endpoint });
+    const s3 = tmp.archive(await s3Archive(server, 'kill', 'archive', { WALSHIP_PREFETCH: '0', WALSHIP_PUSH_CONCURRENCY: '1', WALSHIP_TIMEOUT: '5', WALSHIP_S3_ENDPOINT: slowLink.endpoint }));
     stores.push({ kind: 'file', archive: file, store: await file.store(), dir: file.dir }, { kind: 's3', archive: s3, store: await s3.store() });
   });
   afterAll(async () => {
@@ -116,7 +118,7 @@ describe(`kill -9 at random moments (seed ${SEED}, ${ITERATIONS} iterations per 
     it(`push on the ${kind} store: every kill is followed by a successful push, and every archived object is whole`, async () => {
       const { archive, store, dir: storeDir } = stores.find((s) => s.kind === kind)!;
       const rnd = prng(SEED ^ (kind === 'file' ? 0x1111 : 0x2222));
-      const dir = await tempDir(`walship-kill-push-${kind}-`);
+      const dir = await tmp.dir(`walship-kill-push-${kind}-`);
       let position = 0x10;
       const place = async (): Promise<{ name: string; bytes: Buffer }> => {
         const name = segName(position);
@@ -194,7 +196,7 @@ describe(`kill -9 at random moments (seed ${SEED}, ${ITERATIONS} iterations per 
       // Segments the push test archived (0x10 …); fetch the first few.
       const names = [0x10, 0x11, 0x12].map(segName);
       const expected = names.map((n, i) => readdress(real[(0x10 + i) % real.length]!, 0x10 + i));
-      const base = await tempDir(`walship-kill-fetch-${kind}-`);
+      const base = await tmp.dir(`walship-kill-fetch-${kind}-`);
       const durations: number[] = [];
       for (let i = 0; i < 3; i++) {
         const dir = join(base, `cal-${i}`);

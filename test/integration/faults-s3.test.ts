@@ -7,7 +7,8 @@ import { PgCluster } from '../support/pg-cluster.js';
 import { chownTreeToPostgres, runAsPostgres } from '../support/postgres-user.js';
 import { faultIterations, faultSeed } from '../support/prng.js';
 import { startS3Server, type S3Server } from '../support/s3-server.js';
-import { archiveCommand, logRecords, restoreCommand, runWalship, s3Archive, tempDir, walshipBin, type LogRecord, type TestArchive } from '../support/walship.js';
+import { scratch } from '../support/scratch.js';
+import { archiveCommand, logRecords, restoreCommand, runWalship, s3Archive, walshipBin, type LogRecord, type TestArchive } from '../support/walship.js';
 
 /**
  * A real PostgreSQL 15 archiving to, and restoring from, S3 (s3rver) through
@@ -39,6 +40,7 @@ const TRANSIENT: readonly Fault[] = [
 const STORE_FAILURE = /HTTP 5\d\d|HTTP 429|SlowDown|InternalError|ECONNRESET|ECONNREFUSED|socket hang up|aborted|no complete answer within/;
 
 describe(`real PostgreSQL through S3 faults (seed ${SEED})`, () => {
+  const tmp = scratch();
   let server: S3Server;
   let proxy: FaultProxy;
   let archive: TestArchive;
@@ -49,7 +51,7 @@ describe(`real PostgreSQL through S3 faults (seed ${SEED})`, () => {
   beforeAll(async () => {
     server = await startS3Server({ buckets: ['faults'] });
     proxy = await startFaultProxy(server.port);
-    archive = await s3Archive(server, 'faults', 'pg', { WALSHIP_S3_ENDPOINT: proxy.endpoint, ...TIMING });
+    archive = tmp.archive(await s3Archive(server, 'faults', 'pg', { WALSHIP_S3_ENDPOINT: proxy.endpoint, ...TIMING }));
     primary = await PgCluster.create({
       name: 'faults-s3',
       initdbArgs: ['--wal-segsize=1'],
@@ -164,7 +166,7 @@ describe(`real PostgreSQL through S3 faults (seed ${SEED})`, () => {
 
   it('a stalled server: push gives up within WALSHIP_DEADLINE and says so; PostgreSQL retries and catches up afterwards', async () => {
     // One push by hand, as PostgreSQL would run it, against a server that takes requests and never answers.
-    const work = await tempDir('walship-stall-');
+    const work = await tmp.dir('walship-stall-');
     const name = (await readdir(join(primary.dataDir, 'pg_wal'))).filter((n) => /^[0-9A-F]{24}$/.test(n)).sort()[0]!;
     await copyFile(join(primary.dataDir, 'pg_wal', name), join(work, name));
     await chownTreeToPostgres(work);
