@@ -18,7 +18,7 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Accounting } from './lib/accounting.mjs';
-import { archiveRun, latencyRun } from './lib/archive.mjs';
+import { archiveRun, latencyRun, nodeStartupFloor } from './lib/archive.mjs';
 import { codecBench } from './lib/codecs.mjs';
 import { ensureCorpus } from './lib/corpus.mjs';
 import { AS_ROOT, chownPg, cleanupAll, installCleanupHandlers, onCleanup, PG_BIN, pgEnv, run, sleepSync } from './lib/proc.mjs';
@@ -161,6 +161,8 @@ async function main() {
         if (r) res.b.push(r);
       }
     }
+    const floor = await step('(b) node start-up floor', () => nodeStartupFloor(ctx, LATENCY_RUNS));
+    if (floor) res.b.push(floor);
   }
 
   // (a) and (c) run every row REPEAT times, in alternating order (forward,

@@ -6,7 +6,7 @@
 import { copyFileSync, linkSync, mkdirSync, openSync, closeSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { summarise } from './accounting.mjs';
-import { chownPg, run, sleep } from './proc.mjs';
+import { chownPg, pgEnv, run, sleep } from './proc.mjs';
 import { pgbackrestConfig, stanzaCreate, walshipEnv } from './tools.mjs';
 
 const SEG_BYTES = 16 * 1024 * 1024;
@@ -152,4 +152,20 @@ export async function latencyRun(ctx, spec, runs) {
   const sorted = [...samples].sort((a, b) => a - b);
   const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
   return { ...spec, leftovers, runs: samples.length, medianMs: median, minMs: sorted[0], maxMs: sorted.at(-1) };
+}
+
+/**
+ * The floor under any push written in Node: `sh -c 'node -e 0'` as the
+ * PostgreSQL user, timed the same way as (b), median of `runs`.
+ */
+export async function nodeStartupFloor(ctx, runs) {
+  const samples = [];
+  for (let i = 0; i <= runs; i++) {
+    const r = await run('/bin/sh', ['-c', `exec ${process.execPath} -e 0`], { pg: true, env: pgEnv(ctx.work), timeoutMs: 60_000 });
+    if (r.code !== 0) throw new Error(`node -e 0 failed as the PostgreSQL user (exit ${r.code})`);
+    if (i > 0) samples.push(r.ms);
+  }
+  const sorted = samples.sort((a, b) => a - b);
+  const median = sorted.length % 2 ? sorted[(sorted.length - 1) / 2] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+  return { id: 'node-floor', tool: 'node', toolLabel: '`node -e 0` (start-up floor, no work)', label: 'node -e 0', runs: samples.length, medianMs: median, minMs: sorted[0], maxMs: sorted.at(-1) };
 }

@@ -116,7 +116,8 @@ export function renderReport(res) {
     L.push('|---|---|---|---|---|---|');
     for (const r of res.b) {
       const peer = res.b.find((p) => p.tool === 'pgbackrest' && p.encrypt === r.encrypt);
-      L.push(`| ${r.toolLabel} | ${r.encrypt ? 'on' : 'off'} | ${f(r.medianMs, 0)} | ${f(r.minMs, 0)} | ${f(r.maxMs, 0)} | ${r.tool === 'pgbackrest' ? '1.00×' : x(ratio(r.medianMs, peer?.medianMs))} |`);
+      const vs = r.tool === 'pgbackrest' ? '1.00×' : r.tool === 'node' ? '–' : x(ratio(r.medianMs, peer?.medianMs));
+      L.push(`| ${r.toolLabel} | ${r.tool === 'node' ? '–' : r.encrypt ? 'on' : 'off'} | ${f(r.medianMs, 0)} | ${f(r.minMs, 0)} | ${f(r.maxMs, 0)} | ${vs} |`);
     }
     L.push('');
   }
