@@ -32,6 +32,8 @@ describe('spool state: what push and fetch record for metrics and status', () =>
     await recordPush(dir, { file: seg(1), outcome: 'archived', rawBytes: 16, storedBytes: 4, ms: 30 });
     await recordPush(dir, { file: seg(2), outcome: 'already-archived', rawBytes: 16, storedBytes: 5, ms: 700 });
     await recordPushFailure(dir, { file: seg(3), error: new StoreUnavailableError('disk gone', { file: seg(3), hint: 'mount it' }), ms: 12 });
+    // Records are ordered by their millisecond timestamp: keep "newest" unambiguous.
+    await new Promise((r) => setTimeout(r, 5));
     await recordPushFailure(dir, { file: seg(3), error: new Error('boom'), ms: 1 });
     await recordFetch(dir, { file: seg(1), outcome: 'ok', rawBytes: 16, storedBytes: 4, ms: 3 });
     await recordFetch(dir, { file: seg(9), outcome: 'not-found', ms: 2 });
