@@ -50,6 +50,8 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
       keys: config.encryption === 'none' ? undefined : keys,
       compression: config.compression,
       createdBy: CREATED_BY,
+      onIncomplete: (key, size) =>
+        log.warn({ key, storedBytes: size }, `replacing ${key}: only ${size} bytes, less than its header declares (an upload that was cut off)`),
     };
     const ahead = await nextReadyFiles(path, name, config.pushConcurrency - 1);
     // %p first, then the look-ahead files; a few at a time, so that the

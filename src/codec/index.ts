@@ -1,4 +1,4 @@
-export { encodeObject, decodeObject, readHeader, ObjectDecodeError } from './object.js';
+export { encodeObject, decodeObject, readHeader, declaredObjectSize, ObjectDecodeError } from './object.js';
 export type { EncodeInput, EncodedObject } from './object.js';
 export type { ObjectHeader } from './format.js';
 export { MAX_HEADER_BYTES, PROLOGUE_BYTES } from './format.js';

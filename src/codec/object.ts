@@ -78,6 +78,22 @@ export function readHeader(bytes: Buffer): { header: ObjectHeader; headerBytes: 
   return r;
 }
 
+/**
+ * How long an object whose first bytes are `prefix` must be: header plus
+ * declared body. 'truncated' when even the header is cut short. Throws
+ * ObjectDecodeError for bytes that are no walship object at all.
+ */
+export function declaredObjectSize(prefix: Buffer): { size: number; header: ObjectHeader } | 'truncated' {
+  let r;
+  try {
+    r = decodeHeader(prefix);
+  } catch (err) {
+    throw new ObjectDecodeError((err as FormatError).message);
+  }
+  if ('need' in r) return 'truncated';
+  return { size: r.headerBytes.length + r.header.bodySize, header: r.header };
+}
+
 export interface DecodeOptions {
   /**
    * The bytes the object must decode to, when the caller has them (push

@@ -1,9 +1,9 @@
 import { open, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { blake3, decodeObject, encodeObject, MAX_HEADER_BYTES, PROLOGUE_BYTES, readHeader } from '../codec/index.js';
+import { blake3, declaredObjectSize, decodeObject, encodeObject, MAX_HEADER_BYTES, PROLOGUE_BYTES } from '../codec/index.js';
 import type { KeyProvider } from '../crypto/index.js';
 import { ArchiveConflictError, InvalidInputError, LocalIoError, StoreUnavailableError, WalshipError } from '../errors.js';
-import type { Store } from '../store/index.js';
+import type { ObjectInfo, Store } from '../store/index.js';
 import { parseWalName, validateSegment, type WalFileName } from '../wal/index.js';
 import { archiveSystemIdentifier } from './key-context.js';
 import { objectKey } from './layout.js';
@@ -16,6 +16,8 @@ export interface PushOptions {
   readonly keys: KeyProvider | undefined;
   readonly compression: 'lz4' | 'none';
   readonly createdBy: string;
+  /** Called before an incomplete leftover under the same name is replaced (for a warning). */
+  readonly onIncomplete?: (key: string, size: number) => void;
 }
 
 export interface PushResult {
@@ -58,8 +60,11 @@ export async function push(opts: PushOptions): Promise<PushResult> {
 
   if (existing) {
     const digest = blake3(data).toString('hex');
-    await compareExisting(opts.store, key, existing.metadata, digest, file.name);
-    return { ...base, outcome: 'already-archived', storedBytes: existing.size, blake3: digest };
+    if ((await compareExisting(opts.store, key, existing, digest, file.name)) === 'identical') {
+      return { ...base, outcome: 'already-archived', storedBytes: existing.size, blake3: digest };
+    }
+    opts.onIncomplete?.(key, existing.size);
+    await opts.store.delete(key);
   }
 
   // Encryption keys are bound to the archive's cluster (KMS encryption context).
@@ -78,12 +83,20 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   await decodeObject(encoded.bytes, file.name, opts.keys, clusterId, { expected: data, threaded: true });
 
   const digest = encoded.header.blake3;
-  const result = await opts.store.putIfAbsent(key, encoded.bytes, { blake3: digest, 'raw-size': String(data.length), format: '1' });
+  const result = await opts.store.putIfAbsent(key, encoded.bytes, {
+    blake3: digest,
+    'raw-size': String(data.length),
+    'stored-size': String(encoded.bytes.length),
+    format: '1',
+  });
   if (result === 'exists') {
-    // Another process won a race for the same name; same rules as above.
+    // Another process won a race for the same name; same rules as above,
+    // except that a half-written object of a live writer is not ours to remove.
     const now = await opts.store.head(key);
-    await compareExisting(opts.store, key, now?.metadata, digest, file.name);
-    return { ...base, outcome: 'already-archived', storedBytes: now?.size ?? 0, blake3: digest };
+    if (!now || (await compareExisting(opts.store, key, now, digest, file.name)) !== 'identical') {
+      throw new StoreUnavailableError(`${key} is being written by another process; PostgreSQL will retry`, ctx);
+    }
+    return { ...base, outcome: 'already-archived', storedBytes: now.size, blake3: digest };
   }
   const confirmed = await opts.store.head(key);
   if (!confirmed || confirmed.size !== encoded.bytes.length || (confirmed.metadata?.blake3 !== undefined && confirmed.metadata.blake3 !== digest)) {
@@ -124,26 +137,39 @@ function validateInput(file: WalFileName, data: Buffer) {
   }
 }
 
-/** Same name already archived: identical content is success, anything else is refused loudly. */
-async function compareExisting(
-  store: Store,
-  key: string,
-  metadata: Readonly<Record<string, string>> | undefined,
-  digest: string,
-  name: string,
-): Promise<void> {
-  let archived = metadata?.blake3;
-  if (archived === undefined) {
+/**
+ * Same name already archived. Identical and whole: success. Different, or
+ * damaged in a way that is not plain truncation: refused loudly, never
+ * overwritten. Shorter than its own header declares: 'incomplete', the
+ * remains of an upload that was killed on a server that exposes partial
+ * objects (AWS and MinIO never do; s3rver and some gateways do). Such an
+ * object can never be decoded, so the caller replaces it.
+ */
+async function compareExisting(store: Store, key: string, info: ObjectInfo, digest: string, name: string): Promise<'identical' | 'incomplete'> {
+  const unreadable = (why: string) =>
+    new ArchiveConflictError(`${name} is already archived at ${key}, but that object is unreadable (${why})`, {
+      file: name,
+      key,
+      hint: 'inspect the object (walship verify, walship cat); walship never overwrites an archived file',
+    });
+  let archived = info.metadata?.blake3;
+  const declared = info.metadata?.['stored-size'];
+  if (archived !== undefined && declared !== undefined) {
+    if (info.size < Number(declared)) return 'incomplete';
+    if (info.size !== Number(declared)) throw unreadable(`${info.size} bytes, ${declared} declared`);
+  } else {
+    if (info.size < PROLOGUE_BYTES) return 'incomplete';
     const head = await store.getPrefix(key, PROLOGUE_BYTES + MAX_HEADER_BYTES);
+    if (!head) return 'incomplete';
+    let d;
     try {
-      archived = head ? readHeader(head).header.blake3 : undefined;
+      d = declaredObjectSize(head);
     } catch (err) {
-      throw new ArchiveConflictError(`${name} is already archived at ${key}, but that object's header is unreadable (${(err as Error).message})`, {
-        file: name,
-        key,
-        hint: 'inspect the object; walship never overwrites an archived file',
-      });
+      throw unreadable((err as Error).message);
     }
+    if (d === 'truncated' || info.size < d.size) return 'incomplete';
+    if (info.size !== d.size) throw unreadable(`${info.size} bytes, its header declares ${d.size}`);
+    archived = d.header.blake3;
   }
   if (archived !== digest) {
     throw new ArchiveConflictError(
@@ -155,4 +181,5 @@ async function compareExisting(
       },
     );
   }
+  return 'identical';
 }

@@ -86,6 +86,22 @@ describe('push and fetch honour the PostgreSQL contract', () => {
     expect((await readFile(key)).equals(before)).toBe(true);
   });
 
+  it('an object shorter than its header declares (a cut-off upload) is replaced on re-push, with a warning', async () => {
+    const key = join(archive.dir, 'wal/00000001', seg(-2));
+    const whole = await readFile(key);
+    await writeFile(key, whole.subarray(0, Math.floor(whole.length / 2)));
+    const r = await runWalship(['push', seg(-2)], { env, cwd: work });
+    expect(r.code, r.stderr).toBe(0);
+    const recs = logRecords(r.stderr);
+    expect(recs.some((x) => x.level === 'warn' && /replacing .*less than its header declares/.test(x.msg))).toBe(true);
+    expect((await readFile(key)).length).toBe(whole.length);
+    const dir = await tempDir('walship-cat2-');
+    const vars = Object.entries(env).map(([k, v]) => `${k}='${v}'`).join(' ');
+    const c = await runAsPostgres('sh', ['-c', `${vars} ${walshipBin()} cat ${seg(-2)} > out`], { cwd: dir });
+    expect(c.code, c.stderr).toBe(0);
+    expect((await readFile(join(dir, 'out'))).equals(await readFile(join(work, seg(-2))))).toBe(true);
+  });
+
   it('a segment of another cluster is refused on push, and never restored into it', async () => {
     const r = await runWalship(['push', 'pg_wal/000000010000000000000001'], { env, cwd: other.dataDir });
     expect(r.code).toBe(1);
