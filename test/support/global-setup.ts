@@ -1,4 +1,6 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestProject } from 'vitest/node';
@@ -19,10 +21,37 @@ const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
  * integration tests run the same bundle PostgreSQL would run in production.
  */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
+  // Every temporary file of this run goes under one directory, removed at
+  // the end: vitest's forked workers never run process 'exit' handlers, so
+  // per-file clean-up hooks cannot be relied on. Workers inherit TMPDIR.
+  const runDir = mkdtempSync(join(tmpdir(), 'walship-run-'));
+  chmodSync(runDir, 0o755);
+  process.env.TMPDIR = runDir;
   execFileSync(process.execPath, [join(repoRoot, 'scripts', 'build.mjs')], { stdio: 'inherit' });
   const install = await installForPostgres(repoRoot);
   project.provide('walshipBin', install.bin);
   return async () => {
+    stopLeftoverServers(runDir);
     await removeInstall(install.dir);
+    if (process.env.WALSHIP_TEST_KEEP_TMP !== '1') rmSync(runDir, { recursive: true, force: true });
   };
+}
+
+/** A test that crashed before its teardown may have left PostgreSQL running. */
+function stopLeftoverServers(dir: string, depth = 0): void {
+  if (depth > 3) return;
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return;
+  }
+  if (entries.includes('postmaster.pid')) {
+    spawnSync('runuser', ['-u', 'postgres', '--', '/usr/lib/postgresql/15/bin/pg_ctl', '-D', dir, '-m', 'immediate', 'stop'], { stdio: 'ignore' });
+    return;
+  }
+  for (const e of entries) {
+    const p = join(dir, e);
+    if (existsSync(join(p, '.')) && !e.startsWith('.')) stopLeftoverServers(p, depth + 1);
+  }
 }
