@@ -5,17 +5,7 @@ import type { Gap } from './timelines.js';
 
 /** Words and numbers for reports: sizes, positions, and what a hole in the archive means for PITR. */
 
-export function bytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
-}
+export { bytes } from '../units.js';
 
 export function segmentStart(segno: bigint, segmentSize: number): string {
   return lsn(segno * BigInt(segmentSize));

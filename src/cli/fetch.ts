@@ -98,7 +98,7 @@ async function startPrefetch(pool: PrefetchPool, name: string, globals: GlobalOp
     await pool.setWant(name);
     if (await pool.workerAlive()) return;
     const args = [process.argv[1]!, ...(globals.config ? ['--config', globals.config] : []), 'prefetch-worker'];
-    const child = spawn(process.execPath, args, { cwd: process.cwd(), detached: true, stdio: ['ignore', 'ignore', 'inherit'] });
+    const child = spawn(process.execPath, [...process.execArgv, ...args], { cwd: process.cwd(), detached: true, stdio: ['ignore', 'ignore', 'inherit'] });
     child.on('error', (err) => log.warn(`cannot start the prefetch worker: ${err.message}`));
     child.unref();
   } catch (err) {

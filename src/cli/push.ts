@@ -1,9 +1,8 @@
-import { availableParallelism } from 'node:os';
 import { basename } from 'node:path';
-import { mapLimit } from '../archive/pool.js';
 import { errorMessage } from '../errors.js';
+import { releaseSegmentMemory } from '../memory.js';
 import type { Logger } from '../log/index.js';
-import { push, type PushOptions, type PushResult } from '../pipeline/push.js';
+import { push, type PushOptions } from '../pipeline/push.js';
 import { nextReadyFiles } from '../pipeline/ready-files.js';
 import { fileIdentity, PushMarkers } from '../spool/push-markers.js';
 import { recordPush, recordPushFailure } from '../spool/state.js';
@@ -54,14 +53,15 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
         log.warn({ key, storedBytes: size }, `replacing ${key}: only ${size} bytes, less than its header declares (an upload that was cut off)`),
     };
     const ahead = await nextReadyFiles(path, name, config.pushConcurrency - 1);
-    // %p first, then the look-ahead files; a few at a time, so that the
-    // cores are busy (LZ4 runs on the thread pool) and memory stays bounded.
-    let result: PushResult | undefined;
-    await mapLimit([path, ...ahead], IN_FLIGHT, async (p, i) => {
-      if (i === 0) result = await push({ ...opts, path: p });
-      else await pushAhead(p, opts, markers, log);
-    });
-    const r = result!;
+    // %p first, then the look-ahead files, one after the other: the work is
+    // CPU-bound on one thread (measured: two in flight were no faster and
+    // held more memory), and what one segment needed is released before the
+    // next one is read.
+    const r = await push({ ...opts, path });
+    for (const p of ahead) {
+      releaseSegmentMemory();
+      await pushAhead(p, opts, markers, log);
+    }
     const ms = Math.round(performance.now() - started);
     const fields = { file: r.file, key: r.key, rawBytes: r.rawBytes, storedBytes: r.storedBytes, encrypted: r.encrypted, ms, ahead: ahead.length };
     if (r.outcome === 'already-archived') {
@@ -78,9 +78,6 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
     return EXIT.FAILED;
   }
 }
-
-/** Files in flight at once within one push call: one per core, at least 2, at most 4. */
-const IN_FLIGHT = Math.max(2, Math.min(4, availableParallelism()));
 
 /**
  * Archives a file PostgreSQL has not asked for yet. Failures are only

@@ -9,9 +9,6 @@ import { createRequire } from 'node:module';
 interface Lz4 {
   compressFrameSync(data: Buffer, options?: { contentChecksum?: boolean; blockChecksums?: boolean }): Buffer;
   decompressFrameSync(data: Buffer): Buffer;
-  /** Same work on libuv's thread pool, so several segments use several cores. */
-  compressFrame(data: Buffer, options?: { contentChecksum?: boolean; blockChecksums?: boolean }): Promise<Buffer>;
-  decompressFrame(data: Buffer): Promise<Buffer>;
 }
 interface Blake {
   blake3(input: Buffer): Buffer;

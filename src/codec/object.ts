@@ -1,6 +1,6 @@
 import type { KeyProvider } from '../crypto/index.js';
 import { DEFAULT_CHUNK_BYTES, open, seal, sealedSize, AuthenticationError } from './chunked-gcm.js';
-import { compressThreaded, decompress, decompressThreaded, type CompressionName } from './compress.js';
+import { compress, decompress, type CompressionName } from './compress.js';
 import { decodeHeader, encodeHeader, FormatError, type ObjectHeader } from './format.js';
 import { blake3 } from './native.js';
 
@@ -24,10 +24,10 @@ export interface EncodedObject {
   readonly bytes: Buffer;
 }
 
-/** Segment → object: hash the raw bytes, compress (on the thread pool), then seal. */
+/** Segment → object: hash the raw bytes, compress, then seal. */
 export async function encodeObject(input: EncodeInput): Promise<EncodedObject> {
   const digest = blake3(input.data).toString('hex');
-  const compressed = await compressThreaded(input.compression, input.data);
+  const compressed = compress(input.compression, input.data);
   const objectKey = input.keys
     ? await input.keys.newObjectKey({ file: input.name, systemIdentifier: input.archiveSystemIdentifier ?? input.systemIdentifier })
     : undefined;
@@ -101,8 +101,6 @@ export interface DecodeOptions {
    * than hashing again and proves the same.
    */
   readonly expected?: Buffer;
-  /** Decompress on the thread pool (push, a few segments at once). */
-  readonly threaded?: boolean;
 }
 
 /**
@@ -143,7 +141,7 @@ export async function decodeObject(
   }
   let data: Buffer;
   try {
-    data = opts.threaded ? await decompressThreaded(header.compression, compressed) : decompress(header.compression, compressed);
+    data = decompress(header.compression, compressed);
   } catch (err) {
     throw new ObjectDecodeError(`LZ4 decompression failed: ${(err as Error).message}`);
   }

@@ -1,5 +1,6 @@
 import { adviceFor } from './advice.js';
 import type { LagReport } from './collect.js';
+import { bytes } from '../units.js';
 
 /**
  * `walship status`: the same facts as the metrics, judged and explained for
@@ -153,17 +154,6 @@ function ago(ms: number): string {
   return `${duration(Math.max(0, ms) / 1000)} ago`;
 }
 
-function bytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(1)} ${units[i]}`;
-}
 
 /** The human form: one fact per line, problems and what to do last. */
 export function formatStatus(v: StatusView): string {

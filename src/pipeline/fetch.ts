@@ -1,5 +1,3 @@
-import { open, rename, unlink } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import { decodeObject, ObjectDecodeError, type ObjectHeader } from '../codec/index.js';
 import type { KeyProvider } from '../crypto/index.js';
 import {
@@ -12,7 +10,7 @@ import {
   LocalIoError,
   StoreUnavailableError,
 } from '../errors.js';
-import { fsyncDir } from '../store/fs.js';
+import { writeFileDurably } from '../spool/atomic-file.js';
 import type { Store } from '../store/index.js';
 import { parseWalName, readControlSystemIdentifier, validateSegment, type WalFileName } from '../wal/index.js';
 import { objectKey } from './layout.js';
@@ -130,19 +128,9 @@ async function decodeWithErrors(bytes: Buffer, file: WalFileName, keys: KeyProvi
 export async function writeAtomically(target: string, data: Buffer): Promise<void> {
   checkPathArgument(target, 'target path');
   await checkTargetDirectory(target);
-  const tmp = `${target}.walship-tmp`;
   try {
-    const fh = await open(tmp, 'w', 0o600);
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, target);
-    await fsyncDir(dirname(target));
+    await writeFileDurably(target, `${target}.walship-tmp`, data);
   } catch (err) {
-    await unlink(tmp).catch(() => undefined);
     const code = (err as NodeJS.ErrnoException).code;
     throw new LocalIoError(`cannot write ${target} (${code ?? err})`, {
       hint: code === 'ENOSPC' ? 'the file system of pg_wal is full: free space; nothing partial was left behind' : undefined,

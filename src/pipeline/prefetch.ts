@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import type { KeyProvider } from '../crypto/index.js';
 import { errorMessage } from '../errors.js';
+import { releaseSegmentMemory } from '../memory.js';
 import type { Logger } from '../log/index.js';
 import { PrefetchPool, POOL_DIR_NAME } from '../spool/prefetch-pool.js';
 import type { Store } from '../store/index.js';
@@ -107,6 +108,7 @@ export async function runPrefetchWorker(opts: WorkerOptions): Promise<void> {
         // PostgreSQL may have moved past it while it downloaded.
         if ((await pool.want()) !== want && next <= ((await pool.want()) ?? '')) continue;
         await pool.put(next, r.data);
+        releaseSegmentMemory();
         log.debug({ file: next }, `prefetched ${next}`);
       } catch (err) {
         missingUntil.set(next, Date.now() + 5000);

@@ -80,7 +80,7 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   });
   // Prove the object decodes to the input before it replaces the only copy
   // PostgreSQL has: a codec or memory fault must fail here, not at restore.
-  await decodeObject(encoded.bytes, file.name, opts.keys, clusterId, { expected: data, threaded: true });
+  await decodeObject(encoded.bytes, file.name, opts.keys, clusterId, { expected: data });
 
   const digest = encoded.header.blake3;
   const result = await opts.store.putIfAbsent(key, encoded.bytes, {

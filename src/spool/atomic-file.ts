@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { open, rename, unlink } from 'node:fs/promises';
+import { fsyncDir } from '../store/fs.js';
 import { dirname, join, basename } from 'node:path';
 
 /**
@@ -18,6 +19,29 @@ export async function writeFileAtomic(path: string, data: string | Buffer, opts:
       await fh.close();
     }
     await rename(tmp, path);
+  } catch (err) {
+    await unlink(tmp).catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * For files another program will read after a crash (a restored segment,
+ * a prefetched one): write `tmp`, fsync it, rename it to `path`, fsync the
+ * directory. On failure `tmp` is removed and the error rethrown; `path` is
+ * then untouched.
+ */
+export async function writeFileDurably(path: string, tmp: string, data: Buffer): Promise<void> {
+  try {
+    const fh = await open(tmp, 'w', 0o600);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+    await fsyncDir(dirname(path));
   } catch (err) {
     await unlink(tmp).catch(() => undefined);
     throw err;

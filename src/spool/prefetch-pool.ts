@@ -2,7 +2,7 @@ import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, utimes } from
 import { constants } from 'node:fs';
 import { join } from 'node:path';
 import { fsyncDir } from '../store/fs.js';
-import { writeFileAtomic } from './atomic-file.js';
+import { writeFileAtomic, writeFileDurably } from './atomic-file.js';
 
 /**
  * The prefetch pool: a directory inside pg_wal (so on the same file system,
@@ -41,16 +41,7 @@ export class PrefetchPool {
   }
 
   async put(name: string, data: Buffer): Promise<void> {
-    const tmp = join(this.dir, `.${name}.tmp`);
-    const fh = await open(tmp, 'w', 0o600);
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, join(this.dir, name));
-    await fsyncDir(this.dir);
+    await writeFileDurably(join(this.dir, name), join(this.dir, `.${name}.tmp`), data);
   }
 
   async segments(): Promise<string[]> {

@@ -1,19 +1,11 @@
 import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import { readState } from '../../src/spool/state.js';
-import { findProcessesIn } from '../support/processes.js';
+import { findProcessesIn, until } from '../support/processes.js';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../support/pg-cluster.js';
 import { archiveCommand, fileArchive, keyfileEncryption, logRecords, restoreCommand, type TestArchive } from '../support/walship.js';
 
-async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const t0 = Date.now();
-  while (Date.now() - t0 < timeoutMs) {
-    if (await cond()) return true;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  return cond();
-}
 
 /** Writes enough to fill `n` segments of 1 MiB and switches each. */
 async function makeSegments(pg: PgCluster, n: number): Promise<string> {

@@ -1,16 +1,8 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../support/pg-cluster.js';
-import { findProcessesIn } from '../support/processes.js';
+import { findProcessesIn, until } from '../support/processes.js';
 import { archiveCommand, fileArchive, logRecords, restoreCommand } from '../support/walship.js';
 
-async function until(cond: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const t0 = Date.now();
-  while (Date.now() - t0 < timeoutMs) {
-    if (await cond()) return true;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  return cond();
-}
 
 describe('a standby that follows the archive while the primary keeps archiving', () => {
   const clusters: PgCluster[] = [];

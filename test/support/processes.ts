@@ -31,3 +31,13 @@ export function killHard(pid: number): boolean {
     return false;
   }
 }
+
+/** Polls `cond` every 250 ms until it holds or `timeoutMs` passes; the last answer is returned. */
+export async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < timeoutMs) {
+    if (await cond()) return true;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return cond();
+}

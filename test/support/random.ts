@@ -1,14 +1,7 @@
-/** A small seeded PRNG (mulberry32), so a failing crash test can be replayed with its seed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from './prng.js';
+
+/** A small seeded PRNG, so a failing crash test can be replayed with its seed (WALSHIP_TEST_SEED). */
+export const seededRandom = prng;
 
 export function testSeed(): number {
   const s = Number(process.env.WALSHIP_TEST_SEED);
