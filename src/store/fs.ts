@@ -122,11 +122,29 @@ export class FsStore implements Store {
       }
       await unlink(tmp).catch(() => undefined);
       await fsyncDir(dir);
+      // A killed push leaves its temporary file behind; now and then, sweep.
+      if (Math.random() < 1 / 64) await this.sweepTemporaries(dir, 3600_000);
       return result;
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
       throw this.fail('write', key, err);
     }
+  }
+
+  /**
+   * Removes temporary files older than maxAgeMs that killed writers left in
+   * `dir`. Never touches an object: those have no leading dot. An hour is far
+   * longer than any live upload takes.
+   */
+  async sweepTemporaries(dir: string, maxAgeMs: number): Promise<number> {
+    let removed = 0;
+    const names = await readdir(dir).catch(() => [] as string[]);
+    for (const n of names) {
+      if (!n.startsWith('.tmp.')) continue;
+      const st = await stat(join(dir, n)).catch(() => undefined);
+      if (st && Date.now() - st.mtimeMs > maxAgeMs && (await unlink(join(dir, n)).then(() => true, () => false))) removed++;
+    }
+    return removed;
   }
 
   /** For file systems without hard links: a check then rename, racy but never overwriting knowingly. */
