@@ -43,7 +43,8 @@ export function createKmsApi(opts: KmsApiOptions): KmsApi {
     // (fetch) comes on top, so keep this short.
     maxAttempts: 3,
     retryMode: 'standard',
-    requestHandler: { connectionTimeout: Math.min(opts.timeoutMs, 10_000), requestTimeout: opts.timeoutMs },
+    // throwOnRequestTimeout: without it the SDK only logs a warning when requestTimeout passes.
+    requestHandler: { connectionTimeout: Math.min(opts.timeoutMs, 10_000), requestTimeout: opts.timeoutMs, throwOnRequestTimeout: true },
   });
   return {
     async generateDataKey(keyId, context) {
