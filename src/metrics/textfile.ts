@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { readdir, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { LocalIoError } from '../errors.js';
-import { fsyncDir } from '../store/fs.js';
+import { writeFileDurably } from '../spool/atomic-file.js';
 
 /**
  * Writes the node_exporter textfile atomically: a temporary file in the same
@@ -17,18 +17,8 @@ import { fsyncDir } from '../store/fs.js';
 export async function writeTextfile(path: string, text: string): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
-    const fh = await open(tmp, 'wx', 0o644);
-    try {
-      await fh.writeFile(text);
-      await fh.chmod(0o644);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
-    await fsyncDir(dirname(path));
+    await writeFileDurably(path, tmp, text, 0o644);
   } catch (err) {
-    await unlink(tmp).catch(() => undefined);
     const code = (err as NodeJS.ErrnoException).code;
     throw new LocalIoError(`cannot write ${path} (${code ?? String(err)})`, {
       hint:

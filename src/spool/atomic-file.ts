@@ -31,11 +31,13 @@ export async function writeFileAtomic(path: string, data: string | Buffer, opts:
  * directory. On failure `tmp` is removed and the error rethrown; `path` is
  * then untouched.
  */
-export async function writeFileDurably(path: string, tmp: string, data: Buffer): Promise<void> {
+export async function writeFileDurably(path: string, tmp: string, data: Buffer | string, mode = 0o600): Promise<void> {
   try {
-    const fh = await open(tmp, 'w', 0o600);
+    const fh = await open(tmp, 'w', mode);
     try {
       await fh.writeFile(data);
+      // The process umask may have narrowed the mode given to open().
+      await fh.chmod(mode);
       await fh.sync();
     } finally {
       await fh.close();
