@@ -5,13 +5,13 @@ import { decodeObject } from '../../src/codec/index.js';
 import { KeyfileProvider } from '../../src/crypto/index.js';
 import { PgCluster } from '../support/pg-cluster.js';
 import { findProcessesIn, killHard } from '../support/processes.js';
-import { seededRandom, testSeed } from '../support/random.js';
-import { archiveCommand, fileArchive, keyfileEncryption, logRecords, restoreCommand, runWalship } from '../support/walship.js';
+import { faultSeed, prng } from '../support/prng.js';
+import { archiveCommand, archivingPrimary, fileArchive, keyfileEncryption, logRecords, restoreCommand, runWalship } from '../support/walship.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * kill -9 at random moments (seeded; WALSHIP_TEST_SEED replays a run) of the
+ * kill -9 at random moments (seeded; WALSHIP_FAULT_SEED picks another run) of the
  * look-ahead pusher and of the prefetch worker, while a real PostgreSQL
  * archives and restores. PostgreSQL retries; nothing may be lost and nothing
  * partial may ever be handed over.
@@ -23,8 +23,8 @@ describe('crashes at random moments', () => {
   });
 
   it('kill -9 of push (with look-ahead) at random moments loses no segment and stores only whole objects', async () => {
-    const seed = testSeed();
-    const rnd = seededRandom(seed);
+    const seed = faultSeed();
+    const rnd = prng(seed);
     const encryption = await keyfileEncryption();
     const archive = await fileArchive({ ...encryption, WALSHIP_PUSH_CONCURRENCY: '4' });
     // A real backlog: PostgreSQL's own archiving is off until the end, so
@@ -32,14 +32,8 @@ describe('crashes at random moments', () => {
     // failure) and kill walship as often as it likes. A signal-killed
     // archive_command makes PostgreSQL restart its archiver only after about
     // 30 s, too slow for many iterations.
-    const primary = await PgCluster.create({
-      name: 'crash-push',
-      initdbArgs: ['--wal-segsize=1'],
-      conf: { wal_level: 'replica', archive_mode: 'on', archive_command: '/bin/false', wal_keep_size: '512MB' },
-      env: archive.env,
-    });
+    const primary = await archivingPrimary('crash-push', archive, { archive_command: '/bin/false', wal_keep_size: '512MB' });
     clusters.push(primary);
-    await primary.start();
     await primary.sql('create table filler (id int, pad text)');
     for (let i = 0; i < 40; i++) {
       await primary.sql(`insert into filler select g, md5(g::text) from generate_series(1, 3000) g`);
@@ -85,17 +79,11 @@ describe('crashes at random moments', () => {
   });
 
   it('kill -9 of the prefetch worker never hands over a partial segment', async () => {
-    const seed = testSeed();
-    const rnd = seededRandom(seed);
+    const seed = faultSeed();
+    const rnd = prng(seed);
     const archive = await fileArchive({ WALSHIP_PREFETCH: '6' });
-    const primary = await PgCluster.create({
-      name: 'crash-prefetch',
-      initdbArgs: ['--wal-segsize=1'],
-      conf: { wal_level: 'replica', archive_mode: 'on', archive_command: archiveCommand() },
-      env: archive.env,
-    });
+    const primary = await archivingPrimary('crash-prefetch', archive);
     clusters.push(primary);
-    await primary.start();
     await primary.sql('create table filler (id int, pad text)');
     const restored = await PgCluster.fromBaseBackup(primary, {
       name: 'crash-prefetch-restore',

@@ -4,7 +4,20 @@ import { findProcessesIn, until } from '../support/processes.js';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../support/pg-cluster.js';
-import { archiveCommand, fileArchive, keyfileEncryption, logRecords, restoreCommand, type TestArchive } from '../support/walship.js';
+import { writeFile } from 'node:fs/promises';
+import { fileIdentity, PushMarkers } from '../../src/spool/push-markers.js';
+import { chownTreeToPostgres } from '../support/postgres-user.js';
+import {
+  archiveCommand,
+  archivingPrimary,
+  fileArchive,
+  keyfileEncryption,
+  logRecords,
+  restoreCommand,
+  runWalship,
+  tempDir,
+  type TestArchive,
+} from '../support/walship.js';
 
 
 /** Writes enough to fill `n` segments of 1 MiB and switches each. */
@@ -26,14 +39,8 @@ describe('look-ahead push and the prefetch pool, with a real PostgreSQL', () => 
   async function primaryWithBacklog(archive: TestArchive): Promise<{ primary: PgCluster; last: string }> {
     // Archiving starts broken, so a backlog of .ready files builds up, as on
     // a busy server whose archiver fell behind.
-    const primary = await PgCluster.create({
-      name: 'lookahead',
-      initdbArgs: ['--wal-segsize=1'],
-      conf: { wal_level: 'replica', archive_mode: 'on', archive_command: '/bin/false', wal_keep_size: '256MB' },
-      env: archive.env,
-    });
+    const primary = await archivingPrimary('lookahead', archive, { archive_command: '/bin/false', wal_keep_size: '256MB' });
     clusters.push(primary);
-    await primary.start();
     await primary.sql('create table filler (id int, pad text)');
     const last = await makeSegments(primary, 12);
     return { primary, last };
@@ -82,10 +89,6 @@ describe('look-ahead push and the prefetch pool, with a real PostgreSQL', () => 
     await primary.setConf({ archive_command: archiveCommand() });
     await primary.reload();
     await primary.waitArchived(last, 90_000);
-    const { PushMarkers, fileIdentity } = await import('../../src/spool/push-markers.js');
-    const { runWalship, tempDir } = await import('../support/walship.js');
-    const { chownTreeToPostgres } = await import('../support/postgres-user.js');
-    const { writeFile } = await import('node:fs/promises');
     // A file under an archived name, with a (forged) marker recorded for it,
     // then rewritten with different content: the marker must not vouch for it.
     const dir = await tempDir('walship-marker-');
@@ -105,14 +108,8 @@ describe('look-ahead push and the prefetch pool, with a real PostgreSQL', () => 
 
   it('replays through the prefetch pool, across a timeline switch, and leaves no worker or pool behind', async () => {
     const archive = await fileArchive({ WALSHIP_PREFETCH: '4' });
-    const primary = await PgCluster.create({
-      name: 'tl-primary',
-      initdbArgs: ['--wal-segsize=1'],
-      conf: { wal_level: 'replica', archive_mode: 'on', archive_command: archiveCommand() },
-      env: archive.env,
-    });
+    const primary = await archivingPrimary('tl-primary', archive);
     clusters.push(primary);
-    await primary.start();
     await primary.sql('create table filler (id int, pad text)');
     await primary.sql('create table marks (note text)');
     const backupA = await PgCluster.fromBaseBackup(primary, {

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../support/pg-cluster.js';
 import { findProcessesIn, until } from '../support/processes.js';
-import { archiveCommand, fileArchive, logRecords, restoreCommand } from '../support/walship.js';
+import { archiveCommand, archivingPrimary, fileArchive, logRecords, restoreCommand } from '../support/walship.js';
 
 
 describe('a standby that follows the archive while the primary keeps archiving', () => {
@@ -12,14 +12,8 @@ describe('a standby that follows the archive while the primary keeps archiving',
 
   it('replays each new segment as it is archived, and "not yet archived" is never an error', async () => {
     const archive = await fileArchive({ WALSHIP_PREFETCH: '4' });
-    const primary = await PgCluster.create({
-      name: 'follow-primary',
-      initdbArgs: ['--wal-segsize=1'],
-      conf: { wal_level: 'replica', archive_mode: 'on', archive_command: archiveCommand() },
-      env: archive.env,
-    });
+    const primary = await archivingPrimary('follow-primary', archive);
     clusters.push(primary);
-    await primary.start();
     await primary.sql('create table t (round int)');
     const standby = await PgCluster.fromBaseBackup(primary, {
       name: 'follow-standby',

@@ -5,6 +5,7 @@ import { inject } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import { createKeyFile } from '../../src/crypto/index.js';
 import { openStore, type Store } from '../../src/store/index.js';
+import { PgCluster } from './pg-cluster.js';
 import { chownTreeToPostgres, mkPostgresTempDir, runAsPostgres, type RunResult } from './postgres-user.js';
 import { S3_TEST_CREDENTIALS, type S3Server } from './s3-server.js';
 
@@ -112,6 +113,26 @@ export async function storedObjects(store: Store): Promise<Map<string, Buffer>> 
 }
 
 export { tempDir };
+
+/**
+ * A started PostgreSQL with 1 MiB segments whose archive_command is walship
+ * push into `archive`. `conf` adds or overrides settings (archive_command
+ * '/bin/false', say, to build up a backlog first).
+ */
+export async function archivingPrimary(
+  name: string,
+  archive: TestArchive,
+  conf: Record<string, string> = {},
+): Promise<PgCluster> {
+  const primary = await PgCluster.create({
+    name,
+    initdbArgs: ['--wal-segsize=1'],
+    conf: { wal_level: 'replica', archive_mode: 'on', archive_command: archiveCommand(), ...conf },
+    env: archive.env,
+  });
+  await primary.start();
+  return primary;
+}
 
 export function archiveCommand(): string {
   return `${walshipBin()} push %p`;

@@ -3,7 +3,7 @@ import { chmod, mkdtemp, readFile, readdir, rm, stat, symlink, writeFile } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { build } from 'esbuild';
+import { bundleChildScript } from '../support/child-script.js';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { decodeObject, encodeObject } from '../../src/codec/index.js';
 import { CompositeKeyProvider, KmsProvider, type KmsKeyDescriptor } from '../../src/crypto/index.js';
@@ -225,17 +225,7 @@ describe('KMS envelope encryption (KmsProvider, data key caches) against the tes
   it('concurrent processes on a cold cache make one GenerateDataKey', async () => {
     const bundleDir = await spool();
     const script = join(bundleDir, 'kms-child.mjs');
-    await build({
-      entryPoints: [join(import.meta.dirname, '..', 'support', 'kms-child.ts')],
-      outfile: script,
-      bundle: true,
-      format: 'esm',
-      platform: 'node',
-      target: 'node20',
-      logLevel: 'silent',
-      banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
-      nodePaths: [join(import.meta.dirname, '..', '..', 'node_modules')],
-    });
+    await bundleChildScript('kms-child.ts', script);
     const dir = await spool();
     const run = promisify(execFile);
     const outputs = await Promise.all(

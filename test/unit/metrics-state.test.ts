@@ -3,7 +3,7 @@ import { cp, mkdtemp, readdir, readFile, rm, utimes, writeFile } from 'node:fs/p
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { build } from 'esbuild';
+import { bundleChildScript } from '../support/child-script.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StoreUnavailableError } from '../../src/errors.js';
 import { compactState, readState, recordFetch, recordPrefetch, recordPush, recordPushFailure, stateDir } from '../../src/spool/state.js';
@@ -168,17 +168,7 @@ describe('spool state: what push and fetch record for metrics and status', () =>
 
     beforeAll(async () => {
       script = join(await spool(), 'state-child.mjs');
-      await build({
-        entryPoints: [join(import.meta.dirname, '..', 'support', 'state-child.ts')],
-        outfile: script,
-        bundle: true,
-        format: 'esm',
-        platform: 'node',
-        target: 'node20',
-        logLevel: 'silent',
-        banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
-        nodePaths: [join(import.meta.dirname, '..', '..', 'node_modules')],
-      });
+      await bundleChildScript('state-child.ts', script);
     });
 
     it('writers, folders and readers in separate processes: counters add up exactly and never go backwards', async () => {
