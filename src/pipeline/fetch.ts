@@ -13,7 +13,7 @@ import {
 import { writeFileDurably } from '../spool/atomic-file.js';
 import type { Store } from '../store/index.js';
 import { parseWalName, readControlSystemIdentifier, validateSegment, type WalFileName } from '../wal/index.js';
-import { objectKey } from './layout.js';
+import { MANIFEST_KEY, objectKey } from './layout.js';
 import { readManifest, type ArchiveManifest } from './manifest.js';
 import { checkPathArgument, checkTargetDirectory } from './paths.js';
 
@@ -63,7 +63,7 @@ export async function readArchived(opts: ReadOptions): Promise<ReadResult> {
       if (manifest) checkCluster(manifest, controlId, opts.store.description, file.name);
       if (bytes === undefined) {
         if (!manifest) {
-          throw new ArchiveMissingError(`there is no walship archive at ${opts.store.description} (no ${'walship.json'})`, {
+          throw new ArchiveMissingError(`there is no walship archive at ${opts.store.description} (no ${MANIFEST_KEY})`, {
             ...ctx,
             hint: 'check WALSHIP_STORE (bucket, prefix, or that the directory is mounted)',
           });
