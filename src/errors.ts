@@ -87,3 +87,12 @@ export function errorMessage(err: unknown): string {
 export class LocalIoError extends WalshipError {
   readonly code = 'LOCAL_IO';
 }
+
+/**
+ * The store holds another archive than the one this data directory archives
+ * to (re-created, another mount, another bucket behind the same URL): never
+ * treated as a fresh start. `walship init --rebind` moves on deliberately.
+ */
+export class ArchiveChangedError extends WalshipError {
+  readonly code = 'ARCHIVE_CHANGED';
+}

@@ -6,6 +6,7 @@ import type { Logger } from '../log/index.js';
 import { readArchived, writeAtomically } from '../pipeline/fetch.js';
 import { poolFor } from '../pipeline/prefetch.js';
 import type { PrefetchPool } from '../spool/prefetch-pool.js';
+import { tryOpenClusterSpool } from '../spool/cluster.js';
 import { recordFetch, recordFetchFailure, recordPrefetch } from '../spool/state.js';
 import { checkPathArgument, checkTargetDirectory } from '../pipeline/paths.js';
 import { commandContext, commandLogger, type GlobalOptions } from './context.js';
@@ -35,7 +36,8 @@ export async function runFetch(name: string, target: string, globals: GlobalOpti
     checkPathArgument(target, '%p');
     await checkTargetDirectory(target);
     const { config, store, keys } = await commandContext(globals, log);
-    spoolDir = config.spoolDir;
+    // restore_command runs in the data directory; the journal is per cluster.
+    spoolDir = (await tryOpenClusterSpool(config.spoolDir, process.cwd(), (m) => log.warn(m)))?.dir;
     const pool = config.prefetch > 0 && isSegmentName(name) ? poolFor(process.cwd(), target) : undefined;
     if (pool) {
       await startPrefetch(pool, name, globals, log);
@@ -43,11 +45,11 @@ export async function runFetch(name: string, target: string, globals: GlobalOpti
         await pool.discardStale(name);
         const ms = Math.round(performance.now() - started);
         log.info({ file: name, target, ms, prefetched: true }, `restored ${name} from the prefetch pool in ${ms} ms`);
-        await recordPrefetch(spoolDir, true, log);
-        await recordFetch(spoolDir, { file: name, outcome: 'ok', sizeOf: target, ms }, log);
+        if (spoolDir) await recordPrefetch(spoolDir, true, log);
+        if (spoolDir) await recordFetch(spoolDir, { file: name, outcome: 'ok', sizeOf: target, ms }, log);
         return EXIT.OK;
       }
-      await recordPrefetch(spoolDir, false, log);
+      if (spoolDir) await recordPrefetch(spoolDir, false, log);
     }
     const r = await readArchived({
       name,
@@ -59,7 +61,7 @@ export async function runFetch(name: string, target: string, globals: GlobalOpti
     });
     if (r.status === 'not-found') {
       log.info({ file: name, key: r.key }, `${name} is not in the archive`);
-      await recordFetch(spoolDir, { file: name, outcome: 'not-found', ms: Math.round(performance.now() - started) }, log);
+      if (spoolDir) await recordFetch(spoolDir, { file: name, outcome: 'not-found', ms: Math.round(performance.now() - started) }, log);
       return EXIT.FAILED;
     }
     await writeAtomically(target, r.data);
@@ -69,7 +71,7 @@ export async function runFetch(name: string, target: string, globals: GlobalOpti
       { file: name, target, rawBytes: r.data.length, storedBytes: r.storedBytes, ms, ...(pool ? { prefetched: false } : {}) },
       `restored ${name} (${mib(r.storedBytes)} → ${mib(r.data.length)}) in ${ms} ms`,
     );
-    await recordFetch(spoolDir, { file: name, outcome: 'ok', rawBytes: r.data.length, storedBytes: r.storedBytes, ms }, log);
+    if (spoolDir) await recordFetch(spoolDir, { file: name, outcome: 'ok', rawBytes: r.data.length, storedBytes: r.storedBytes, ms }, log);
     return EXIT.OK;
   } catch (err) {
     if (spoolDir) await recordFetchFailure(spoolDir, { file: name, error: err, ms: Math.round(performance.now() - started) }, log);

@@ -15,6 +15,8 @@ Configuration comes from WALSHIP_* environment variables and an optional
 config file (--config, WALSHIP_CONFIG, or /etc/walship/walship.conf);
 the environment wins. See the README for every setting.
 
+Once, before archiving:  walship init -D $PGDATA
+
 In postgresql.conf:
   archive_command = 'walship push %p'
   restore_command = 'walship fetch %f %p'
@@ -39,6 +41,20 @@ function build(setExit: (code: number) => void): Command {
     .addHelpText('after', EPILOG)
     .showHelpAfterError()
     .exitOverride();
+
+  program
+    .command('init')
+    .description('create the archive in WALSHIP_STORE (or confirm it) and bind this data directory to it; push never creates one')
+    .option('-D, --pgdata <dir>', 'data directory of the cluster to archive; env WALSHIP_PGDATA or PGDATA, else the current directory')
+    .option('--rebind', 'archive into the archive the store holds now (or a new one) although this data directory archived to another')
+    .addHelpText(
+      'after',
+      '\nRun it once, as the PostgreSQL OS user, before setting archive_command; running it again only confirms.\nIt checks that the store can be written, read, listed and cleaned.\nExit status: 0 done, 1 refused (another cluster\'s archive, or bound to another archive), 2 bad arguments or\nconfiguration, 3 the store failed.',
+    )
+    .action(async (opts: { pgdata?: string; rebind?: boolean }) => {
+      const { runInit } = await import('./init.js');
+      setExit(await runInit(opts, globals(program)));
+    });
 
   program
     .command('push')

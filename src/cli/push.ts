@@ -2,8 +2,10 @@ import { basename } from 'node:path';
 import { errorMessage } from '../errors.js';
 import { releaseSegmentMemory } from '../memory.js';
 import type { Logger } from '../log/index.js';
+import { openBoundArchive } from '../pipeline/archive-binding.js';
 import { push, type PushOptions } from '../pipeline/push.js';
 import { nextReadyFiles } from '../pipeline/ready-files.js';
+import { tryOpenClusterSpool } from '../spool/cluster.js';
 import { fileIdentity, PushMarkers } from '../spool/push-markers.js';
 import { recordPush, recordPushFailure } from '../spool/state.js';
 import { isWalName } from '../wal/index.js';
@@ -28,10 +30,15 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
   let spoolDir: string | undefined;
   try {
     const { config, store, keys } = await commandContext(globals, log);
-    spoolDir = config.spoolDir;
-    const markers = new PushMarkers(config.spoolDir, config.store.url);
+    // archive_command runs in the data directory.
+    const cluster = await tryOpenClusterSpool(config.spoolDir, process.cwd(), (m) => log.warn(m));
+    spoolDir = cluster?.dir;
+    const archive = await openBoundArchive(store, config, cluster);
+    const markers = archive.cluster
+      ? new PushMarkers(archive.cluster.dir, { archiveId: archive.manifest.archiveId, storeFingerprint: archive.fingerprint })
+      : undefined;
     const name = basename(path);
-    if (isWalName(name)) {
+    if (markers && isWalName(name)) {
       const marker = await markers.lookup(name, path);
       if (marker) {
         await markers.remove(name);
@@ -40,19 +47,21 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
           { file: name, rawBytes: marker.size, storedBytes: marker.storedBytes, ms, outcome: 'archived-ahead' },
           `${name} was archived ahead of time at ${marker.at} (confirmed by the store then) in ${ms} ms`,
         );
-        await recordPush(spoolDir, { file: name, outcome: 'archived-ahead', rawBytes: marker.size, storedBytes: marker.storedBytes, ms }, log);
+        if (spoolDir) await recordPush(spoolDir, { file: name, outcome: 'archived-ahead', rawBytes: marker.size, storedBytes: marker.storedBytes, ms }, log);
         return EXIT.OK;
       }
     }
     const opts: Omit<PushOptions, 'path'> = {
       store,
+      manifest: archive.manifest,
       keys: config.encryption === 'none' ? undefined : keys,
       compression: config.compression,
       createdBy: CREATED_BY,
       onIncomplete: (key, size) =>
         log.warn({ key, storedBytes: size }, `replacing ${key}: only ${size} bytes, less than its header declares (an upload that was cut off)`),
     };
-    const ahead = await nextReadyFiles(path, name, config.pushConcurrency - 1);
+    // Look-ahead is only worth it when its markers can be kept.
+    const ahead = markers ? await nextReadyFiles(path, name, config.pushConcurrency - 1) : [];
     // %p first, then the look-ahead files, one after the other: the work is
     // CPU-bound on one thread (measured: two in flight were no faster and
     // held more memory), and what one segment needed is released before the
@@ -60,7 +69,7 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
     const r = await push({ ...opts, path });
     for (const p of ahead) {
       releaseSegmentMemory();
-      await pushAhead(p, opts, markers, log);
+      await pushAhead(p, opts, markers!, log);
     }
     const ms = Math.round(performance.now() - started);
     const fields = { file: r.file, key: r.key, rawBytes: r.rawBytes, storedBytes: r.storedBytes, encrypted: r.encrypted, ms, ahead: ahead.length };
@@ -69,8 +78,8 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
     } else {
       log.info(fields, `archived ${r.file} (${mib(r.rawBytes)} → ${mib(r.storedBytes)}${r.encrypted ? ', encrypted' : ''}) in ${ms} ms`);
     }
-    await recordPush(spoolDir, { file: r.file, outcome: r.outcome, rawBytes: r.rawBytes, storedBytes: r.storedBytes, ms }, log);
-    if (Math.random() < 0.01) await markers.prune(24 * 3600 * 1000);
+    if (spoolDir) await recordPush(spoolDir, { file: r.file, outcome: r.outcome, rawBytes: r.rawBytes, storedBytes: r.storedBytes, ms }, log);
+    if (markers && Math.random() < 0.01) await markers.prune(24 * 3600 * 1000);
     return EXIT.OK;
   } catch (err) {
     reportError(log, err, 'error', `could not archive ${path}: `);

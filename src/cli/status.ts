@@ -38,7 +38,7 @@ export async function runStatus(opts: StatusCliOptions, globals: GlobalOptions):
     encryption: config.encryption,
     keyFiles,
     kmsKeyId: config.encryption === 'kms' ? config.kms.keyId : undefined,
-    spoolDir: config.spoolDir,
+    spoolDir: report.stateDir ?? config.spoolDir,
     cluster: settings.cluster,
   });
   const text = opts.json ? `${JSON.stringify(view, null, 2)}\n` : formatStatus(view);

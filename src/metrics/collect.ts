@@ -1,5 +1,6 @@
 import { errorMessage } from '../errors.js';
 import { compactState, readState, type StateSnapshot } from '../spool/state.js';
+import { clusterSpoolPath } from '../spool/cluster.js';
 import { readControlSystemIdentifier } from '../wal/index.js';
 import { backlogFromListing, readArchiveBacklog, type ArchiveBacklog } from './archive-backlog.js';
 import type { DbTarget } from './conninfo.js';
@@ -41,6 +42,8 @@ export interface LagReport {
   readonly lagSeconds: number | undefined;
   readonly rpoBreached: boolean | undefined;
   readonly state: StateSnapshot | { readonly error: string };
+  /** This cluster's directory in the spool, where its records are (undefined without a data directory). */
+  readonly stateDir: string | undefined;
   readonly db: DbResult | undefined;
   /** Flushed WAL after the end of the last archived segment (database only). */
   readonly unarchivedBytes: number | undefined;
@@ -52,13 +55,18 @@ export interface LagReport {
 
 export async function collect(opts: CollectOptions): Promise<LagReport> {
   const now = opts.now ?? Date.now;
-  if (opts.compact) await compactState(opts.spoolDir).catch(() => undefined);
-  const state = await readState(opts.spoolDir).catch((err: unknown) => ({ error: `cannot read walship state in ${opts.spoolDir}: ${errorMessage(err)}` }));
-
   const pgDataGiven = opts.pgData;
   const db = opts.db ? await readDatabase(opts.db, { timeoutMs: opts.dbTimeoutMs, listing: true }) : undefined;
   const facts = db?.ok ? db.facts : undefined;
   const pgData = pgDataGiven ?? facts?.dataDirectory;
+
+  // Each cluster keeps its own records (several clusters may share one
+  // spool): report the one asked about, never a neighbour's.
+  const stateDir = pgData !== undefined ? await clusterSpoolPath(opts.spoolDir, pgData).catch(() => undefined) : undefined;
+  if (opts.compact && stateDir) await compactState(stateDir).catch(() => undefined);
+  const state: StateSnapshot | { readonly error: string } = stateDir
+    ? await readState(stateDir).catch((err: unknown) => ({ error: `cannot read walship state in ${stateDir}: ${errorMessage(err)}` }))
+    : { error: `no readable data directory (--pgdata, WALSHIP_PGDATA or PGDATA): cannot tell which cluster's records in ${opts.spoolDir} to read` };
 
   let backlog: ArchiveBacklog | undefined;
   let backlogSource: LagReport['backlogSource'];
@@ -96,6 +104,7 @@ export async function collect(opts: CollectOptions): Promise<LagReport> {
     rpoSeconds: opts.rpoSeconds,
     systemIdentifier,
     pgData,
+    stateDir,
     backlog,
     backlogSource,
     lagSeconds,

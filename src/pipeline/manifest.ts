@@ -1,16 +1,28 @@
-import { ArchiveConflictError, CorruptObjectError, ForeignClusterError } from '../errors.js';
+import { createHash, randomBytes } from 'node:crypto';
+import { ArchiveMissingError, CorruptObjectError, ForeignClusterError } from '../errors.js';
 import type { Store } from '../store/index.js';
 import type { WalSegmentHeader } from '../wal/index.js';
 import { MANIFEST_KEY } from './layout.js';
 
 /**
  * The archive manifest binds a store location to one cluster. It is written
- * once, by the first push of a segment, and never changed; every later push
- * and fetch compares against it, so WAL of another cluster can neither be
- * archived into nor restored out of this archive.
+ * once, by `walship init`, and never changed; every later push and fetch
+ * compares against it, so WAL of another cluster can neither be archived
+ * into nor restored out of this archive. push never creates it: a store
+ * without a manifest is an unmounted directory or a wrong bucket, not a new
+ * archive.
+ *
+ * Version 2 adds `archiveId`, a random identity. Anything local that vouches
+ * for "already archived" is bound to it, so wiping and re-creating an archive
+ * under the same URL invalidates every such hint. Version 1 manifests (written
+ * by the first push of older walship versions) have no id; theirs is derived
+ * from the manifest's exact bytes, which never change, so upgrading needs no
+ * rewrite and the id is stable.
  */
 export interface ArchiveManifest {
-  readonly walship: 1;
+  readonly walship: 1 | 2;
+  /** Present in the file from version 2 on; for version 1 filled in by readManifest (see above). */
+  readonly archiveId: string;
   readonly systemIdentifier: string;
   readonly pgMajor: number | null;
   readonly walPageMagic: string;
@@ -25,10 +37,22 @@ export async function readManifest(store: Store): Promise<ArchiveManifest | unde
   return bytes === undefined ? undefined : parseManifest(bytes, store);
 }
 
+const ARCHIVE_ID = /^[0-9a-f]{32}$/;
+
+/** The id of a version 1 archive: a digest of its manifest's bytes, marked so that it cannot collide with a random one. */
+export function legacyArchiveId(bytes: Buffer): string {
+  return `1${createHash('sha256').update(bytes).digest('hex').slice(0, 31)}`;
+}
+
 function parseManifest(bytes: Buffer, store: Store): ArchiveManifest {
   try {
-    const m = JSON.parse(bytes.toString('utf8')) as ArchiveManifest;
-    if (m.walship === 1 && /^\d+$/.test(m.systemIdentifier) && Number.isInteger(m.segmentSize)) return m;
+    const m = JSON.parse(bytes.toString('utf8')) as Omit<ArchiveManifest, 'archiveId'> & { archiveId?: unknown };
+    const sound = /^\d+$/.test(m.systemIdentifier) && Number.isInteger(m.segmentSize);
+    if (sound && m.walship === 1) return { ...m, archiveId: legacyArchiveId(bytes) };
+    // Version 2 ids are random and start with 0, legacy ones with 1: never equal.
+    if (sound && m.walship === 2 && typeof m.archiveId === 'string' && ARCHIVE_ID.test(m.archiveId) && m.archiveId.startsWith('0')) {
+      return m as ArchiveManifest;
+    }
   } catch {
     // reported below
   }
@@ -38,9 +62,11 @@ function parseManifest(bytes: Buffer, store: Store): ArchiveManifest {
   });
 }
 
+/** A new archive's manifest; the id is random (128 bits, the first hex digit fixed to 0, see legacyArchiveId). */
 export function manifestFor(header: WalSegmentHeader, createdBy: string): ArchiveManifest {
   return {
-    walship: 1,
+    walship: 2,
+    archiveId: `0${randomBytes(16).toString('hex').slice(1)}`,
     systemIdentifier: header.systemIdentifier,
     pgMajor: header.pgMajor ?? null,
     walPageMagic: `0x${header.magic.toString(16)}`,
@@ -66,15 +92,21 @@ export function checkSegmentAgainstManifest(m: ArchiveManifest, header: WalSegme
   }
 }
 
-/** Returns the manifest, creating it from this segment's header if the archive is new. */
-export async function bindManifest(store: Store, header: WalSegmentHeader, file: string, createdBy: string): Promise<ArchiveManifest> {
-  let m = await readManifest(store);
-  if (!m) {
-    const fresh = manifestFor(header, createdBy);
-    const r = await store.putIfAbsent(MANIFEST_KEY, Buffer.from(`${JSON.stringify(fresh, null, 2)}\n`), {});
-    m = r === 'created' ? fresh : await readManifest(store);
-    if (!m) throw new ArchiveConflictError(`archive manifest ${MANIFEST_KEY} vanished while being created`, { key: MANIFEST_KEY });
-  }
-  checkSegmentAgainstManifest(m, header, file, store);
-  return m;
+/**
+ * The manifest, which must exist: push never creates one (see above). Its
+ * absence is reported with what to check first.
+ */
+export async function requireManifest(store: Store, file?: string): Promise<ArchiveManifest> {
+  const m = await readManifest(store);
+  if (m) return m;
+  throw new ArchiveMissingError(`no walship archive at ${store.description} (no ${MANIFEST_KEY})`, {
+    file,
+    key: MANIFEST_KEY,
+    hint: 'is the store mounted and WALSHIP_STORE right? a new archive is created with "walship init"; push never creates one',
+  });
+}
+
+/** Writes a new archive's manifest; 'exists' when one is there already (never replaced). */
+export async function createManifest(store: Store, m: ArchiveManifest): Promise<'created' | 'exists'> {
+  return store.putIfAbsent(MANIFEST_KEY, Buffer.from(`${JSON.stringify(m, null, 2)}\n`), {});
 }

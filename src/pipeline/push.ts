@@ -5,14 +5,15 @@ import type { KeyProvider } from '../crypto/index.js';
 import { ArchiveConflictError, InvalidInputError, LocalIoError, StoreUnavailableError, WalshipError } from '../errors.js';
 import type { ObjectInfo, Store } from '../store/index.js';
 import { parseWalName, validateSegment, type WalFileName } from '../wal/index.js';
-import { archiveSystemIdentifier } from './key-context.js';
 import { objectKey } from './layout.js';
-import { bindManifest } from './manifest.js';
+import { checkSegmentAgainstManifest, type ArchiveManifest } from './manifest.js';
 import { checkPathArgument } from './paths.js';
 
 export interface PushOptions {
   readonly path: string;
   readonly store: Store;
+  /** The archive's manifest, read (and checked against this data directory) by the caller: push never creates one. */
+  readonly manifest: ArchiveManifest;
   readonly keys: KeyProvider | undefined;
   readonly compression: 'lz4' | 'none';
   readonly createdBy: string;
@@ -50,12 +51,8 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   const ctx = { file: file.name, key };
 
   const segmentHeader = file.kind === 'segment' || file.kind === 'partial' ? validateInput(file, data) : undefined;
-  // The manifest is created before the first object, so an archive never
-  // holds segments without the cluster binding that protects them.
-  const [, existing] = await Promise.all([
-    segmentHeader ? bindManifest(opts.store, segmentHeader, file.name, opts.createdBy) : undefined,
-    opts.store.head(key),
-  ]);
+  if (segmentHeader) checkSegmentAgainstManifest(opts.manifest, segmentHeader, file.name, opts.store);
+  const existing = await opts.store.head(key);
   const base = { file: file.name, key, rawBytes: data.length, encrypted: opts.keys !== undefined };
 
   if (existing) {
@@ -68,7 +65,7 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   }
 
   // Encryption keys are bound to the archive's cluster (KMS encryption context).
-  const clusterId = segmentHeader?.systemIdentifier ?? (opts.keys ? await archiveSystemIdentifier(opts.store) : undefined);
+  const clusterId = segmentHeader?.systemIdentifier ?? opts.manifest.systemIdentifier;
   const encoded = await encodeObject({
     name: file.name,
     data,

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { fsyncDir } from '../store/fs.js';
 import { dirname, join, basename } from 'node:path';
@@ -7,11 +8,13 @@ import { dirname, join, basename } from 'node:path';
  * Replaces `path` with `data` so that a reader sees the old or the new
  * content, never a mix: write a temporary file in the same directory, then
  * rename over. With `durable`, the file is fsynced before the rename.
+ * The temporary name is unique and created exclusively (never following a
+ * symlink someone planted under it).
  */
 export async function writeFileAtomic(path: string, data: string | Buffer, opts: { durable?: boolean; mode?: number } = {}): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
-    const fh = await open(tmp, 'w', opts.mode ?? 0o600);
+    const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, opts.mode ?? 0o600);
     try {
       await fh.writeFile(data);
       if (opts.durable) await fh.sync();

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import { mkdir, readFile, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic-file.js';
@@ -12,9 +11,13 @@ import { writeFileAtomic } from './atomic-file.js';
  * archived: same device, inode, size, modification and change time (ctime
  * cannot be set by anyone, and changes on any write). A marker that does not
  * match is ignored and the file is archived the normal way, which compares
- * content with the store. Markers live under the store's identity, so a
- * changed WALSHIP_STORE never reuses them. Losing a marker (crash, cleanup)
- * only costs a normal re-push.
+ * content with the store. Markers live in the cluster's own spool directory
+ * and name the archive (its id, from walship.json) and the store
+ * configuration (storeFingerprint) they were confirmed by: a marker is
+ * honoured only by a caller bound to that same archive through that same
+ * configuration, so a re-created archive, a re-pointed endpoint or an agent
+ * with another environment never reuses one. Losing a marker (crash,
+ * cleanup) only costs a normal re-push.
  */
 export interface FileIdentity {
   readonly dev: number;
@@ -24,7 +27,13 @@ export interface FileIdentity {
   readonly ctimeNs: string;
 }
 
-interface Marker extends FileIdentity {
+/** What a marker must have been confirmed by to count. */
+export interface MarkerScope {
+  readonly archiveId: string;
+  readonly storeFingerprint: string;
+}
+
+interface Marker extends FileIdentity, MarkerScope {
   readonly blake3: string;
   readonly storedBytes: number;
   readonly at: string;
@@ -32,23 +41,24 @@ interface Marker extends FileIdentity {
 
 /**
  * One line of text, so that bin/walship can check a marker without starting
- * Node: "v1 <dev> <ino> <size> <mtimeNs> <ctimeNs> <blake3> <storedBytes> <at>".
+ * Node: "v2 <archiveId> <storeFingerprint> <dev> <ino> <size> <mtimeNs>
+ * <ctimeNs> <blake3> <storedBytes> <at>". Older (v1) markers are ignored.
  */
 function formatMarker(m: Marker): string {
-  return `v1 ${m.dev} ${m.ino} ${m.size} ${m.mtimeNs} ${m.ctimeNs} ${m.blake3} ${m.storedBytes} ${m.at}\n`;
+  return `v2 ${m.archiveId} ${m.storeFingerprint} ${m.dev} ${m.ino} ${m.size} ${m.mtimeNs} ${m.ctimeNs} ${m.blake3} ${m.storedBytes} ${m.at}\n`;
 }
 
 function parseMarker(text: string): Marker | undefined {
   const f = text.trim().split(' ');
-  if (f.length !== 9 || f[0] !== 'v1') return undefined;
-  const [, dev, ino, size, mtimeNs, ctimeNs, blake3, storedBytes, at] = f as [string, string, string, string, string, string, string, string, string];
-  return { dev: Number(dev), ino: Number(ino), size: Number(size), mtimeNs, ctimeNs, blake3, storedBytes: Number(storedBytes), at };
+  if (f.length !== 11 || f[0] !== 'v2') return undefined;
+  const [, archiveId, storeFingerprint, dev, ino, size, mtimeNs, ctimeNs, blake3, storedBytes, at] = f as [
+    string, string, string, string, string, string, string, string, string, string, string,
+  ];
+  return { archiveId, storeFingerprint, dev: Number(dev), ino: Number(ino), size: Number(size), mtimeNs, ctimeNs, blake3, storedBytes: Number(storedBytes), at };
 }
 
-/** The directory name for a store: bin/walship computes the same from WALSHIP_STORE. */
-export function storeId(storeUrl: string): string {
-  return createHash('sha256').update(storeUrl).digest('hex').slice(0, 16);
-}
+/** Markers older than this are not honoured: PostgreSQL asks for a look-ahead file within moments, not hours. */
+export const MARKER_MAX_AGE_MS = 3600_000;
 
 export async function fileIdentity(path: string): Promise<FileIdentity> {
   const st = await stat(path, { bigint: true });
@@ -62,19 +72,29 @@ function sameFile(a: FileIdentity, b: FileIdentity): boolean {
 export class PushMarkers {
   private readonly dir: string;
 
-  constructor(spoolDir: string, storeUrl: string) {
-    this.dir = join(spoolDir, 'pushed', storeId(storeUrl));
+  constructor(
+    clusterSpoolDir: string,
+    private readonly scope: MarkerScope,
+  ) {
+    this.dir = join(clusterSpoolDir, 'pushed');
   }
 
-  /** The marker for `name` if the file at `path` is still exactly the archived one. */
+  /**
+   * The marker for `name` if it was confirmed by this archive through this
+   * store configuration, recently, and the file at `path` is still exactly
+   * the archived one.
+   */
   async lookup(name: string, path: string): Promise<Marker | undefined> {
     let marker: Marker | undefined;
     try {
-      marker = parseMarker(await readFile(join(this.dir, name), 'utf8'));
+      const p = join(this.dir, name);
+      const st = await stat(p);
+      if (Date.now() - st.mtimeMs > MARKER_MAX_AGE_MS) return undefined;
+      marker = parseMarker(await readFile(p, 'utf8'));
     } catch {
       return undefined;
     }
-    if (!marker) return undefined;
+    if (!marker || marker.archiveId !== this.scope.archiveId || marker.storeFingerprint !== this.scope.storeFingerprint) return undefined;
     try {
       return sameFile(marker, await fileIdentity(path)) ? marker : undefined;
     } catch {
@@ -84,7 +104,7 @@ export class PushMarkers {
 
   async record(name: string, identity: FileIdentity, blake3: string, storedBytes: number): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const marker: Marker = { ...identity, blake3, storedBytes, at: new Date().toISOString() };
+    const marker: Marker = { ...identity, ...this.scope, blake3, storedBytes, at: new Date().toISOString() };
     await writeFileAtomic(join(this.dir, name), formatMarker(marker));
   }
 

@@ -4,8 +4,11 @@ import { findProcessesIn, until } from '../support/processes.js';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../support/pg-cluster.js';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { fileIdentity, PushMarkers } from '../../src/spool/push-markers.js';
+import { clusterSpoolPath } from '../../src/spool/cluster.js';
+import { readManifest } from '../../src/pipeline/manifest.js';
+import { loadConfig, storeFingerprint } from '../../src/config/index.js';
 import { chownTreeToPostgres } from '../support/postgres-user.js';
 import {
   archiveCommand,
@@ -94,7 +97,11 @@ describe('look-ahead push and the prefetch pool, with a real PostgreSQL', () => 
     const dir = await tempDir('walship-marker-');
     const bytes = readFileSync(join(primary.dataDir, 'pg_wal', last));
     await writeFile(join(dir, last), bytes);
-    const markers = new PushMarkers(archive.env.WALSHIP_SPOOL_DIR!, archive.env.WALSHIP_STORE!);
+    // Recorded where push looks, for this archive and configuration: only the changed file may make it not apply.
+    const clusterDir = await clusterSpoolPath(archive.env.WALSHIP_SPOOL_DIR!, dir);
+    await mkdir(clusterDir, { recursive: true, mode: 0o700 });
+    const manifest = (await readManifest(await archive.store()))!;
+    const markers = new PushMarkers(clusterDir, { archiveId: manifest.archiveId, storeFingerprint: storeFingerprint(loadConfig({ env: archive.env })) });
     await markers.record(last, await fileIdentity(join(dir, last)), 'f'.repeat(64), 1);
     bytes[5000]! ^= 1;
     await new Promise((r) => setTimeout(r, 20));

@@ -66,6 +66,13 @@ export interface PgClusterOptions {
   conf?: PgConf;
   /** Environment of the postmaster (and thus of archive_command/restore_command). */
   env?: Record<string, string>;
+  /**
+   * With an archive_command of the form '<walship> [options] push %p', run
+   * '<walship> [options] init -D <data>' after initdb (default true): an
+   * archive must be created before the first push, as a user would. false
+   * for tests about what happens without one.
+   */
+  initArchive?: boolean;
 }
 
 export interface PgRestoreOptions {
@@ -205,6 +212,10 @@ export class PgCluster {
         { cwd: base },
       );
       await cluster.installHarnessConf();
+      const push = /^(.*) push %p$/.exec(String(opts.conf?.archive_command ?? ''));
+      if (push && opts.initArchive !== false) {
+        await runAsPostgresOrThrow('/bin/sh', ['-c', `${push[1]} init -D "$1"`, 'init', cluster.dataDir], { cwd: base, env: opts.env ?? {} });
+      }
     } catch (err) {
       await rm(base, { recursive: true, force: true });
       throw err;

@@ -51,6 +51,7 @@ function writtenMetricNames(): Set<string> {
     unarchivedBytes: 1,
     unswitchedBytes: 1,
     pushFailing: false,
+    stateDir: undefined,
   };
   // Families whose samples appear only with data (by code, last positions) are declared all the same.
   const names = new Set(metricFamilies(report, { version: 'v', store: 's', encryption: 'none', compression: 'lz4' }).map((f) => f.name));

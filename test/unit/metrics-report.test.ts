@@ -179,6 +179,7 @@ describe('Prometheus text', () => {
       unarchivedBytes: 16777216 + 1000,
       unswitchedBytes: 1000,
       pushFailing: true,
+      stateDir: undefined,
     };
     const text = renderText(metricFamilies(report, { version: 'test', store: 's3://b/p', encryption: 'keyfile', compression: 'lz4' }), commonLabels(report, 'main'));
     const m = parsePromText(text);

@@ -8,21 +8,30 @@ import { fileIdentity, PushMarkers } from '../../src/spool/push-markers.js';
 const base = mkdtempSync(join(tmpdir(), 'walship-spool-'));
 afterAll(() => rmSync(base, { recursive: true, force: true }));
 let n = 0;
+const scope = (archiveId = '0'.repeat(32), storeFingerprint = 'a'.repeat(16)) => ({ archiveId, storeFingerprint });
 const fresh = () => {
   const d = join(base, `d${n++}`);
   return d;
 };
 
 describe('push markers', () => {
-  it('vouch only for the exact file they were recorded for, and only for their store', async () => {
+  it('vouch only for the exact file they were recorded for, and only for their archive and store configuration', async () => {
     const spool = fresh();
     const wal = mkdtempSync(join(base, 'wal-'));
     const f = join(wal, '000000010000000000000001');
     writeFileSync(f, 'segment');
-    const m = new PushMarkers(spool, 'file:///archive');
+    const m = new PushMarkers(spool, scope());
     await m.record('000000010000000000000001', await fileIdentity(f), 'ab'.repeat(32), 7);
     expect(await m.lookup('000000010000000000000001', f)).toMatchObject({ storedBytes: 7 });
-    expect(await new PushMarkers(spool, 'file:///other').lookup('000000010000000000000001', f)).toBeUndefined();
+    // Another archive (re-created under the same URL) or another store configuration (endpoint re-pointed).
+    expect(await new PushMarkers(spool, scope('0'.repeat(31) + '1')).lookup('000000010000000000000001', f)).toBeUndefined();
+    expect(await new PushMarkers(spool, scope(undefined, 'b'.repeat(16))).lookup('000000010000000000000001', f)).toBeUndefined();
+    // Too old: PostgreSQL asks for look-ahead files within moments.
+    const markerFile = join(spool, 'pushed', '000000010000000000000001');
+    utimesSync(markerFile, new Date(Date.now() - 2 * 3600e3), new Date(Date.now() - 2 * 3600e3));
+    expect(await m.lookup('000000010000000000000001', f)).toBeUndefined();
+    utimesSync(markerFile, new Date(), new Date());
+    expect(await m.lookup('000000010000000000000001', f)).toMatchObject({ storedBytes: 7 });
     // Rewritten in place (same inode): ctime/mtime change, the marker no longer applies.
     await new Promise((r) => setTimeout(r, 10));
     writeFileSync(f, 'segment');
@@ -31,14 +40,12 @@ describe('push markers', () => {
 
   it('ignore damaged markers and missing files', async () => {
     const spool = fresh();
-    const m = new PushMarkers(spool, 'file:///a');
+    const m = new PushMarkers(spool, scope());
     const wal = mkdtempSync(join(base, 'wal-'));
     const f = join(wal, 'x');
     writeFileSync(f, '1');
     await m.record('x', await fileIdentity(f), 'cd'.repeat(32), 1);
-    const dir = join(spool, 'pushed');
-    const [store] = readdirSync(dir);
-    writeFileSync(join(dir, store!, 'x'), 'v1 garbage');
+    writeFileSync(join(spool, 'pushed', 'x'), 'v2 garbage');
     expect(await m.lookup('x', f)).toBeUndefined();
     expect(await m.lookup('nope', f)).toBeUndefined();
     rmSync(f);
@@ -47,12 +54,12 @@ describe('push markers', () => {
 
   it('prune drops old markers only', async () => {
     const spool = fresh();
-    const m = new PushMarkers(spool, 'file:///a');
+    const m = new PushMarkers(spool, scope());
     const wal = mkdtempSync(join(base, 'wal-'));
     writeFileSync(join(wal, 'a'), '1');
     await m.record('old', await fileIdentity(join(wal, 'a')), 'ef'.repeat(32), 1);
     await m.record('new', await fileIdentity(join(wal, 'a')), 'ef'.repeat(32), 1);
-    const dir = join(spool, 'pushed', readdirSync(join(spool, 'pushed'))[0]!);
+    const dir = join(spool, 'pushed');
     utimesSync(join(dir, 'old'), new Date(Date.now() - 3 * 86400e3), new Date(Date.now() - 3 * 86400e3));
     await m.prune(86400e3);
     expect(readdirSync(dir)).toEqual(['new']);
