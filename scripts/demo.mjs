@@ -55,6 +55,8 @@ try {
     conf(54391, [`archive_mode = on`, `archive_command = 'env WALSHIP_STORE=${env.WALSHIP_STORE} WALSHIP_SPOOL_DIR=${env.WALSHIP_SPOOL_DIR} ${bin} push %p'`, `archive_timeout = 5`]),
   );
   if (asRoot) execFileSync('chown', ['postgres:postgres', join(primary, 'postgresql.auto.conf')]);
+  step(`walship init -D ${primary}: create the archive (push never creates one)`);
+  console.log(run(bin, ['init', '-D', primary], { env }));
   as('pg_ctl', '-D', primary, '-l', join(base, 'primary.log'), '-w', 'start');
   started.push(primary);
 

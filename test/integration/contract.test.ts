@@ -106,7 +106,7 @@ describe('push and fetch honour the PostgreSQL contract', () => {
     const r = await runWalship(['push', 'pg_wal/000000010000000000000001'], { env, cwd: other.dataDir });
     expect(r.code).toBe(1);
     expect(logRecords(r.stderr)[0]).toMatchObject({ code: 'FOREIGN_CLUSTER' });
-    expect(logRecords(r.stderr)[0]!.msg).toMatch(/belongs to database system \d+, but file:\/\/.* archives system \d+/);
+    expect(logRecords(r.stderr)[0]!.msg).toMatch(/database system \d+, but file:\/\/.* archives system \d+/);
 
     const f = await runWalship(['fetch', seg(), 'pg_wal/RECOVERYXLOG'], { env, cwd: other.dataDir });
     expect(f.code).toBe(200);

@@ -11,7 +11,7 @@ import { faultIterations, faultSeed, prng } from '../support/prng.js';
 import { startFaultProxy, type FaultProxy } from '../support/fault-proxy.js';
 import { startS3Server, type S3Server } from '../support/s3-server.js';
 import { scratch } from '../support/scratch.js';
-import { fileArchive, runWalship, s3Archive, walshipBin, type TestArchive } from '../support/walship.js';
+import { fileArchive, initArchiveFor, runWalship, s3Archive, walshipBin, type TestArchive } from '../support/walship.js';
 
 /**
  * kill -9 of `walship push` and `walship fetch` at random moments (seeded:
@@ -102,6 +102,8 @@ describe(`kill -9 at random moments (seed ${SEED}, ${ITERATIONS} iterations per 
     slowLink = await startFaultProxy(server.port);
     slowLink.always({ kind: 'slow', bytesPerSecond: 4 << 20 });
     const s3 = tmp.archive(await s3Archive(server, 'kill', 'archive', { WALSHIP_PREFETCH: '0', WALSHIP_PUSH_CONCURRENCY: '1', WALSHIP_TIMEOUT: '5', WALSHIP_S3_ENDPOINT: slowLink.endpoint }));
+    await initArchiveFor(file, real[0]!);
+    await initArchiveFor(s3, real[0]!);
     stores.push({ kind: 'file', archive: file, store: await file.store(), dir: file.dir }, { kind: 's3', archive: s3, store: await s3.store() });
   });
   afterAll(async () => {

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { KMS_OTHER_ACCOUNT, kmsEncryption, startKmsServer, type KmsServer, type TestKmsKey } from '../support/kms-server.js';
 import { chownTreeToPostgres } from '../support/postgres-user.js';
 import { syntheticSegment } from '../support/synthetic-wal.js';
-import { fileArchive, keyfileEncryption, logRecords, runWalship, tempDir, walshipBin } from '../support/walship.js';
+import { fileArchive, initArchiveFor, keyfileEncryption, logRecords, runWalship, tempDir, walshipBin } from '../support/walship.js';
 
 /**
  * KMS encryption through the installed CLI, run as the postgres OS user
@@ -67,6 +67,7 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
 
   it('archives without plaintext, one GenerateDataKey for many pushes, one Decrypt for a replay on another host', async () => {
     const archive = await fileArchive(kmsEncryption(kms, 'alias/walship-cli'));
+    await initArchiveFor(archive, SYSID);
     const { dir, names } = await segments(1, 12);
     for (const n of names) {
       const r = await runWalship(['push', n], { env: { ...archive.env, WALSHIP_PUSH_CONCURRENCY: '1' }, cwd: dir });
@@ -94,6 +95,7 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
 
   it('concurrent pushes with a cold cache make one GenerateDataKey', async () => {
     const archive = await fileArchive(kmsEncryption(kms, key.arn, { WALSHIP_PUSH_CONCURRENCY: '1' }));
+    await initArchiveFor(archive, SYSID);
     const { dir, names } = await segments(1, 8);
     // The first push binds the archive; the rest race for the data key.
     const first = await runWalship(['push', names[0]!], { env: { ...archive.env, WALSHIP_KMS_KEY_CACHE: 'off' }, cwd: dir });
@@ -106,6 +108,7 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
 
   it('KMS unreachable or access denied during push: exit 1 naming the key and the AWS error, nothing stored', async () => {
     const archive = await fileArchive(kmsEncryption(kms, 'alias/walship-cli', { WALSHIP_TIMEOUT: '2' }));
+    await initArchiveFor(archive, SYSID);
     const { dir, names } = await segments(1, 1);
     kms.setUnreachable(true);
     const down = await runWalship(['push', names[0]!], { env: archive.env, cwd: dir });
@@ -125,12 +128,14 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
   it('a wrong key id and another account key are clear errors', async () => {
     const { dir, names } = await segments(1, 1);
     const missing = await fileArchive(kmsEncryption(kms, 'alias/no-such-key'));
+    await initArchiveFor(missing, SYSID);
     const r = await runWalship(['push', names[0]!], { env: missing.env, cwd: dir });
     expect(r.code).toBe(1);
     expect(logRecords(r.stderr).at(-1)!.msg).toMatch(/alias\/no-such-key failed: NotFoundException/);
     expect(String(logRecords(r.stderr).at(-1)!.hint)).toMatch(/WALSHIP_KMS_KEY_ID and WALSHIP_KMS_REGION/);
     const foreign = kms.createKey({ account: KMS_OTHER_ACCOUNT });
     const other = await fileArchive(kmsEncryption(kms, foreign.arn));
+    await initArchiveFor(other, SYSID);
     const o = await runWalship(['push', names[0]!], { env: other.env, cwd: dir });
     expect(o.code).toBe(1);
     expect(logRecords(o.stderr).at(-1)!.msg).toMatch(/AccessDeniedException/);
@@ -142,6 +147,7 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
 
   it('fetch: KMS unreachable is retried then stops recovery (200), on a standby it is 1; access denied is 200 KEY', async () => {
     const archive = await fileArchive(kmsEncryption(kms, 'alias/walship-cli'));
+    await initArchiveFor(archive, SYSID);
     const { dir, names } = await segments(1, 1);
     expect((await runWalship(['push', names[0]!], { env: archive.env, cwd: dir })).code).toBe(0);
     const restore = { ...archive.env, ...(await freshSpool()), WALSHIP_RETRIES: '1', WALSHIP_TIMEOUT: '2' };
@@ -167,6 +173,7 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
   it('an archive moves from none to keyfile to kms; fetch reads all three; key status shows each', async () => {
     const keyfile = await keyfileEncryption();
     const archive = await fileArchive();
+    await initArchiveFor(archive, SYSID);
     const { dir, names } = await segments(1, 6);
     const modes = [{}, {}, keyfile, keyfile, kmsEncryption(kms, 'alias/walship-cli'), kmsEncryption(kms, 'alias/walship-cli')];
     for (const [i, n] of names.entries()) {
@@ -206,6 +213,7 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
   it('key rotate starts a new data key; switching WALSHIP_KMS_KEY_ID needs no re-encryption; status warns about a key pending deletion', async () => {
     const second = kms.createKey({ alias: 'walship-cli-2' });
     const archive = await fileArchive(kmsEncryption(kms, 'alias/walship-cli', { WALSHIP_PUSH_CONCURRENCY: '1' }));
+    await initArchiveFor(archive, SYSID);
     const { dir, names } = await segments(1, 6);
     const push = (n: string, extra: Record<string, string> = {}) => runWalship(['push', n], { env: { ...archive.env, ...extra }, cwd: dir });
     expect((await push(names[0]!)).code).toBe(0);
@@ -242,6 +250,7 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
 
     beforeAll(async () => {
       archive = await fileArchive(kmsEncryption(kms, 'alias/walship-cli', { WALSHIP_RETRIES: '0' }));
+      await initArchiveFor(archive, SYSID);
       const s = await segments(1, 3);
       names = s.names;
       for (const n of names) expect((await runWalship(['push', n], { env: archive.env, cwd: s.dir })).code).toBe(0);
@@ -300,6 +309,7 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
 
     it("an object copied into another cluster's archive", async () => {
       const otherArchive = await fileArchive(kmsEncryption(kms, 'alias/walship-cli', { WALSHIP_RETRIES: '0' }));
+      await initArchiveFor(otherArchive, SYSID);
       const s = await segments(1, 1, OTHER_SYSID);
       expect((await runWalship(['push', s.names[0]!], { env: otherArchive.env, cwd: s.dir })).code).toBe(0);
       await cp(objectPath(names[2]!), join(otherArchive.dir, 'wal/00000001', names[2]!));
@@ -326,6 +336,8 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
     const bin = join(copy, 'bin', 'walship');
 
     const archive = await fileArchive(kmsEncryption(kms, 'alias/walship-cli', { WALSHIP_PUSH_CONCURRENCY: '1' }));
+
+    await initArchiveFor(archive, SYSID);
     const { dir, names } = await segments(1, 3);
     const { runAsPostgres } = await import('../support/postgres-user.js');
     // Cold cache: this walship needs KMS and cannot load it.
@@ -339,6 +351,7 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
     }
     // And a file-store push without KMS never needs it.
     const plain = await fileArchive();
+    await initArchiveFor(plain, SYSID);
     expect((await runAsPostgres(bin, ['push', names[0]!], { env: plain.env, cwd: dir })).code).toBe(0);
   });
 });

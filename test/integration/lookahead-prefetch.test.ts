@@ -77,12 +77,13 @@ describe('look-ahead push and the prefetch pool, with a real PostgreSQL', () => 
     expect(done.length).toBeGreaterThanOrEqual(12);
     for (const n of done) expect(await store.head(`wal/00000001/${n}`), n).toBeDefined();
     // Every call is counted for metrics/status, bin/walship's shortcuts included.
-    const counted = (await readState(archive.env.WALSHIP_SPOOL_DIR!)).state.push.calls;
+    const clusterDir = await clusterSpoolPath(archive.env.WALSHIP_SPOOL_DIR!, primary.dataDir);
+    const counted = (await readState(clusterDir)).state.push.calls;
     expect(counted['archived-ahead']).toBe(ahead.length);
     expect(counted.archived).toBe(direct.length);
     // Markers are consumed by PostgreSQL's calls.
-    const spool = join(archive.env.WALSHIP_SPOOL_DIR!, 'pushed');
-    const left = existsSync(spool) ? readdirSync(spool).flatMap((d) => readdirSync(join(spool, d))) : [];
+    const spool = join(clusterDir, 'pushed');
+    const left = existsSync(spool) ? readdirSync(spool) : [];
     expect(left).toEqual([]);
   });
 
@@ -160,13 +161,14 @@ describe('look-ahead push and the prefetch pool, with a real PostgreSQL', () => 
     const fetched = recs.filter((r) => r.cmd === 'fetch' && typeof r.msg === 'string' && r.msg.startsWith('restored '));
     expect(fetched.filter((r) => r.prefetched === true).length).toBeGreaterThanOrEqual(3);
     expect(fetched.filter((r) => r.fast === true).length).toBeGreaterThanOrEqual(1);
-    // Both restores share the spool: every delivery of either is counted, shortcuts included.
-    const both = [...logRecords(await backupA.logText()), ...recs].filter(
-      (r) => r.cmd === 'fetch' && typeof r.msg === 'string' && r.msg.startsWith('restored '),
-    );
-    const state = (await readState(archive.env.WALSHIP_SPOOL_DIR!)).state;
-    expect(state.prefetch.hits).toBe(both.filter((r) => r.prefetched === true).length);
-    expect(state.fetch.calls.ok).toBe(both.length);
+    // Both restores share the spool, each with its own records: every delivery of either is counted
+    // for its own cluster, shortcuts included.
+    for (const c of [backupA, backupB]) {
+      const own = logRecords(await c.logText()).filter((r) => r.cmd === 'fetch' && typeof r.msg === 'string' && r.msg.startsWith('restored '));
+      const state = (await readState(await clusterSpoolPath(archive.env.WALSHIP_SPOOL_DIR!, c.dataDir))).state;
+      expect(state.prefetch.hits).toBe(own.filter((r) => r.prefetched === true).length);
+      expect(state.fetch.calls.ok).toBe(own.length);
+    }
     expect(fetched.some((r) => String(r.file).startsWith('00000002'))).toBe(true);
     expect(recs.filter((r) => r.level === 'fatal' || r.level === 'error')).toEqual([]);
 

@@ -1,5 +1,6 @@
 import { rmSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { syntheticSegment } from './synthetic-wal.js';
 import { join } from 'node:path';
 import { inject } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
@@ -140,4 +141,24 @@ export function archiveCommand(): string {
 
 export function restoreCommand(): string {
   return `${walshipBin()} fetch %f %p`;
+}
+
+/**
+ * walship init for an archive that a test feeds with synthetic or copied
+ * segments rather than from a running cluster: a stand-in data directory
+ * with the segment's system identifier (global/pg_control) and the segment
+ * itself (pg_wal), which is all init reads.
+ */
+export async function initArchiveFor(archive: TestArchive, segment: Buffer | bigint): Promise<void> {
+  const bytes = typeof segment === 'bigint' ? syntheticSegment({ name: '000000010000000000000001', systemIdentifier: segment }) : segment;
+  const dir = await tempDir('walship-init-');
+  await mkdir(join(dir, 'global'));
+  await mkdir(join(dir, 'pg_wal'));
+  const control = Buffer.alloc(16);
+  bytes.copy(control, 0, 24, 32);
+  await writeFile(join(dir, 'global', 'pg_control'), control);
+  await writeFile(join(dir, 'pg_wal', '000000010000000000000001'), bytes.subarray(0, 8192));
+  await chownTreeToPostgres(dir);
+  const r = await runWalship(['init', '-D', dir], { env: archive.env });
+  if (r.code !== 0) throw new Error(`walship init failed (exit ${r.code}): ${r.stderr}`);
 }

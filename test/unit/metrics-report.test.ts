@@ -1,3 +1,4 @@
+import { clusterSpoolPath } from '../../src/spool/cluster.js';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -100,11 +101,16 @@ describe('the archiving backlog from pg_wal/archive_status', () => {
 
   it('collect: archiving is "failing" only while the newest recorded push failed', async () => {
     const spool = await tmp();
-    const opts = { spoolDir: spool, pgData: undefined, db: undefined, rpoSeconds: 900, dbTimeoutMs: 1000, compact: true };
-    await recordPushFailure(spool, { file: S(1), error: new StoreUnavailableError('down'), ms: 1 });
+    const pgData = await tmp();
+    // Records are per cluster: what push and fetch write for the data directory metrics is asked about.
+    const records = await clusterSpoolPath(spool, pgData);
+    const opts = { spoolDir: spool, pgData, db: undefined, rpoSeconds: 900, dbTimeoutMs: 1000, compact: true };
+    await recordPushFailure(records, { file: S(1), error: new StoreUnavailableError('down'), ms: 1 });
     expect((await collect(opts)).pushFailing).toBe(true);
+    // Another cluster's records in the same spool say nothing about this one.
+    expect((await collect({ ...opts, pgData: await tmp() })).pushFailing).toBe(false);
     await new Promise((r) => setTimeout(r, 2));
-    await recordPush(spool, { file: S(1), outcome: 'archived', rawBytes: 1, storedBytes: 1, ms: 1 });
+    await recordPush(records, { file: S(1), outcome: 'archived', rawBytes: 1, storedBytes: 1, ms: 1 });
     expect((await collect(opts)).pushFailing).toBe(false);
   });
 });

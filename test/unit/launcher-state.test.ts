@@ -1,0 +1,64 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadConfig, storeFingerprint } from '../../src/config/index.js';
+import { clusterSpoolPath } from '../../src/spool/cluster.js';
+
+/**
+ * bin/walship recomputes, in sh, two names the Node side computes: the store
+ * fingerprint (which configuration a marker was confirmed through) and the
+ * cluster's spool directory. If they ever drift apart, the launcher's
+ * shortcut silently stops applying (safe, but slow): these keep them in step.
+ */
+const launcher = readFileSync(join(__dirname, '..', '..', 'bin', 'walship'), 'utf8');
+const fn = (name: string) => {
+  const m = new RegExp(`^${name}\\(\\) \\{[\\s\\S]*?^\\}`, 'm').exec(launcher);
+  if (!m) throw new Error(`bin/walship has no ${name}()`);
+  return m[0];
+};
+const base = mkdtempSync(join(tmpdir(), 'walship-launcher-'));
+afterAll(() => rmSync(base, { recursive: true, force: true }));
+
+function sh(script: string, env: Record<string, string>, cwd = base): string {
+  return execFileSync('/bin/sh', ['-c', script], { env: { PATH: process.env.PATH!, ...env }, cwd, encoding: 'utf8' }).trim();
+}
+
+describe('bin/walship computes what the Node side computes', () => {
+  const stores: Array<[string, string]> = [
+    ['file:///var/lib/walship', ''],
+    ['file:///var/lib/walship//', ''],
+    ['s3://bucket', ''],
+    ['s3://bucket/', 'http://127.0.0.1:9000'],
+    ['s3://my.bucket//a/b//', 'https://s3.eu-west-1.amazonaws.com'],
+    ['s3://my-bucket/prod/pg15', 'http://minio:9000'],
+  ];
+  it.each(stores)('store fingerprint of %s (endpoint "%s")', (store, endpoint) => {
+    const env = { WALSHIP_STORE: store, WALSHIP_S3_ENDPOINT: endpoint };
+    const shell = sh(`config_arg=\n${fn('store_fingerprint')}\nstore_fingerprint && echo "$fp" || echo none`, env);
+    expect(shell).toBe(storeFingerprint(loadConfig({ env })));
+  });
+
+  it('gives no fingerprint when a config file may decide, or the URL is unusual', () => {
+    const run = (env: Record<string, string>, configArg = '') =>
+      sh(`config_arg='${configArg}'\n${fn('store_fingerprint')}\nstore_fingerprint && echo "$fp" || echo none`, env);
+    expect(run({ WALSHIP_STORE: 'file:///a' }, '/etc/x.conf')).toBe('none');
+    expect(run({ WALSHIP_STORE: 'file:///a', WALSHIP_CONFIG: '/etc/x.conf' })).toBe('none');
+    expect(run({ WALSHIP_STORE: 'file:///a%20b' })).toBe('none');
+    expect(run({ WALSHIP_STORE: 'file:///a/../b' })).toBe('none');
+    expect(run({ WALSHIP_STORE: '' })).toBe('none');
+  });
+
+  it('names the cluster spool directory as clusterSpoolPath does', async () => {
+    for (const [i, id] of [7301234567890123456n, 0n].entries()) {
+      const data = join(base, `data ${i}`);
+      mkdirSync(join(data, 'global'), { recursive: true });
+      const control = Buffer.alloc(16);
+      control.writeBigUInt64LE(id);
+      writeFileSync(join(data, 'global', 'pg_control'), control);
+      const shell = sh(`${fn('cluster_dir')}\ncluster_dir && echo "$cdir"`, { spool: '/spool' }, data);
+      expect(shell.replace(/^\/spool/, '')).toBe((await clusterSpoolPath('/spool', data)).replace(/^\/spool/, ''));
+    }
+  });
+});
