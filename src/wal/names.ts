@@ -45,8 +45,13 @@ export function parseWalName(name: string): WalFileName {
   m = HISTORY.exec(name);
   if (m) {
     const timeline = hex(m[1]!);
-    // Timeline 1 has no history file; PostgreSQL never asks for 00000001.history to exist.
-    if (timeline === 0) throw new InvalidWalNameError(name);
+    // A history file describes how its timeline branched off an older one.
+    // Timeline 1 is the first and branches off nothing, so it has none:
+    // PostgreSQL never writes 00000001.history and never asks for it
+    // (readTimeLineHistory, existsTimeLineHistory and
+    // restoreTimeLineHistoryFiles all skip timeline 1). Timeline 0 is
+    // InvalidTimeLineID. Either name is not PostgreSQL's, whoever passes it.
+    if (timeline <= 1) throw new InvalidWalNameError(name);
     return { name, kind: 'history', timeline };
   }
   m = BACKUP.exec(name);
