@@ -83,7 +83,7 @@ describe('config errors never show a value that may hold a password', () => {
   });
 
   it('an unknown key that is not a setting name is not echoed', () => {
-    const p = configFile(`WALSHIP_STORE = file:///var/lib/walship\nWALSHIP_PG_DSN: user=walship password=${SECRET} = x\n`);
+    const p = configFile(`WALSHIP_STORE = file:///var/lib/walship\nwalship:${SECRET}@db = x\n`);
     const msg = messageOf(() => loadConfig({ configFile: p, env: {} }));
     expect(msg).toContain(`${p}:2`);
     expect(msg).not.toContain(SECRET);
