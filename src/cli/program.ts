@@ -25,7 +25,8 @@ Exit codes:
   2    bad arguments or configuration
   3    cat/key: failed for another reason; verify: could not check; prune: failed
   200  fetch: the file may exist but cannot be delivered: recovery stops
-       instead of ending early (on a standby fetch exits 1 and PostgreSQL retries)`;
+       instead of ending early (on a standby fetch exits 1 and PostgreSQL
+       retries, unless a promotion is pending)`;
 
 function globals(program: Command): GlobalOptions {
   return program.opts<GlobalOptions>();
