@@ -23,11 +23,10 @@ export function checkPathArgument(p: string, what: string, cwd: string = process
       hint: 'PostgreSQL passes %p relative to the data directory, e.g. pg_wal/RECOVERYXLOG',
     });
   };
-  if (p === '') refuse('empty');
-  if (p.includes('\0')) refuse('NUL');
-  if (p.split('/').includes('..') && !insideDataDirectory(resolve(cwd, p), cwd)) {
-    refuse('".." leads out of the data directory');
-  }
+  // One wording for every refusal: scripts and tests match on it.
+  const why = 'empty, NUL or ".." component that leaves the data directory';
+  if (p === '' || p.includes('\0')) refuse(why);
+  if (p.split('/').includes('..') && !insideDataDirectory(resolve(cwd, p), cwd)) refuse(why);
   return p;
 }
 

@@ -45,13 +45,13 @@ export function parseWalName(name: string): WalFileName {
   m = HISTORY.exec(name);
   if (m) {
     const timeline = hex(m[1]!);
-    // A history file describes how its timeline branched off an older one.
-    // Timeline 1 is the first and branches off nothing, so it has none:
-    // PostgreSQL never writes 00000001.history and never asks for it
-    // (readTimeLineHistory, existsTimeLineHistory and
-    // restoreTimeLineHistoryFiles all skip timeline 1). Timeline 0 is
-    // InvalidTimeLineID. Either name is not PostgreSQL's, whoever passes it.
-    if (timeline <= 1) throw new InvalidWalNameError(name);
+    // Timeline 0 is InvalidTimeLineID: no file can carry it. Timeline 1 has
+    // no history file (it branches off nothing), yet PostgreSQL does ask for
+    // 00000001.history: at the end of archive recovery writeTimeLineHistory
+    // restores the parent timeline's history file to copy it. So the name
+    // must parse, and fetch must answer "not in the archive" (1), not refuse
+    // it as bad input (200 would stop a promotion that is correct).
+    if (timeline === 0) throw new InvalidWalNameError(name);
     return { name, kind: 'history', timeline };
   }
   m = BACKUP.exec(name);

@@ -39,7 +39,7 @@ describe('%p with ".." (pg_rewind -c -D ../data)', () => {
   it('refuses a ".." that leads out of the data directory', () => {
     for (const p of ['../data/pg_wal/../../escape', 'pg_wal/../../work/x', '../work/pg_wal/000000010000000000000003']) {
       expect(() => checkPathArgument(p, '%p', data), p).toThrow(InvalidInputError);
-      expect(() => checkPathArgument(p, '%p', data), p).toThrow(/leads out of the data directory/);
+      expect(() => checkPathArgument(p, '%p', data), p).toThrow(/".." component that leaves the data directory/);
     }
   });
 
@@ -106,9 +106,12 @@ describe('config errors never show a value that may hold a password', () => {
 });
 
 describe('history file names', () => {
-  it('timeline 1 has no history file, like timeline 0 (InvalidTimeLineID)', () => {
-    expect(() => parseWalName('00000001.history')).toThrow(InvalidWalNameError);
+  it('timeline 0 (InvalidTimeLineID) has no history file name', () => {
     expect(() => parseWalName('00000000.history')).toThrow(InvalidWalNameError);
+  });
+
+  it('00000001.history parses: PostgreSQL asks for it at promotion, and must hear "not found"', () => {
+    expect(parseWalName('00000001.history')).toMatchObject({ kind: 'history', timeline: 1 });
   });
 
   it('every later timeline has one', () => {
