@@ -1,5 +1,4 @@
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log/index.js';
@@ -10,7 +9,7 @@ import { tryOpenClusterSpool } from '../spool/cluster.js';
 import { recordFetch, recordFetchFailure, recordPrefetch } from '../spool/state.js';
 import { checkPathArgument, checkTargetDirectory } from '../pipeline/paths.js';
 import { commandContext, commandLogger, type GlobalOptions } from './context.js';
-import { EXIT } from './exit-codes.js';
+import { EXIT, fetchFailureExit } from './exit-codes.js';
 import { mib, reportError } from './report.js';
 
 /**
@@ -24,12 +23,11 @@ import { mib, reportError } from './report.js';
  *   stop with a FATAL error instead; fix the cause and start it again;
  * - on a standby (standby.signal) exit 1: a standby never promotes on its
  *   own, it retries, so a passing fault heals itself; the error is logged
- *   on every attempt.
+ *   on every attempt. Not while a promotion is pending: see fetchFailureExit.
  */
 export async function runFetch(name: string, target: string, globals: GlobalOptions): Promise<number> {
   const started = performance.now();
   const log = commandLogger('fetch');
-  const standby = existsSync('standby.signal');
   // Where the outcome is recorded for metrics/status; unknown until the configuration loaded.
   let spoolDir: string | undefined;
   try {
@@ -75,7 +73,8 @@ export async function runFetch(name: string, target: string, globals: GlobalOpti
     return EXIT.OK;
   } catch (err) {
     if (spoolDir) await recordFetchFailure(spoolDir, { file: name, error: err, ms: Math.round(performance.now() - started) }, log);
-    if (standby) {
+    // Decided now, not at the start: a promotion may have been requested meanwhile.
+    if (fetchFailureExit() === EXIT.FAILED) {
       reportError(log, err, 'error', `cannot deliver ${name} (standby: PostgreSQL will retry): `);
       return EXIT.FAILED;
     }

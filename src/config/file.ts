@@ -29,10 +29,21 @@ export function readConfigFile(path: string): Map<SettingName, FileValue> {
     if (line === '' || line.startsWith('#')) return;
     const where = `${path}:${i + 1}`;
     const eq = line.indexOf('=');
-    if (eq <= 0) throw new ConfigError(`${where}: expected "name = value", got "${line}"`);
+    // Never echo the line: it may be a DSN or an endpoint with a password in
+    // it, and this message lands in PostgreSQL's server log. Name the file,
+    // the line and, when it can be told, the setting.
+    if (eq <= 0) {
+      const named = settingForKey(line.split(/[\s:]/, 1)[0]!);
+      throw new ConfigError(`${where}: expected "name = value"${named ? ` for ${named}` : ''}; the line has no "="`, {
+        hint: `fix line ${i + 1} of ${path}, e.g. WALSHIP_STORE = s3://bucket/prefix`,
+      });
+    }
     const key = line.slice(0, eq).trim();
     const setting = settingForKey(key);
-    if (!setting) throw new ConfigError(`${where}: unknown setting "${key}"`);
+    if (!setting) {
+      const shown = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/.test(key) ? `"${key}"` : '(not a setting name)';
+      throw new ConfigError(`${where}: unknown setting ${shown}`, { hint: 'the settings are listed in the README (WALSHIP_*)' });
+    }
     out.set(setting, { value: unquote(line.slice(eq + 1).trim()), where });
   });
   return out;

@@ -78,8 +78,21 @@ function expectsOf(name: SettingName): string {
   return SETTINGS.find((s) => s.env === name)!.expects;
 }
 
+/**
+ * Settings whose value may carry a credential (a URL's user:password, a
+ * DSN's password). Messages end up in PostgreSQL's server log, so these
+ * values are shown with the credential masked.
+ */
+const SECRET_BEARING: ReadonlySet<SettingName> = new Set<SettingName>(['WALSHIP_STORE', 'WALSHIP_S3_ENDPOINT', 'WALSHIP_KMS_ENDPOINT', 'WALSHIP_PG_DSN']);
+
+/** Masks `//user:password@` in URLs and `password=...` in key/value DSNs. */
+export function maskCredentials(value: string): string {
+  return value.replace(/\/\/[^/?#\s]*@/g, '//***@').replace(/(password\s*=\s*)('[^']*'|\S*)/gi, '$1***');
+}
+
 function invalid(name: SettingName, where: string, value: string): ConfigError {
-  return new ConfigError(`${where}="${value}" is invalid: expected ${expectsOf(name)}`);
+  const shown = SECRET_BEARING.has(name) ? maskCredentials(value) : value;
+  return new ConfigError(`${where}="${shown}" is invalid: expected ${expectsOf(name)}`);
 }
 
 function oneOf<T extends string>(lookup: Lookup, name: SettingName, allowed: readonly T[], dflt: T): T {

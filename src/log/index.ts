@@ -1,2 +1,3 @@
-export { createLogger } from './logger.js';
+export { createLogger, setOutputStyle } from './logger.js';
+export type { OutputStyle } from './logger.js';
 export type { Logger } from './logger.js';

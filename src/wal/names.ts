@@ -45,7 +45,12 @@ export function parseWalName(name: string): WalFileName {
   m = HISTORY.exec(name);
   if (m) {
     const timeline = hex(m[1]!);
-    // Timeline 1 has no history file; PostgreSQL never asks for 00000001.history to exist.
+    // Timeline 0 is InvalidTimeLineID: no file can carry it. Timeline 1 has
+    // no history file (it branches off nothing), yet PostgreSQL does ask for
+    // 00000001.history: at the end of archive recovery writeTimeLineHistory
+    // restores the parent timeline's history file to copy it. So the name
+    // must parse, and fetch must answer "not in the archive" (1), not refuse
+    // it as bad input (200 would stop a promotion that is correct).
     if (timeline === 0) throw new InvalidWalNameError(name);
     return { name, kind: 'history', timeline };
   }

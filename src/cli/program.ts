@@ -1,0 +1,221 @@
+import { Command, CommanderError } from 'commander';
+import { VERSION } from '../version.js';
+import type { GlobalOptions } from './context.js';
+import { EXIT } from './exit-codes.js';
+import { setOutputStyle } from '../log/index.js';
+
+/**
+ * The command line, loaded by main.ts. Only commander is loaded up front;
+ * each command's module (and the AWS SDK, the native codecs) loads when that
+ * command runs, because PostgreSQL starts one walship process per WAL segment.
+ */
+
+const EPILOG = `
+Configuration comes from WALSHIP_* environment variables and an optional
+config file (--config, WALSHIP_CONFIG, or /etc/walship/walship.conf);
+the environment wins. See the README for every setting.
+
+Once, before archiving:  walship init -D $PGDATA
+
+In postgresql.conf:
+  archive_command = 'walship push %p'
+  restore_command = 'walship fetch %f %p'
+
+Exit codes:
+  0    success
+  1    push: not archived, PostgreSQL will retry; fetch/cat: not in the archive
+  2    bad arguments or configuration
+  3    cat/key: failed for another reason; verify: could not check; prune: failed
+  200  fetch: the file may exist but cannot be delivered: recovery stops
+       instead of ending early (on a standby fetch exits 1 and PostgreSQL
+       retries, unless a promotion is pending)`;
+
+function globals(program: Command): GlobalOptions {
+  return program.opts<GlobalOptions>();
+}
+
+function build(setExit: (code: number) => void): Command {
+  const program = new Command('walship')
+    .description('Archive PostgreSQL WAL to S3 or a directory: LZ4, BLAKE3, AES-256-GCM.')
+    .version(VERSION, '-V, --version')
+    .option('-c, --config <file>', 'config file (key = value lines); env WALSHIP_CONFIG')
+    .addHelpText('after', EPILOG)
+    .showHelpAfterError()
+    .exitOverride();
+
+  program
+    .command('init')
+    .description('create the archive in WALSHIP_STORE (or confirm it) and bind this data directory to it; push never creates one')
+    .option('-D, --pgdata <dir>', 'data directory of the cluster to archive; env WALSHIP_PGDATA or PGDATA, else the current directory')
+    .option('--rebind', 'archive into the archive the store holds now (or a new one) although this data directory archived to another')
+    .addHelpText(
+      'after',
+      '\nRun it once, as the PostgreSQL OS user, before setting archive_command; running it again only confirms.\nIt checks that the store can be written, read, listed and cleaned.\nExit status: 0 done, 1 refused (another cluster\'s archive, or bound to another archive), 2 bad arguments or\nconfiguration, 3 the store failed.',
+    )
+    .action(async (opts: { pgdata?: string; rebind?: boolean }) => {
+      const { runInit } = await import('./init.js');
+      setExit(await runInit(opts, globals(program)));
+    });
+
+  program
+    .command('push')
+    .description('archive one WAL file (archive_command)')
+    .argument('<path>', 'the file, as PostgreSQL passes it in %p (relative to the data directory)')
+    .action(async (path: string) => {
+      const { runPush } = await import('./push.js');
+      setExit(await runPush(path, globals(program)));
+    });
+
+  program
+    .command('fetch')
+    .description('restore one WAL file, verified, to a path (restore_command)')
+    .argument('<name>', 'the WAL file name, %f')
+    .argument('<path>', 'where PostgreSQL wants it, %p')
+    .action(async (name: string, path: string) => {
+      const { runFetch } = await import('./fetch.js');
+      setExit(await runFetch(name, path, globals(program)));
+    });
+
+  program
+    .command('cat')
+    .description('write an archived WAL file, decrypted and verified, to stdout')
+    .argument('<name>', 'WAL file name, e.g. 000000010000000000000003 or 00000002.history')
+    .action(async (name: string) => {
+      const { runCat } = await import('./cat.js');
+      setExit(await runCat(name, globals(program)));
+    });
+
+  program
+    .command('list')
+    .description('show what the archive holds: timelines and their history, segment ranges, gaps, sizes')
+    .option('-t, --timeline <n>', 'only this timeline')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { timeline?: string; json?: boolean }) => {
+      const { runList } = await import('./list.js');
+      setExit(await runList(opts, globals(program)));
+    });
+
+  program
+    .command('verify')
+    .description('check that the archive is whole: every timeline continuous, every object sound and of this cluster')
+    .option('--from <segment>', 'check from this segment (default: the oldest archived)')
+    .option('--to <segment>', 'check up to this segment (default: the newest of each timeline)')
+    .option('--deep', 'read every object: decrypt, decompress and check its BLAKE3, as fetch would')
+    .option('-j, --jobs <n>', 'objects checked at once (default 4)')
+    .option('--json', 'machine-readable report')
+    .addHelpText('after', '\nExit status: 0 whole, 1 problems found (each named, with what it means for PITR),\n2 bad arguments or configuration, 3 could not check (store unreachable, unreadable objects).')
+    .action(async (opts: { from?: string; to?: string; deep?: boolean; jobs?: string; json?: boolean }) => {
+      const { runVerify } = await import('./verify.js');
+      setExit(await runVerify(opts, globals(program)));
+    });
+
+  program
+    .command('prune')
+    .description('delete archived WAL older than what must stay restorable')
+    .option('--keep-days <n>', 'keep the WAL of the last N days (and back to the base backup before that, per .backup files)')
+    .option('--before <segment>', 'delete what comes before this segment (on every timeline), e.g. the first WAL file of your oldest base backup')
+    .option('-n, --dry-run', 'list what would be deleted and how much space it frees; delete nothing')
+    .option('-y, --yes', 'do not ask for confirmation (cron)')
+    .option('--json', 'machine-readable plan and result')
+    .addHelpText(
+      'after',
+      '\nNever deletes anything at or after the kept position, history files a kept timeline needs, or walship.json.\nExit status: 0 done (or nothing to do, or dry run), 1 refused as unsafe (nothing deleted),\n2 bad arguments or configuration, 3 failed part way (oldest first: what is left stays contiguous).',
+    )
+    .action(async (opts: { keepDays?: string; before?: string; dryRun?: boolean; yes?: boolean; json?: boolean }) => {
+      const { runPrune } = await import('./prune.js');
+      setExit(await runPrune(opts, globals(program)));
+    });
+
+  // Started by fetch during recovery; hidden from --help.
+  program.command('prefetch-worker', { hidden: true }).action(async () => {
+    const { runPrefetchWorkerCommand } = await import('./prefetch-worker.js');
+    setExit(await runPrefetchWorkerCommand(globals(program)));
+  });
+
+  program
+    .command('metrics')
+    .description('write archiving lag and health metrics (Prometheus text format) for node_exporter')
+    .option('-t, --textfile <path.prom>', "write this file atomically (node_exporter's --collector.textfile.directory); default stdout")
+    .option('-w, --watch <interval>', 'keep rewriting the file every interval (e.g. 15s) until SIGTERM')
+    .option('--rpo <seconds>', 'RPO target the lag is compared with; env WALSHIP_RPO_SECONDS (default 900)')
+    .option('--cluster <label>', 'value of the cluster label; env WALSHIP_CLUSTER_LABEL')
+    .option('-D, --pgdata <dir>', 'data directory (pg_wal/archive_status, pg_control); env WALSHIP_PGDATA or PGDATA')
+    .addHelpText('after', '\nRun it as the PostgreSQL OS user with the same configuration as archive_command.\nSee docs/monitoring.md for the metrics and alert rules.')
+    .action(async (opts: { textfile?: string; watch?: string; rpo?: string; cluster?: string; pgdata?: string }) => {
+      const { runMetrics } = await import('./metrics.js');
+      setExit(await runMetrics(opts, globals(program)));
+    });
+
+  program
+    .command('status')
+    .description('show where WAL goes, the backlog and lag against the RPO, the last error and what to do')
+    .option('--json', 'machine-readable output')
+    .option('--rpo <seconds>', 'RPO target; env WALSHIP_RPO_SECONDS (default 900)')
+    .option('--cluster <label>', 'cluster name to show; env WALSHIP_CLUSTER_LABEL')
+    .option('-D, --pgdata <dir>', 'data directory; env WALSHIP_PGDATA or PGDATA')
+    .addHelpText('after', '\nExit status: 0 healthy, 1 a problem needs attention, 2 bad arguments or configuration.')
+    .action(async (opts: { json?: boolean; rpo?: string; cluster?: string; pgdata?: string }) => {
+      const { runStatus } = await import('./status.js');
+      setExit(await runStatus(opts, globals(program)));
+    });
+
+  const key = program.command('key').description('manage encryption keys');
+  key
+    .command('create')
+    .description('create a new key file (mode 0600); never overwrites')
+    .requiredOption('-f, --file <path>', 'where to write the key file')
+    .action(async (opts: { file: string }) => {
+      const { runKeyCreate } = await import('./key.js');
+      setExit(await runKeyCreate(opts.file));
+    });
+  key
+    .command('rotate')
+    .description('start a new KMS data key now (WALSHIP_ENCRYPTION=kms); archived files keep theirs')
+    .action(async () => {
+      const { runKeyRotate } = await import('./key.js');
+      setExit(await runKeyRotate(globals(program)));
+    });
+  key
+    .command('status')
+    .description("show the current data key (age, next rotation), the KMS keys' state and which keys protect the archive's files")
+    .option('--json', 'machine-readable output (warnings included)')
+    .option('--no-objects', "do not read the archive's object headers")
+    .action(async (opts: { json?: boolean; objects?: boolean }) => {
+      const { runKeyStatus } = await import('./key.js');
+      setExit(await runKeyStatus(globals(program), opts));
+    });
+
+  return program;
+}
+
+export interface FailureRule {
+  /** The command the arguments name, whatever global options come first (see main.ts). */
+  readonly command: string | undefined;
+  /** The exit code for a failure that is not an answer (see main.ts). */
+  failureExit(): number;
+}
+
+export async function main(argv: readonly string[], rule: FailureRule): Promise<number> {
+  let code: number = EXIT.OK;
+  const program = build((c) => (code = c));
+  program.hook('preAction', (_program, action) => {
+    // People run everything but PostgreSQL's two commands (and the workers
+    // they start) by hand: on a terminal their errors read as one line.
+    if (action.opts<{ json?: boolean }>().json === true) setOutputStyle('json');
+    else setOutputStyle(LOG_COMMANDS.has(rule.command ?? '') ? 'log' : 'person');
+  });
+  try {
+    await program.parseAsync(argv as string[]);
+    return code;
+  } catch (err) {
+    if (!(err instanceof CommanderError)) throw err;
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.OK;
+    // A malformed restore_command must not read as "file not found", or
+    // PostgreSQL would end recovery at the first segment it asks for.
+    if (rule.command === 'fetch' || rule.command === 'push') return rule.failureExit();
+    return EXIT.USAGE;
+  }
+}
+
+/** Commands whose stderr is PostgreSQL's log (or a service's journal, for metrics --watch). */
+const LOG_COMMANDS: ReadonlySet<string> = new Set(['push', 'fetch', 'prefetch-worker', 'metrics']);
