@@ -51,7 +51,17 @@ export class ArchiveMissingError extends WalshipError {
 
 /** An archived object is damaged: bad header, failed authentication, checksum mismatch. */
 export class CorruptObjectError extends WalshipError {
-  readonly code = 'OBJECT_CORRUPT';
+  readonly code: string = 'OBJECT_CORRUPT';
+}
+
+/**
+ * Encryption is on, but an object is stored unencrypted and is not on the
+ * archive's authenticated plaintext allow-list: anyone who can write to the
+ * store could have put it there. A kind of corrupt object (never "not
+ * found", never retried), with its own code so that it is recognisable.
+ */
+export class UnencryptedObjectError extends CorruptObjectError {
+  override readonly code: string = 'OBJECT_NOT_ENCRYPTED';
 }
 
 /** A key needed to decrypt is not available, or a key file is unusable. */

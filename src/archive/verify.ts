@@ -3,6 +3,7 @@ import type { KeyProvider } from '../crypto/index.js';
 import { CorruptObjectError, ForeignClusterError, InvalidInputError, errorMessage } from '../errors.js';
 import { segmentNumber } from '../wal/index.js';
 import { readArchived } from '../pipeline/fetch.js';
+import { PlaintextPolicy } from '../pipeline/plaintext-policy.js';
 import type { Store } from '../store/index.js';
 import { count, describeLoss, nameOf, type LossContext } from './describe.js';
 import { historiesAgree } from './history.js';
@@ -71,6 +72,8 @@ export async function verifyArchive(opts: VerifyOptions): Promise<VerifyReport> 
     throw new InvalidInputError(`--from ${opts.from} is after --to ${opts.to}`);
   }
   const small = await readSmallFiles(inv, opts.store, opts.keys);
+  // One policy for the run: the plaintext allow-list is read at most once.
+  const plaintext = PlaintextPolicy.for(opts.store, opts.keys);
   const { gaps, paths } = findGaps(inv, small.histories, { fromSegno, toSegno });
   const problems: Problem[] = [];
   const unchecked: { key: string; reason: string }[] = [];
@@ -115,7 +118,7 @@ export async function verifyArchive(opts: VerifyOptions): Promise<VerifyReport> 
   let bytesDone = 0;
   opts.onProgress?.(0, objects.length, 0);
   const outcomes = await mapLimit(objects, opts.jobs, async (f) => {
-    const outcome = opts.deep ? await checkDeep(f, inv, opts) : await checkHeader(f, inv, opts.store);
+    const outcome = opts.deep ? await checkDeep(f, inv, opts, plaintext) : await checkHeader(f, inv, opts.store, plaintext);
     done++;
     bytesDone += f.size;
     opts.onProgress?.(done, objects.length, bytesDone);
@@ -202,8 +205,12 @@ function byPlace(a: Problem, b: Problem): number {
   return ka < kb ? -1 : ka > kb ? 1 : 0;
 }
 
-/** Header only: well-formed, names this file, whole (sizes add up), this cluster's WAL. */
-async function checkHeader(f: ArchivedFile, inv: Inventory, store: Store): Promise<ObjectOutcome> {
+/**
+ * Header only: well-formed, names this file, whole (sizes add up), this
+ * cluster's WAL, and encrypted when encryption is on (or allow-listed with
+ * the BLAKE3 the header claims; --deep checks the content itself).
+ */
+async function checkHeader(f: ArchivedFile, inv: Inventory, store: Store, plaintext: PlaintextPolicy): Promise<ObjectOutcome> {
   let head: Buffer | undefined;
   let parsed: { header: ObjectHeader; headerBytes: Buffer };
   try {
@@ -222,7 +229,21 @@ async function checkHeader(f: ArchivedFile, inv: Inventory, store: Store): Promi
     if (err instanceof ObjectDecodeError) return { ok: false, damaged: true, message: `header unreadable: ${err.message}` };
     return { ok: false, damaged: false, message: errorMessage(err) };
   }
-  return checkParsedHeader(f, inv, parsed.header, parsed.headerBytes.length);
+  const outcome = checkParsedHeader(f, inv, parsed.header, parsed.headerBytes.length);
+  if (!outcome.ok || !plaintext.required || parsed.header.encryption !== 'none') return outcome;
+  return checkPlaintextHeader(f, inv, parsed.header, plaintext);
+}
+
+async function checkPlaintextHeader(f: ArchivedFile, inv: Inventory, h: ObjectHeader, plaintext: PlaintextPolicy): Promise<ObjectOutcome> {
+  try {
+    const entry = await plaintext.admit(f.file.name, f.key, inv.manifest.systemIdentifier);
+    if (entry.blake3 !== h.blake3) {
+      return { ok: false, damaged: true, message: `is stored without encryption and its header's BLAKE3 is not the one the plaintext allow-list recorded: replaced after encryption was turned on` };
+    }
+    return { ok: true };
+  } catch (err) {
+    return { ok: false, damaged: err instanceof CorruptObjectError, message: errorMessage(err) };
+  }
 }
 
 function checkParsedHeader(f: ArchivedFile, inv: Inventory, h: ObjectHeader, headerLength: number): ObjectOutcome {
@@ -241,9 +262,9 @@ function checkParsedHeader(f: ArchivedFile, inv: Inventory, h: ObjectHeader, hea
 }
 
 /** Everything fetch checks, without writing anything: decrypt, decompress, BLAKE3, segment header, cluster. */
-async function checkDeep(f: ArchivedFile, inv: Inventory, opts: VerifyOptions): Promise<ObjectOutcome> {
+async function checkDeep(f: ArchivedFile, inv: Inventory, opts: VerifyOptions, plaintext: PlaintextPolicy): Promise<ObjectOutcome> {
   try {
-    const r = await readArchived({ name: f.file.name, store: opts.store, keys: opts.keys, retries: 0 });
+    const r = await readArchived({ name: f.file.name, store: opts.store, keys: opts.keys, retries: 0, plaintext });
     if (r.status === 'not-found') return { ok: false, damaged: false, message: 'deleted while being checked' };
     const headerLength = r.storedBytes - r.header.bodySize;
     const outcome = checkParsedHeader(f, inv, r.header, headerLength);

@@ -5,9 +5,12 @@ import { ConfigError, errorMessage, KeyError } from '../errors.js';
 import { archiveSystemIdentifier } from '../pipeline/key-context.js';
 import { archiveKeyUsage, type KeyUsage } from '../pipeline/key-usage.js';
 import { openStore } from '../store/index.js';
-import { commandLogger, type GlobalOptions } from './context.js';
+import { commandContext, commandLogger, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
 import { reportError } from './report.js';
+import { CREATED_BY } from '../version.js';
+import { scanPlaintext, writeAllowList } from '../archive/allow-plaintext.js';
+import { ALLOWLIST_KEY } from '../pipeline/plaintext-policy.js';
 
 /** walship key create --file F: a new 256-bit key, mode 0600, never overwriting. */
 export async function runKeyCreate(file: string): Promise<number> {
@@ -200,4 +203,47 @@ function span(ms: number): string {
   if (m < 120) return `${m}m`;
   const h = Math.floor(m / 60);
   return h < 48 ? `${h}h ${m % 60}m` : `${Math.floor(h / 24)}d ${h % 24}h`;
+}
+
+/**
+ * walship key allow-plaintext [--dry-run]: when encryption is turned on for
+ * an archive that holds unencrypted objects, records those objects (name and
+ * BLAKE3 of the verified content) in an encrypted allow-list, the only way
+ * fetch, cat and verify will read them from then on. Exit 0 written (or
+ * nothing to record, or dry run), 1 refused (a plaintext object failed
+ * verification, or a list already exists), 2 configuration, 3 other failure.
+ */
+export async function runKeyAllowPlaintext(globals: GlobalOptions, opts: { dryRun?: boolean }): Promise<number> {
+  const log = commandLogger('key');
+  try {
+    const { store, keys } = await commandContext(globals, log);
+    const scan = await scanPlaintext(store, keys);
+    const out: string[] = [`archive ${scan.store} (system ${scan.systemIdentifier}): ${scan.files.length} plaintext files verified, ${scan.encrypted} encrypted`];
+    for (const f of scan.files) out.push(`  ${f.name}  blake3 ${f.blake3}`);
+    for (const f of scan.failed) out.push(`  REFUSED ${f.key}: ${f.message}`);
+    if (scan.existing) {
+      out.push(`the archive already has a plaintext allow-list (${ALLOWLIST_KEY}, ${scan.existing.files.length} files, made ${scan.existing.createdAt}); it is never replaced`);
+      process.stdout.write(`${out.join('\n')}\n`);
+      return opts.dryRun ? EXIT.OK : EXIT.FAILED;
+    }
+    if (scan.failed.length > 0) {
+      out.push(`${scan.failed.length} plaintext objects failed verification: nothing written. Repair or remove them (a forged or damaged object must not be allowed), then run this again`);
+      process.stdout.write(`${out.join('\n')}\n`);
+      return EXIT.FAILED;
+    }
+    if (scan.files.length === 0) {
+      out.push('no plaintext objects: nothing to allow, nothing written');
+    } else if (opts.dryRun) {
+      out.push(`dry run: would write ${ALLOWLIST_KEY} listing these ${scan.files.length} files`);
+    } else {
+      await writeAllowList(store, keys, scan, CREATED_BY);
+      out.push(`wrote ${ALLOWLIST_KEY} (encrypted with ${keys?.description ?? 'none'}): only these plaintext files, with exactly this content, will be read`);
+      log.info({ key: ALLOWLIST_KEY, files: scan.files.length }, `recorded ${scan.files.length} plaintext files in the allow-list`);
+    }
+    process.stdout.write(`${out.join('\n')}\n`);
+    return EXIT.OK;
+  } catch (err) {
+    reportError(log, err);
+    return err instanceof ConfigError ? EXIT.USAGE : EXIT.ERROR;
+  }
 }

@@ -184,6 +184,18 @@ function build(setExit: (code: number) => void): Command {
       const { runKeyStatus } = await import('./key.js');
       setExit(await runKeyStatus(globals(program), opts));
     });
+  key
+    .command('allow-plaintext')
+    .description('record the unencrypted files the archive holds now (name, BLAKE3), so that they stay readable once encryption is on')
+    .option('-n, --dry-run', 'list and verify them; write nothing')
+    .addHelpText(
+      'after',
+      '\nRun once, right after turning WALSHIP_ENCRYPTION on. With encryption on, fetch, cat and verify refuse every\nunencrypted object except those listed here, with the content recorded here. The list is stored encrypted\nwith the configured key and never replaced.\nExit status: 0 written (or nothing to record, or dry run), 1 refused (nothing written), 2 configuration, 3 failed.',
+    )
+    .action(async (opts: { dryRun?: boolean }) => {
+      const { runKeyAllowPlaintext } = await import('./key.js');
+      setExit(await runKeyAllowPlaintext(globals(program), opts));
+    });
 
   return program;
 }

@@ -60,6 +60,12 @@ export interface KeyContext {
 export interface KeyProvider {
   /** Short description for logs (never key material). */
   readonly description: string;
+  /**
+   * True when WALSHIP_ENCRYPTION is not none. Readers then refuse objects
+   * stored without encryption (src/pipeline/plaintext-policy.ts): a bucket
+   * writer can forge those. Undefined counts as false.
+   */
+  readonly encrypts?: boolean;
   newObjectKey(context: KeyContext): Promise<ObjectKey>;
   objectKeyFor(descriptor: KeyDescriptor, context: KeyContext): Promise<Buffer>;
 }

@@ -9,6 +9,7 @@ import {
   KeyUnavailableError,
   LocalIoError,
   StoreUnavailableError,
+  UnencryptedObjectError,
 } from '../errors.js';
 import { writeFileDurably } from '../spool/atomic-file.js';
 import type { Store } from '../store/index.js';
@@ -16,6 +17,7 @@ import { parseWalName, readControlSystemIdentifier, validateSegment, type WalFil
 import { MANIFEST_KEY, objectKey } from './layout.js';
 import { readManifest, type ArchiveManifest } from './manifest.js';
 import { checkPathArgument, checkTargetDirectory } from './paths.js';
+import { isPlaintextObject, PlaintextPolicy } from './plaintext-policy.js';
 
 export interface ReadOptions {
   readonly name: string;
@@ -28,6 +30,13 @@ export interface ReadOptions {
   readonly onRetry?: (attempt: number, err: Error) => void;
   /** Milliseconds before retry n (1-based); tests pass a small value. */
   readonly backoffMs?: (attempt: number) => number;
+  /**
+   * Whether unencrypted objects are refused, and the allow-list of those
+   * that are not. Default: refused when `keys` encrypts (WALSHIP_ENCRYPTION
+   * is not none). A caller reading many objects passes one policy so the
+   * allow-list is read once.
+   */
+  readonly plaintext?: PlaintextPolicy;
 }
 
 export type ReadResult =
@@ -53,6 +62,7 @@ export async function readArchived(opts: ReadOptions): Promise<ReadResult> {
   const ctx = { file: file.name, key };
   const controlId = opts.dataDir !== undefined ? await readControlSystemIdentifier(opts.dataDir) : undefined;
   const backoff = opts.backoffMs ?? defaultBackoff;
+  const plaintext = opts.plaintext ?? PlaintextPolicy.for(opts.store, opts.keys);
 
   for (let attempt = 0; ; attempt++) {
     try {
@@ -71,7 +81,12 @@ export async function readArchived(opts: ReadOptions): Promise<ReadResult> {
         return { status: 'not-found', file, key };
       }
       const boundTo = manifest?.systemIdentifier ?? controlId;
+      // Refused before decoding, so that a forged object is named as such
+      // rather than as damage; an allowed one must still decode to the
+      // content the allow-list recorded.
+      const allowed = plaintext.required && isPlaintextObject(bytes) ? await plaintext.admit(file.name, key, boundTo) : undefined;
       const { header, data } = await decodeWithErrors(bytes, file, opts.keys, key, boundTo);
+      if (allowed) plaintext.checkContent(allowed, key, data);
       if (header.systemIdentifier !== undefined && boundTo !== undefined && header.systemIdentifier !== boundTo) {
         throw new ForeignClusterError(`${file.name} in the store belongs to system ${header.systemIdentifier}, not ${boundTo}`, ctx);
       }
@@ -84,7 +99,11 @@ export async function readArchived(opts: ReadOptions): Promise<ReadResult> {
       }
       return { status: 'found', file, data, header, storedBytes: bytes.length };
     } catch (err) {
-      const retryable = err instanceof StoreUnavailableError || err instanceof CorruptObjectError || err instanceof KeyUnavailableError;
+      // A refused plaintext object is a decision, not a transient fault.
+      const retryable =
+        err instanceof StoreUnavailableError ||
+        (err instanceof CorruptObjectError && !(err instanceof UnencryptedObjectError)) ||
+        err instanceof KeyUnavailableError;
       if (!retryable || attempt >= opts.retries) throw err;
       opts.onRetry?.(attempt + 1, err as Error);
       await new Promise((r) => setTimeout(r, backoff(attempt + 1)));

@@ -177,6 +177,11 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
     const { dir, names } = await segments(1, 6);
     const modes = [{}, {}, keyfile, keyfile, kmsEncryption(kms, 'alias/walship-cli'), kmsEncryption(kms, 'alias/walship-cli')];
     for (const [i, n] of names.entries()) {
+      if (i === 2) {
+        // Encryption turned on: the files archived in the clear are recorded now, or readers refuse them.
+        const allow = await runWalship(['key', 'allow-plaintext'], { env: { ...archive.env, ...keyfile } });
+        expect(allow.code, allow.stderr).toBe(0);
+      }
       const r = await runWalship(['push', n], { env: { ...archive.env, ...modes[i], WALSHIP_PUSH_CONCURRENCY: '1' }, cwd: dir });
       expect(r.code, r.stderr).toBe(0);
     }
