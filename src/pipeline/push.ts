@@ -61,6 +61,8 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   if (existing) {
     const digest = blake3(data).toString('hex');
     if ((await compareExisting(opts.store, key, existing, digest, file.name)) === 'identical') {
+      // The name may be all a killed push left: make it durable before 0.
+      await opts.store.makeDurable(key);
       return { ...base, outcome: 'already-archived', storedBytes: existing.size, blake3: digest };
     }
     opts.onIncomplete?.(key, existing.size);
@@ -96,6 +98,7 @@ export async function push(opts: PushOptions): Promise<PushResult> {
     if (!now || (await compareExisting(opts.store, key, now, digest, file.name)) !== 'identical') {
       throw new StoreUnavailableError(`${key} is being written by another process; PostgreSQL will retry`, ctx);
     }
+    await opts.store.makeDurable(key);
     return { ...base, outcome: 'already-archived', storedBytes: now.size, blake3: digest };
   }
   const confirmed = await opts.store.head(key);

@@ -224,6 +224,9 @@ export class S3Store implements Store {
     });
   }
 
+  /** An object S3 has answered 200 for is durable: nothing to do. */
+  async makeDurable(_key: string): Promise<void> {}
+
   async *list(prefix: string): AsyncIterable<ListedObject> {
     let token: string | undefined;
     do {
