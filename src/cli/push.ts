@@ -51,6 +51,8 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
       createdBy: CREATED_BY,
       onIncomplete: (key, size) =>
         log.warn({ key, storedBytes: size }, `replacing ${key}: only ${size} bytes, less than its header declares (an upload that was cut off)`),
+      onBackupVariant: (key, variantKey, why) =>
+        log.warn({ key, variantKey }, `${why}; keeping this backup history file as ${variantKey} (two base backups that started at the same checkpoint share a name; PostgreSQL never reads .backup files back)`),
     };
     const ahead = await nextReadyFiles(path, name, config.pushConcurrency - 1);
     // %p first, then the look-ahead files, one after the other: the work is
