@@ -47,7 +47,7 @@ export interface ArchiveListing {
   readonly segmentSize: number;
   readonly createdAt: string;
   readonly timelines: readonly TimelineListing[];
-  readonly baseBackups: readonly { name: string; timeline: number; label?: string; start: string; stop?: string; startTime?: string; stopTime?: string }[];
+  readonly baseBackups: readonly { name: string; storedAs?: string; timeline: number; label?: string; start: string; stop?: string; startTime?: string; stopTime?: string }[];
   readonly strays: readonly string[];
   readonly unreadable: readonly SmallFileProblem[];
   readonly totals: { readonly objects: number; readonly storedBytes: number; readonly rawBytes: number; readonly rawExact: boolean };
