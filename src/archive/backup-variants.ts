@@ -3,18 +3,23 @@
  *
  * PostgreSQL names a backup history file after where its base backup started
  * (do_pg_backup_stop → BackupHistoryFileName: start segment + "." + offset of
- * the start LSN + ".backup"), and that start is the redo pointer of the
- * checkpoint pg_backup_start waited for. Backups started together share that
- * checkpoint (RequestCheckpoint merges concurrent requests), hence the start
- * LSN, hence the name, while their labels, stop points and times differ.
+ * the start LSN + ".backup"). On a primary it makes that start unique: when
+ * two backups would start at the same checkpoint, do_pg_backup_start asks
+ * for another one (the lastBackupStart check, "because we use the starting
+ * WAL location as a unique identifier ... when we write the backup history
+ * file"; tried with PostgreSQL 15: two pg_backup_start calls waiting on one
+ * checkpoint got different starts). A standby may give two backups one start
+ * but writes no history file. So one name with two contents means two
+ * writers on one timeline (a cloned data directory, split brain) or another
+ * cluster archiving here: the segments of either conflict loudly on their own.
+ *
  * PostgreSQL never asks restore_command for a .backup file: it is
  * informational (walship reads it for list, verify and prune's retention).
- *
- * Refusing the second one as a conflict would stop the archiver for good
- * (PostgreSQL retries the same file forever and pg_wal fills), and replacing
+ * Refusing it would stop the archiver for good (PostgreSQL retries the same
+ * file forever, nothing behind it is archived, pg_wal fills), and replacing
  * the first would lose what it says. So the second is kept next to the
- * first under the name plus "." and the first 16 hex digits of its BLAKE3:
- * deterministic, so a re-push of the same file finds it again.
+ * first under the name plus "." and the first 16 hex digits of its BLAKE3,
+ * with a warning: deterministic, so a re-push of the same file finds it.
  */
 const VARIANT = /^(.+\.backup)\.([0-9a-f]{16})$/;
 

@@ -52,7 +52,7 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
       onIncomplete: (key, size) =>
         log.warn({ key, storedBytes: size }, `replacing ${key}: only ${size} bytes, less than its header declares (an upload that was cut off)`),
       onBackupVariant: (key, variantKey, why) =>
-        log.warn({ key, variantKey }, `${why}; keeping this backup history file as ${variantKey} (two base backups that started at the same checkpoint share a name; PostgreSQL never reads .backup files back)`),
+        log.warn({ key, variantKey }, `${why}; keeping this backup history file as ${variantKey} instead of blocking archiving (PostgreSQL never reads .backup files back). PostgreSQL gives each base backup of a primary its own start, so check for a second server archiving this timeline here (a cloned data directory, split brain)`),
     };
     const ahead = await nextReadyFiles(path, name, config.pushConcurrency - 1);
     // %p first, then the look-ahead files, one after the other: the work is

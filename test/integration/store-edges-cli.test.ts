@@ -71,7 +71,7 @@ describe('store edge cases through the CLI', () => {
     expect([...synced]).toContain(join(root, 'wal/00000001'));
   });
 
-  it('two base backups that started at the same checkpoint: the second .backup file is kept beside the first, exit 0 with a warning; list, verify and prune read both', async () => {
+  it('a second .backup file under a name already archived with other content is kept beside the first, exit 0 with a warning; list, verify and prune read both', async () => {
     const archive = tmp.archive(await fileArchive());
     const dir = await segmentsDir(tmp, 1, 4);
     for (let i = 1; i <= 4; i++) expect((await runWalship(['push', seg(i)], { env: archive.env, cwd: dir })).code).toBe(0);
