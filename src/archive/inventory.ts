@@ -2,6 +2,7 @@ import { ArchiveMissingError } from '../errors.js';
 import { MANIFEST_KEY } from '../pipeline/layout.js';
 import { readManifest, type ArchiveManifest } from '../pipeline/manifest.js';
 import type { ListedObject, Store } from '../store/index.js';
+import { backupVariantOf } from './backup-variants.js';
 import { parseWalName, segmentName, segmentNumber, timelineHex, type WalFileName } from '../wal/index.js';
 
 /**
@@ -103,12 +104,15 @@ export async function takeInventory(store: Store): Promise<Inventory> {
 /** The archived file a key names, if the key is where walship's layout puts that file. */
 function placed(o: ListedObject, area: 'wal' | 'history', segmentSize: number): ArchivedFile | undefined {
   const parts = o.key.split('/');
+  // A second .backup file of one name sits beside the first (backup-variants.ts).
+  const variantOf = area === 'wal' ? backupVariantOf(parts.at(-1)!) : undefined;
   let file: WalFileName;
   try {
-    file = parseWalName(parts.at(-1)!);
+    file = parseWalName(variantOf ?? parts.at(-1)!);
   } catch {
     return undefined;
   }
+  if (variantOf !== undefined && file.kind !== 'backup') return undefined;
   if (area === 'history' ? parts.length !== 2 : parts.length !== 3 || parts[1] !== timelineHex(file.timeline)) return undefined;
   let segno: bigint | undefined;
   if (file.segment !== undefined) {

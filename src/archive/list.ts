@@ -47,7 +47,7 @@ export interface ArchiveListing {
   readonly segmentSize: number;
   readonly createdAt: string;
   readonly timelines: readonly TimelineListing[];
-  readonly baseBackups: readonly { name: string; timeline: number; label?: string; start: string; stop?: string; startTime?: string; stopTime?: string }[];
+  readonly baseBackups: readonly { name: string; storedAs?: string; timeline: number; label?: string; start: string; stop?: string; startTime?: string; stopTime?: string }[];
   readonly strays: readonly string[];
   readonly unreadable: readonly SmallFileProblem[];
   readonly totals: { readonly objects: number; readonly storedBytes: number; readonly rawBytes: number; readonly rawExact: boolean };
@@ -103,7 +103,8 @@ export async function listArchive(store: Store, keys: KeyProvider | undefined, o
       ranges: runs(segments.map((s) => s.segno!)).map((r) => range(tl, r.from, r.to, ss)),
       gaps: gaps.filter((g) => g.timeline === tl).map((g) => range(tl, g.fromSegno, g.toSegno, ss)),
       partials: partials.map((f) => f.file.name),
-      backups: backups.map((f) => f.file.name),
+      // By stored name: a second .backup file of one name shows as NAME.<hash>.
+      backups: backups.map((f) => f.key.slice(f.key.lastIndexOf('/') + 1)),
       storedBytes: all.reduce((a, f) => a + f.size, 0),
       rawBytes: raw,
       oldestArchived: times.length ? new Date(times[0]!).toISOString() : undefined,
@@ -136,6 +137,7 @@ function range(tl: number, from: bigint, to: bigint, ss: number): SegmentRange {
 function describeBackup(b: KnownBackup) {
   return {
     name: b.name,
+    ...(b.key.endsWith(`/${b.name}`) ? {} : { storedAs: b.key }),
     timeline: b.timeline,
     start: lsn(b.label.startLsn),
     ...(b.label.label !== undefined ? { label: b.label.label } : {}),

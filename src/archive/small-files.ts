@@ -47,7 +47,7 @@ export async function readSmallFiles(inv: Inventory, store: Store, keys: KeyProv
     files.map(async (f) => {
       let text: string;
       try {
-        const r = await readArchived({ name: f.file.name, store, keys, retries: 0 });
+        const r = await readArchived({ name: f.file.name, key: f.key, store, keys, retries: 0 });
         if (r.status === 'not-found') {
           problems.push({ key: f.key, name: f.file.name, kind: 'unreadable', message: 'deleted while being read' });
           return;

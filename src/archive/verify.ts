@@ -264,7 +264,7 @@ function checkParsedHeader(f: ArchivedFile, inv: Inventory, h: ObjectHeader, hea
 /** Everything fetch checks, without writing anything: decrypt, decompress, BLAKE3, segment header, cluster. */
 async function checkDeep(f: ArchivedFile, inv: Inventory, opts: VerifyOptions, plaintext: PlaintextPolicy): Promise<ObjectOutcome> {
   try {
-    const r = await readArchived({ name: f.file.name, store: opts.store, keys: opts.keys, retries: 0, plaintext });
+    const r = await readArchived({ name: f.file.name, key: f.key, store: opts.store, keys: opts.keys, retries: 0, plaintext });
     if (r.status === 'not-found') return { ok: false, damaged: false, message: 'deleted while being checked' };
     const headerLength = r.storedBytes - r.header.bodySize;
     const outcome = checkParsedHeader(f, inv, r.header, headerLength);

@@ -59,6 +59,8 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
       createdBy: CREATED_BY,
       onIncomplete: (key, size) =>
         log.warn({ key, storedBytes: size }, `replacing ${key}: only ${size} bytes, less than its header declares (an upload that was cut off)`),
+      onBackupVariant: (key, variantKey, why) =>
+        log.warn({ key, variantKey }, `${why}; keeping this backup history file as ${variantKey} instead of blocking archiving (PostgreSQL never reads .backup files back). PostgreSQL gives each base backup of a primary its own start, so check for a second server archiving this timeline here (a cloned data directory, split brain)`),
     };
     // Look-ahead is only worth it when its markers can be kept.
     const ahead = markers ? await nextReadyFiles(path, name, config.pushConcurrency - 1) : [];

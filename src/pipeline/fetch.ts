@@ -21,6 +21,8 @@ import { isPlaintextObject, PlaintextPolicy } from './plaintext-policy.js';
 
 export interface ReadOptions {
   readonly name: string;
+  /** Read this key instead of the name's own (list/verify reading a second .backup file of one name). */
+  readonly key?: string | undefined;
   readonly store: Store;
   readonly keys: KeyProvider | undefined;
   /** Extra attempts after a failed store read or a damaged download. */
@@ -58,7 +60,7 @@ export async function readArchived(opts: ReadOptions): Promise<ReadResult> {
   } catch (err) {
     throw new InvalidInputError((err as Error).message, { hint: 'restore_command must be: walship fetch %f %p' });
   }
-  const key = objectKey(file);
+  const key = opts.key ?? objectKey(file);
   const ctx = { file: file.name, key };
   const controlId = opts.dataDir !== undefined ? await readControlSystemIdentifier(opts.dataDir) : undefined;
   const backoff = opts.backoffMs ?? defaultBackoff;

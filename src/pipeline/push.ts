@@ -2,6 +2,7 @@ import { open, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { blake3, declaredObjectSize, decodeObject, encodeObject, MAX_HEADER_BYTES, PROLOGUE_BYTES } from '../codec/index.js';
 import type { KeyProvider } from '../crypto/index.js';
+import { backupVariantKey } from '../archive/backup-variants.js';
 import { ArchiveConflictError, InvalidInputError, LocalIoError, StoreUnavailableError, WalshipError } from '../errors.js';
 import type { ObjectInfo, Store } from '../store/index.js';
 import { parseWalName, validateSegment, type WalFileName } from '../wal/index.js';
@@ -19,6 +20,8 @@ export interface PushOptions {
   readonly createdBy: string;
   /** Called before an incomplete leftover under the same name is replaced (for a warning). */
   readonly onIncomplete?: (key: string, size: number) => void;
+  /** Called when a .backup file is kept under a second key because its name holds other content (for a warning). */
+  readonly onBackupVariant?: (key: string, variantKey: string, why: string) => void;
 }
 
 export interface PushResult {
@@ -55,13 +58,30 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   const existing = await opts.store.head(key);
   const base = { file: file.name, key, rawBytes: data.length, encrypted: opts.keys !== undefined };
 
-  if (existing) {
+  // Where this file is stored: its key, or for a second .backup file of the
+  // same name, a key beside it (see archive/backup-variants.ts).
+  let target = key;
+  let found = existing;
+  while (found) {
     const digest = blake3(data).toString('hex');
-    if ((await compareExisting(opts.store, key, existing, digest, file.name)) === 'identical') {
-      return { ...base, outcome: 'already-archived', storedBytes: existing.size, blake3: digest };
+    let verdict: 'identical' | 'incomplete';
+    try {
+      verdict = await compareExisting(opts.store, target, found, digest, file.name);
+    } catch (err) {
+      if (!(err instanceof ArchiveConflictError) || file.kind !== 'backup' || target !== key) throw err;
+      target = backupVariantKey(key, digest);
+      opts.onBackupVariant?.(key, target, err.message);
+      found = await opts.store.head(target);
+      continue;
     }
-    opts.onIncomplete?.(key, existing.size);
-    await opts.store.delete(key);
+    if (verdict === 'identical') {
+      // The name may be all a killed push left: make it durable before 0.
+      await opts.store.makeDurable(target);
+      return { ...base, key: target, outcome: 'already-archived', storedBytes: found.size, blake3: digest };
+    }
+    opts.onIncomplete?.(target, found.size);
+    await opts.store.delete(target);
+    break;
   }
 
   // Encryption keys are bound to the archive's cluster (KMS encryption context).
@@ -80,7 +100,7 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   await decodeObject(encoded.bytes, file.name, opts.keys, clusterId, { expected: data });
 
   const digest = encoded.header.blake3;
-  const result = await opts.store.putIfAbsent(key, encoded.bytes, {
+  const result = await opts.store.putIfAbsent(target, encoded.bytes, {
     blake3: digest,
     'raw-size': String(data.length),
     'stored-size': String(encoded.bytes.length),
@@ -89,20 +109,21 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   if (result === 'exists') {
     // Another process won a race for the same name; same rules as above,
     // except that a half-written object of a live writer is not ours to remove.
-    const now = await opts.store.head(key);
-    if (!now || (await compareExisting(opts.store, key, now, digest, file.name)) !== 'identical') {
-      throw new StoreUnavailableError(`${key} is being written by another process; PostgreSQL will retry`, ctx);
+    const now = await opts.store.head(target);
+    if (!now || (await compareExisting(opts.store, target, now, digest, file.name)) !== 'identical') {
+      throw new StoreUnavailableError(`${target} is being written by another process; PostgreSQL will retry`, { ...ctx, key: target });
     }
-    return { ...base, outcome: 'already-archived', storedBytes: now.size, blake3: digest };
+    await opts.store.makeDurable(target);
+    return { ...base, key: target, outcome: 'already-archived', storedBytes: now.size, blake3: digest };
   }
-  const confirmed = await opts.store.head(key);
+  const confirmed = await opts.store.head(target);
   if (!confirmed || confirmed.size !== encoded.bytes.length || (confirmed.metadata?.blake3 !== undefined && confirmed.metadata.blake3 !== digest)) {
     throw new StoreUnavailableError(
-      `store did not confirm ${key}: expected ${encoded.bytes.length} bytes, store reports ${confirmed ? `${confirmed.size} bytes` : 'no object'}`,
-      ctx,
+      `store did not confirm ${target}: expected ${encoded.bytes.length} bytes, store reports ${confirmed ? `${confirmed.size} bytes` : 'no object'}`,
+      { ...ctx, key: target },
     );
   }
-  return { ...base, outcome: 'archived', storedBytes: encoded.bytes.length, blake3: digest };
+  return { ...base, key: target, outcome: 'archived', storedBytes: encoded.bytes.length, blake3: digest };
 }
 
 async function readInput(path: string, name: string): Promise<Buffer> {

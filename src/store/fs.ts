@@ -132,6 +132,32 @@ export class FsStore implements Store {
   }
 
   /**
+   * A push killed after link() but before the directory fsync leaves a name
+   * that a power loss can still take away; a later push that finds it must
+   * not report it archived until it is durable. So: fsync the object (its
+   * writer fsynced the temporary file, but someone else may have put it
+   * there) and every directory from its own up to the root, since a killed
+   * mkdirDurable can leave a directory entry unsynced too.
+   */
+  async makeDurable(key: string): Promise<void> {
+    const target = this.path(key);
+    try {
+      const fh = await open(target, 'r');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      for (let dir = dirname(target); ; dir = dirname(dir)) {
+        await fsyncDir(dir);
+        if (dir === this.root || dirname(dir) === dir || !dir.startsWith(this.root)) break;
+      }
+    } catch (err) {
+      throw this.fail('fsync', key, err);
+    }
+  }
+
+  /**
    * Removes temporary files older than maxAgeMs that killed writers left in
    * `dir`. Never touches an object: those have no leading dot. An hour is far
    * longer than any live upload takes.

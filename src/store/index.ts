@@ -3,6 +3,8 @@ import { FsStore } from './fs.js';
 import type { Store } from './types.js';
 
 export type { Store, ObjectInfo, ListedObject } from './types.js';
+// No AWS SDK import: it probes through the Store interface.
+export { checkS3Permissions, isAccessDenied, PROBE_PREFIX, type PermissionCheck, type PermissionReport, type S3Permission } from './s3-permissions.js';
 
 /** Opens the configured store; the S3 driver (and the AWS SDK) load only when needed. */
 export async function openStore(config: Pick<Config, 'store' | 's3' | 'timeoutMs'> & Partial<Pick<Config, 'deadlineMs'>>): Promise<Store> {

@@ -22,7 +22,14 @@ import type { ListedObject, ObjectInfo, Store } from './types.js';
  * Integrity in transit: PUT sends Content-MD5, which every S3 implementation
  * verifies. Overwrite protection: PUT sends If-None-Match: * where the server
  * honours it (AWS, MinIO); the archive layer also checks before it writes,
- * because some servers ignore the header.
+ * because some servers ignore the header. A server that refuses the header
+ * (501 NotImplemented, or a 400 naming it) gets the PUT again without it,
+ * after a HEAD, and is remembered for the rest of the process: archiving
+ * must not stop because a server lacks conditional writes.
+ *
+ * Permissions: a principal without s3:ListBucket gets 403, not 404, for a
+ * key that does not exist. walship never reads a 403 as "absent"; the
+ * error names the permission each operation needs (see s3-permissions.ts).
  *
  * Every request runs under walship's own RetryPolicy (retry.ts), not the
  * SDK's: one attempt is aborted after WALSHIP_TIMEOUT, transient failures
@@ -66,7 +73,8 @@ export function isTransient(err: unknown): boolean {
   if (err instanceof AttemptTimeoutError) return true;
   if (!(err instanceof Error)) return false;
   const status = (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode;
-  if (status !== undefined && (status >= 500 || status === 429)) return true;
+  // 501 NotImplemented is an answer about the request, not the server's health.
+  if (status !== undefined && ((status >= 500 && status !== 501) || status === 429)) return true;
   if (TRANSIENT_NAMES.has(err.name)) return true;
   const code = (err as NodeJS.ErrnoException).code;
   if (code !== undefined && TRANSIENT_CODES.has(code)) return true;
@@ -74,8 +82,34 @@ export function isTransient(err: unknown): boolean {
   return /socket hang up|aborted|premature close/i.test(err.message);
 }
 
+/** The S3 permission each store operation needs, for error hints. */
+const PERMISSION: Readonly<Record<string, string>> = {
+  HEAD: 's3:GetObject (and s3:ListBucket, without which a missing key answers 403 instead of 404)',
+  GET: 's3:GetObject (and s3:ListBucket, without which a missing key answers 403 instead of 404)',
+  PUT: 's3:PutObject',
+  LIST: 's3:ListBucket',
+  DELETE: 's3:DeleteObject',
+};
+
+/**
+ * Endpoints (endpoint + bucket) that refused If-None-Match in this process:
+ * later writes skip the header instead of paying a refused request each.
+ */
+const noConditionalPut = new Set<string>();
+
+/** A PUT refused because of its If-None-Match header, not because of its content or rights. */
+function refusesConditionalPut(err: unknown): boolean {
+  if (!(err instanceof S3ServiceException)) return false;
+  const status = err.$metadata.httpStatusCode;
+  if (status === 501) return true;
+  if (status !== 400) return false;
+  return err.name === 'NotImplemented' || /if-none-match|conditional|precondition/i.test(`${err.name} ${err.message}`);
+}
+
 export class S3Store implements Store {
   readonly description: string;
+  /** Identifies the server and bucket for the per-process If-None-Match memory. */
+  private readonly endpointKey: string;
   private readonly client: S3Client;
   private readonly bucket: string;
   private readonly prefix: string;
@@ -85,6 +119,7 @@ export class S3Store implements Store {
     this.bucket = opts.bucket;
     this.prefix = opts.prefix ? `${opts.prefix}/` : '';
     this.description = `s3://${opts.bucket}/${this.prefix}`;
+    this.endpointKey = `${opts.s3.endpoint ?? 'aws'} ${opts.s3.region ?? ''} ${opts.bucket}`;
     this.client = new S3Client({
       region: opts.s3.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
       ...(opts.s3.endpoint ? { endpoint: opts.s3.endpoint } : {}),
@@ -125,13 +160,15 @@ export class S3Store implements Store {
     const detail = err instanceof Error ? err.message : String(err);
     let hint: string | undefined;
     if (name === 'NoSuchBucket') hint = `bucket ${this.bucket} does not exist: check WALSHIP_STORE`;
-    else if (status === 403 || name === 'AccessDenied' || name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch')
-      hint = 'check the AWS credentials and the bucket policy of the PostgreSQL OS user';
+    else if (name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch') hint = 'check the AWS credentials of the PostgreSQL OS user';
+    else if (status === 403 || name === 'AccessDenied')
+      hint = `access denied: ${op} needs ${PERMISSION[op] ?? 'a permission the policy lacks'} on s3://${this.bucket}/${this.prefix} (README: "S3 permissions"); also check the AWS credentials of the PostgreSQL OS user`;
     else if (name === 'CredentialsProviderError') hint = 'no AWS credentials found: set AWS_* variables, a profile, or an instance role';
     else if (err instanceof AttemptTimeoutError) hint = 'the S3 endpoint accepted the request but did not answer in time (stalled or overloaded server, or a slow link: raise WALSHIP_TIMEOUT)';
     else hint = 'the S3 endpoint is unreachable or failing; walship will be retried by PostgreSQL';
+    const denied = status === 403 || name === 'AccessDenied' ? ` (access denied: needs ${(PERMISSION[op] ?? 'a permission the policy lacks').split(' (')[0]})` : '';
     const after = retries && retries.reason === 'deadline' ? ` (${retries.message})` : retries && retries.attempts > 1 ? ` (on attempt ${retries.attempts})` : '';
-    return new StoreUnavailableError(`${op} ${this.description}${key} failed: ${name}${status ? ` (HTTP ${status})` : ''}: ${detail}${after}`, {
+    return new StoreUnavailableError(`${op} ${this.description}${key} failed: ${name}${status ? ` (HTTP ${status})` : ''}${denied}: ${detail}${after}`, {
       key,
       hint,
       cause: err,
@@ -198,31 +235,61 @@ export class S3Store implements Store {
 
   async putIfAbsent(key: string, body: Buffer, metadata: Readonly<Record<string, string>>): Promise<'created' | 'exists'> {
     const md5 = createHash('md5').update(body).digest('base64');
-    // A retry after an attempt whose answer was lost is safe: If-None-Match
-    // makes it 'exists' where the server honours it, and the archive layer
-    // compares content before trusting an existing object.
+    if (!noConditionalPut.has(this.endpointKey)) {
+      // A retry after an attempt whose answer was lost is safe: If-None-Match
+      // makes it 'exists' where the server honours it, and the archive layer
+      // compares content before trusting an existing object.
+      const r = await this.put(key, body, md5, metadata, true);
+      if (r !== 'refused') return r;
+      noConditionalPut.add(this.endpointKey);
+    }
+    // Without the header the server would overwrite: look first. A race
+    // between this HEAD and the PUT is left to the archive layer, which
+    // compares what is there with what it wrote (as for servers that
+    // silently ignore the header).
+    if (await this.head(key)) return 'exists';
+    await this.put(key, body, md5, metadata, false);
+    return 'created';
+  }
+
+  /** Whether this process has found the server refusing If-None-Match (for logs and tests). */
+  get conditionalPuts(): boolean {
+    return !noConditionalPut.has(this.endpointKey);
+  }
+
+  private async put(
+    key: string,
+    body: Buffer,
+    md5: string,
+    metadata: Readonly<Record<string, string>>,
+    conditional: boolean,
+  ): Promise<'created' | 'exists' | 'refused'> {
     return this.call('PUT', key, async (abortSignal) => {
       try {
         await this.client.send(
-        new PutObjectCommand({
-          Bucket: this.bucket,
-          Key: this.k(key),
-          Body: body,
-          ContentLength: body.length,
-          ContentMD5: md5,
-          ContentType: 'application/octet-stream',
-          Metadata: { ...metadata },
-          IfNoneMatch: '*',
-        }),
-        { abortSignal },
-      );
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: this.k(key),
+            Body: body,
+            ContentLength: body.length,
+            ContentMD5: md5,
+            ContentType: 'application/octet-stream',
+            Metadata: { ...metadata },
+            ...(conditional ? { IfNoneMatch: '*' } : {}),
+          }),
+          { abortSignal },
+        );
         return 'created' as const;
       } catch (err) {
-        if (err instanceof S3ServiceException && err.$metadata.httpStatusCode === 412) return 'exists' as const;
+        if (conditional && err instanceof S3ServiceException && err.$metadata.httpStatusCode === 412) return 'exists' as const;
+        if (conditional && refusesConditionalPut(err)) return 'refused' as const;
         throw err;
       }
     });
   }
+
+  /** An object S3 has answered 200 for is durable: nothing to do. */
+  async makeDurable(_key: string): Promise<void> {}
 
   async *list(prefix: string): AsyncIterable<ListedObject> {
     let token: string | undefined;

@@ -13,6 +13,9 @@
  *   allows; absent keys are not an error. It resolves only when the store
  *   has confirmed every deletion and throws StoreUnavailableError otherwise
  *   (some of the keys may then be gone).
+ * - makeDurable makes an object that is already there as durable as a
+ *   'created' answer would: a name a killed writer left may not have
+ *   reached stable storage, and "already archived" must not trust it.
  */
 
 export interface ObjectInfo {
@@ -36,6 +39,8 @@ export interface Store {
   /** The first `length` bytes (fewer if the object is shorter). */
   getPrefix(key: string, length: number): Promise<Buffer | undefined>;
   putIfAbsent(key: string, body: Buffer, metadata: Readonly<Record<string, string>>): Promise<'created' | 'exists'>;
+  /** Makes an existing object durable (file store: fsync it and its directories); throws StoreUnavailableError if it cannot. */
+  makeDurable(key: string): Promise<void>;
   list(prefix: string): AsyncIterable<ListedObject>;
   delete(key: string): Promise<void>;
   /** Batched delete (S3 DeleteObjects): the way prune removes thousands of objects. */

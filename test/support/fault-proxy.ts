@@ -28,12 +28,20 @@ export type Fault =
   /** Forward, relay the first `afterBytes` of the answer, then go silent (a download that stops). */
   | { readonly kind: 'stall-response'; readonly afterBytes: number }
   /** Forward both ways at this rate (a slow link: uploads and downloads take long enough to be interrupted). */
-  | { readonly kind: 'slow'; readonly bytesPerSecond: number };
+  | { readonly kind: 'slow'; readonly bytesPerSecond: number }
+  /**
+   * Forward, and if the server answers `from`, answer `to` with an S3 error
+   * document instead (e.g. 404 → 403 AccessDenied: what S3 says about a
+   * missing key to a principal without s3:ListBucket).
+   */
+  | { readonly kind: 'rewrite-status'; readonly from: number; readonly to: number; readonly code?: string };
 
 export interface RequestInfo {
   readonly method: string;
   /** Path and query, as sent (path-style: /bucket/key). */
   readonly path: string;
+  /** Request headers, names in lower case. */
+  readonly headers: ReadonlyMap<string, string>;
 }
 
 export interface FaultRule {
@@ -87,7 +95,7 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
   const stats: FaultProxyStats = {
     requests: 0,
     passed: 0,
-    injected: { status: 0, reset: 0, 'reset-mid-body': 0, stall: 0, 'stall-response': 0, slow: 0 },
+    injected: { status: 0, reset: 0, 'reset-mid-body': 0, stall: 0, 'stall-response': 0, slow: 0, 'rewrite-status': 0 },
   };
 
   const decide = (req: RequestInfo): Fault | undefined => {
@@ -137,7 +145,7 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
       if (i > 0) headers.set(l.slice(0, i).trim().toLowerCase(), l.slice(i + 1).trim());
     }
     stats.requests++;
-    const fault = decide({ method, path });
+    const fault = decide({ method, path, headers });
     if (fault) stats.injected[fault.kind]++;
     else stats.passed++;
     const bodyLength = Number(headers.get('content-length') ?? 0);
@@ -148,7 +156,8 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
       case 'reset-mid-body':
       case 'stall-response':
       case 'slow':
-        forward(client, rewriteHead(lines), rest, fault);
+      case 'rewrite-status':
+        forward(client, rewriteHead(lines), rest, fault, method);
         return;
       case 'reset':
         client.resetAndDestroy();
@@ -159,13 +168,7 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
         return;
       case 'status': {
         const answer = (): void => {
-          const body =
-            method === 'HEAD'
-              ? ''
-              : `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${fault.code ?? codeFor(fault.status)}</Code><Message>injected by the fault proxy</Message><RequestId>fault-proxy</RequestId></Error>`;
-          client.end(
-            `HTTP/1.1 ${fault.status} ${reasonFor(fault.status)}\r\nContent-Type: application/xml\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-          );
+          client.end(errorResponse(method, fault.status, fault.code));
         };
         // With Expect: 100-continue the client waits for us before sending
         // the body; a final status instead of 100 is a valid answer.
@@ -184,7 +187,7 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
     }
   };
 
-  const forward = (client: Socket, head: Buffer, rest: Buffer, fault: Fault | undefined): void => {
+  const forward = (client: Socket, head: Buffer, rest: Buffer, fault: Fault | undefined, method: string): void => {
     const upstream = track(new Socket());
     upstream.connect(upstreamPort, '127.0.0.1', () => {
       upstream.write(head);
@@ -223,7 +226,23 @@ export async function startFaultProxy(upstreamPort: number): Promise<FaultProxy>
       return;
     }
     let relayed = 0;
+    // rewrite-status: hold the answer until its status line is complete.
+    let statusLine: Buffer | undefined = fault?.kind === 'rewrite-status' ? Buffer.alloc(0) : undefined;
     upstream.on('data', (chunk: Buffer) => {
+      if (fault?.kind === 'rewrite-status' && statusLine !== undefined) {
+        statusLine = Buffer.concat([statusLine, chunk]);
+        const eol = statusLine.indexOf('\r\n');
+        if (eol < 0) return;
+        const status = Number(statusLine.subarray(0, eol).toString('latin1').split(' ')[1]);
+        if (status === fault.from) {
+          client.end(errorResponse(method, fault.to, fault.code));
+          upstream.destroy();
+          statusLine = undefined;
+          return;
+        }
+        chunk = statusLine;
+        statusLine = undefined;
+      }
       if (fault?.kind === 'stall-response') {
         const room = fault.afterBytes - relayed;
         if (room > 0) client.write(chunk.subarray(0, room));
@@ -322,13 +341,23 @@ function rewriteHead(lines: string[]): Buffer {
   return Buffer.from(`${kept.join('\r\n')}\r\nConnection: close\r\n\r\n`, 'latin1');
 }
 
+function errorResponse(method: string, status: number, code: string | undefined): string {
+  const body =
+    method === 'HEAD'
+      ? ''
+      : `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code ?? codeFor(status)}</Code><Message>injected by the fault proxy</Message><RequestId>fault-proxy</RequestId></Error>`;
+  return `HTTP/1.1 ${status} ${reasonFor(status)}\r\nContent-Type: application/xml\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+}
+
 function codeFor(status: number): string {
   if (status === 503) return 'SlowDown';
   if (status === 500) return 'InternalError';
   if (status === 429) return 'TooManyRequests';
+  if (status === 403) return 'AccessDenied';
+  if (status === 501) return 'NotImplemented';
   return 'InjectedFault';
 }
 
 function reasonFor(status: number): string {
-  return ({ 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Slow Down', 429: 'Too Many Requests', 403: 'Forbidden' } as Record<number, string>)[status] ?? 'Error';
+  return ({ 500: 'Internal Server Error', 501: 'Not Implemented', 502: 'Bad Gateway', 503: 'Slow Down', 429: 'Too Many Requests', 403: 'Forbidden', 400: 'Bad Request' } as Record<number, string>)[status] ?? 'Error';
 }

@@ -33,6 +33,7 @@ class ListingStore implements Store {
   async putIfAbsent(): Promise<'created'> {
     return 'created';
   }
+  async makeDurable(): Promise<void> {}
   async *list(prefix: string): AsyncIterable<ListedObject> {
     for (const [key, o] of [...this.objects].sort()) if (key.startsWith(prefix)) yield { key, ...o };
   }
