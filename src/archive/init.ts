@@ -1,11 +1,10 @@
-import { randomBytes } from 'node:crypto';
 import { open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { storeFingerprint, type Config } from '../config/index.js';
-import { ArchiveChangedError, ForeignClusterError, InvalidInputError, StoreUnavailableError, errorMessage } from '../errors.js';
+import { ArchiveChangedError, ForeignClusterError, InvalidInputError, StoreUnavailableError } from '../errors.js';
 import { createManifest, manifestFor, readManifest, type ArchiveManifest } from '../pipeline/manifest.js';
 import { readBinding, writeBinding, type ClusterSpool } from '../spool/cluster.js';
-import type { Store } from '../store/index.js';
+import { checkS3Permissions, type Store } from '../store/index.js';
 import { parseLongHeader, readControlSystemIdentifier, type WalSegmentHeader } from '../wal/index.js';
 import { LONG_HEADER_SIZE } from '../wal/header.js';
 
@@ -131,29 +130,16 @@ async function newestSegmentHeader(dataDir: string, systemIdentifier: string): P
 }
 
 /**
- * Writes, reads back, lists and deletes a probe object, so that missing
- * permissions (s3:PutObject, GetObject, ListBucket, DeleteObject) or a
- * read-only mount are found now, not at the first archived segment.
+ * Writes, reads back, lists and deletes a probe object (checkS3Permissions
+ * works on any store), so that missing permissions (s3:PutObject, GetObject,
+ * ListBucket, DeleteObject) or a read-only mount are found now, not at the
+ * first archived segment. Anything but a clear refusal is thrown as it is.
  */
 async function probeStore(store: Store): Promise<void> {
-  const key = `walship-init-probe/${randomBytes(8).toString('hex')}`;
-  const body = randomBytes(32);
-  const step = async <T>(what: string, hint: string, fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await fn();
-    } catch (err) {
-      throw new StoreUnavailableError(`walship init: cannot ${what} ${key} in ${store.description}: ${errorMessage(err)}`, { key, hint, cause: err });
-    }
-  };
-  await step('write', 'walship needs to write objects (s3:PutObject; for a directory: write permission for the PostgreSQL OS user)', () =>
-    store.putIfAbsent(key, body, {}),
-  );
-  const back = await step('read', 'walship needs to read objects (s3:GetObject)', () => store.get(key));
-  if (!back?.equals(body)) throw new StoreUnavailableError(`walship init: ${key} in ${store.description} did not read back as written`, { key });
-  const listed = await step('list', 'walship needs to list the archive (s3:ListBucket); without it S3 answers 403 instead of 404 for a missing file', async () => {
-    for await (const o of store.list('walship-init-probe/')) if (o.key === key) return true;
-    return false;
+  const report = await checkS3Permissions(store);
+  if (report.missing.length === 0) return;
+  const denied = report.checks.filter((c) => c.result === 'denied').map((c) => `${c.permission} (${c.detail})`);
+  throw new StoreUnavailableError(`walship init: ${store.description} refuses what walship needs: ${denied.join('; ')}`, {
+    hint: 'grant the IAM permissions listed in the README (S3 permissions): s3:PutObject, s3:GetObject, s3:ListBucket, s3:DeleteObject on the archive prefix',
   });
-  if (!listed) throw new StoreUnavailableError(`walship init: ${key} in ${store.description} was written but is not listed`, { key });
-  await step('delete', 'walship prune needs to delete objects (s3:DeleteObject)', () => store.delete(key));
 }
