@@ -314,7 +314,7 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
 
     it("an object copied into another cluster's archive", async () => {
       const otherArchive = await fileArchive(kmsEncryption(kms, 'alias/walship-cli', { WALSHIP_RETRIES: '0' }));
-      await initArchiveFor(otherArchive, SYSID);
+      await initArchiveFor(otherArchive, OTHER_SYSID);
       const s = await segments(1, 1, OTHER_SYSID);
       expect((await runWalship(['push', s.names[0]!], { env: otherArchive.env, cwd: s.dir })).code).toBe(0);
       await cp(objectPath(names[2]!), join(otherArchive.dir, 'wal/00000001', names[2]!));

@@ -131,6 +131,12 @@ export async function archivingPrimary(
     conf: { wal_level: 'replica', archive_mode: 'on', archive_command: archiveCommand(), ...conf },
     env: archive.env,
   });
+  // The archive exists before archiving starts, as a user would set it up,
+  // also when the test starts with another archive_command (a backlog first).
+  if (conf.archive_command !== undefined) {
+    const r = await runWalship(['init', '-D', primary.dataDir], { env: archive.env });
+    if (r.code !== 0) throw new Error(`walship init failed (exit ${r.code}): ${r.stderr}`);
+  }
   await primary.start();
   return primary;
 }
