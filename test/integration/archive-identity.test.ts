@@ -17,7 +17,7 @@ describe('archive identity: init, binding, acknowledgements, per-cluster spool',
   let s3a: S3Server;
   let s3b: S3Server;
   beforeAll(async () => {
-    [s3a, s3b] = await Promise.all([startS3Server(), startS3Server()]);
+    [s3a, s3b] = await Promise.all([startS3Server({ buckets: ['walship'] }), startS3Server({ buckets: ['walship'] })]);
   });
   afterAll(async () => {
     for (const c of clusters.reverse()) await c.destroy().catch(() => undefined);
@@ -154,29 +154,32 @@ describe('archive identity: init, binding, acknowledgements, per-cluster spool',
   });
 
   it('a spool that is not private is never trusted: a planted acknowledgement does not count, archiving goes on', async () => {
-    const archive = await fileArchive({ WALSHIP_PUSH_CONCURRENCY: '8' });
+    // On S3, where nothing but the marker could make the launcher answer 0 for a file the store lacks.
+    const archive = await s3Archive(s3a, 'walship', 'spooltrust', { WALSHIP_PUSH_CONCURRENCY: '8' });
+    const store = await archive.store();
     const { pg, ready } = await backlog('spooltrust', archive, 3);
     expect((await push(pg, archive.env, ready[0]!)).code).toBe(0);
     // Markers for the next files exist now; remove those objects from the store, so that only a
     // trusted marker could make push answer 0 without archiving.
-    await rm(join(archive.dir, 'wal/00000001', ready[1]!));
+    const key = (n: string) => `wal/00000001/${n}`;
+    await store.delete(key(ready[1]!));
+    await store.delete(key(ready[2]!));
     await chmod(archive.env.WALSHIP_SPOOL_DIR!, 0o777);
     const r = await push(pg, archive.env, ready[1]!);
     expect(r.code, r.stderr).toBe(0);
     expect(logRecords(r.stderr).some((x) => x.outcome === 'archived-ahead')).toBe(false);
     expect(r.stderr).toContain('is not used');
-    expect(existsSync(join(archive.dir, 'wal/00000001', ready[1]!))).toBe(true);
+    expect(await store.head(key(ready[1]!))).toBeDefined();
 
     // A spool that is a symlink to a private directory is not trusted either.
     await chmod(archive.env.WALSHIP_SPOOL_DIR!, 0o700);
-    await rm(join(archive.dir, 'wal/00000001', ready[2]!));
     const link = join(await tempDir('walship-spoollink-'), 'spool');
     await symlink(archive.env.WALSHIP_SPOOL_DIR!, link);
     await chownTreeToPostgres(join(link, '..'));
     const viaLink = await push(pg, { ...archive.env, WALSHIP_SPOOL_DIR: link }, ready[2]!);
     expect(viaLink.code, viaLink.stderr).toBe(0);
     expect(logRecords(viaLink.stderr).some((x) => x.outcome === 'archived-ahead')).toBe(false);
-    expect(existsSync(join(archive.dir, 'wal/00000001', ready[2]!))).toBe(true);
+    expect(await store.head(key(ready[2]!))).toBeDefined();
   });
 
   it('two clusters sharing one spool keep their own records: one cluster failing is not hidden by the other succeeding', async () => {
