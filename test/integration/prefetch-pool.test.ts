@@ -249,15 +249,17 @@ describe('the prefetch pool hands over only what it can prove', () => {
       }
     });
 
-    it('a standby that switched to streaming and was promoted keeps no pool', async () => {
+    it('a standby that switched from the archive to streaming and was then promoted keeps no pool', async () => {
       // The stalled worker goes; a new one takes over while the standby still reads the archive.
       process.kill(stopped, 'SIGKILL');
       expect(await until(() => !workers(standby.dataDir).includes(stopped), 30_000)).toBe(true);
       await makeSegments(primary, 2);
       await caughtUp();
       expect(existsSync(join(standby.dataDir, POOL))).toBe(true);
-      // Streaming from now on: PostgreSQL stops asking for files, the worker idles out.
-      await standby.setConf({ primary_conninfo: primary.connString });
+      // Switched over to streaming replication (restore_command dropped):
+      // PostgreSQL asks for no more files, the worker idles out, and no
+      // restore_command call at the promotion can clean up after it.
+      await standby.setConf({ primary_conninfo: primary.connString, restore_command: '' });
       await standby.reload();
       const streaming = await until(async () => (await standby.sql('select count(*) from pg_stat_wal_receiver').catch(() => '0')) === '1', 120_000);
       expect(streaming, await standby.logTail(20)).toBe(true);
