@@ -249,10 +249,27 @@ describe('the prefetch pool hands over only what it can prove', () => {
       }
     });
 
-    it('a standby that switched from the archive to streaming and was then promoted keeps no pool', async () => {
-      // The stalled worker goes; a new one takes over while the standby still reads the archive.
+    it('workers started at the same instant: exactly one runs', async () => {
+      // The stalled worker dies; every fetch now finds no worker and starts one.
       process.kill(stopped, 'SIGKILL');
       expect(await until(() => !workers(standby.dataDir).includes(stopped), 30_000)).toBe(true);
+      const last = await primary.sql('select pg_walfile_name(pg_current_wal_lsn())');
+      const starts = await Promise.all(Array.from({ length: 8 }, () => runWalship(['fetch', nextSegment(last, 3), 'pg_wal/WALSHIPTEST'], { env, cwd: standby.dataDir })));
+      expect(starts.map((r) => r.code)).toEqual(starts.map(() => 1));
+      // Losers exit at once; watch until a survivor has run for a while, never seeing two.
+      let most = 0;
+      let alone = 0;
+      await until(() => {
+        const n = workers(standby.dataDir).length;
+        most = Math.max(most, n);
+        alone = n === 1 ? alone + 1 : 0;
+        return alone >= 20;
+      }, 60_000);
+      expect(most).toBe(1);
+      expect(workers(standby.dataDir)).toHaveLength(1);
+    });
+
+    it('a standby that switched from the archive to streaming and was then promoted keeps no pool', async () => {
       await makeSegments(primary, 2);
       await caughtUp();
       expect(existsSync(join(standby.dataDir, POOL))).toBe(true);
