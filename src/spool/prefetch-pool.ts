@@ -87,8 +87,13 @@ function runFlock(args: string[]): Promise<number> {
  * could miss.
  */
 export async function lockHeld(lock: string): Promise<boolean> {
-  // -o: the probe's `true` need not keep the descriptor.
-  return (await runFlock(['-n', '-o', '-E', String(LOCK_CONFLICT), lock, 'true'])) === LOCK_CONFLICT;
+  try {
+    // -o: the probe's `true` need not keep the descriptor.
+    return (await runFlock(['-n', '-o', '-E', String(LOCK_CONFLICT), lock, 'true'])) === LOCK_CONFLICT;
+  } catch {
+    // No flock(1): no worker can have been started either; nothing is handed over.
+    return false;
+  }
 }
 
 export class PrefetchPool {
