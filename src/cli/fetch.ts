@@ -3,8 +3,11 @@ import { dirname } from 'node:path';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log/index.js';
 import { readArchived, writeAtomically } from '../pipeline/fetch.js';
-import { poolFor } from '../pipeline/prefetch.js';
-import type { PrefetchPool } from '../spool/prefetch-pool.js';
+import { storeFingerprint } from '../config/fingerprint.js';
+import { readManifest } from '../pipeline/manifest.js';
+import { currentPoolOwner, poolFor, recoveryInProgress, removeLeftoverPool } from '../pipeline/prefetch.js';
+import type { PoolOwner, PrefetchPool } from '../spool/prefetch-pool.js';
+import type { Store } from '../store/index.js';
 import { tryOpenClusterSpool } from '../spool/cluster.js';
 import { recordFetch, recordFetchFailure, recordPrefetch } from '../spool/state.js';
 import { checkPathArgument, checkTargetDirectory } from '../pipeline/paths.js';
@@ -36,10 +39,13 @@ export async function runFetch(name: string, target: string, globals: GlobalOpti
     const { config, store, keys } = await commandContext(globals, log);
     // restore_command runs in the data directory; the journal is per cluster.
     spoolDir = (await tryOpenClusterSpool(config.spoolDir, process.cwd(), (m) => log.warn(m)))?.dir;
+    // Outside recovery (a hand-run fetch, or pg_rewind) a pool left behind is removed.
+    if (!recoveryInProgress(process.cwd())) await removeLeftoverPool(process.cwd(), (m) => log.warn(m));
     const pool = config.prefetch > 0 && isSegmentName(name) ? poolFor(process.cwd(), target) : undefined;
     if (pool) {
       await startPrefetch(pool, name, globals, log);
-      if (await pool.take(name, target, dirname(target))) {
+      const owner = await expectedOwner(store, storeFingerprint(config), log);
+      if (owner && (await pool.take(name, target, dirname(target), owner))) {
         await pool.discardStale(name);
         const ms = Math.round(performance.now() - started);
         log.info({ file: name, target, ms, prefetched: true }, `restored ${name} from the prefetch pool in ${ms} ms`);
@@ -88,9 +94,28 @@ function isSegmentName(name: string): boolean {
 }
 
 /**
+ * What the pool must be owned by for a hand-over to this call: this server
+ * lifetime, cluster, archive and store configuration. Undefined (download
+ * instead) when any of it cannot be told; a store failure here is left to
+ * the download, which applies the full error contract.
+ */
+async function expectedOwner(store: Store, fingerprint: string, log: Logger): Promise<PoolOwner | undefined> {
+  try {
+    const manifest = await readManifest(store);
+    return manifest ? await currentPoolOwner(process.cwd(), manifest.archiveId, fingerprint) : undefined;
+  } catch (err) {
+    log.debug(`prefetch pool not used for this call: ${errorMessage(err)}`);
+    return undefined;
+  }
+}
+
+/**
  * Tells the prefetch worker where recovery is, and starts one if none is
- * alive. The worker is detached (it outlives this call and is reaped by
- * init) and writes its log lines to the same stderr, PostgreSQL's log.
+ * alive. The worker runs under flock(1), which holds the pool's lock for the
+ * worker's whole life (the lock belongs to the open file the node child
+ * inherits), so a second one started meanwhile exits at once. It is
+ * detached (it outlives this call and is reaped by init) and writes its log
+ * lines to the same stderr, PostgreSQL's log.
  * Prefetching is an optimisation: any failure here is logged and ignored.
  */
 async function startPrefetch(pool: PrefetchPool, name: string, globals: GlobalOptions, log: Logger): Promise<void> {
@@ -99,7 +124,11 @@ async function startPrefetch(pool: PrefetchPool, name: string, globals: GlobalOp
     await pool.setWant(name);
     if (await pool.workerAlive()) return;
     const args = [process.argv[1]!, ...(globals.config ? ['--config', globals.config] : []), 'prefetch-worker'];
-    const child = spawn(process.execPath, [...process.execArgv, ...args], { cwd: process.cwd(), detached: true, stdio: ['ignore', 'ignore', 'inherit'] });
+    const child = spawn('flock', ['-xn', pool.lockPath, process.execPath, ...process.execArgv, ...args], {
+      cwd: process.cwd(),
+      detached: true,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
     child.on('error', (err) => log.warn(`cannot start the prefetch worker: ${err.message}`));
     child.unref();
   } catch (err) {

@@ -3,6 +3,7 @@ import { errorMessage } from '../errors.js';
 import { releaseSegmentMemory } from '../memory.js';
 import type { Logger } from '../log/index.js';
 import { openBoundArchive } from '../pipeline/archive-binding.js';
+import { removeLeftoverPool } from '../pipeline/prefetch.js';
 import { push, type PushOptions } from '../pipeline/push.js';
 import { nextReadyFiles } from '../pipeline/ready-files.js';
 import { tryOpenClusterSpool } from '../spool/cluster.js';
@@ -34,6 +35,8 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
     const cluster = await tryOpenClusterSpool(config.spoolDir, process.cwd(), (m) => log.warn(m));
     spoolDir = cluster?.dir;
     const archive = await openBoundArchive(store, config, cluster);
+    // Archiving means recovery is over: a prefetch pool left in pg_wal goes.
+    await removeLeftoverPool(process.cwd(), (m) => log.warn(m));
     const markers = archive.cluster
       ? new PushMarkers(archive.cluster.dir, { archiveId: archive.manifest.archiveId, storeFingerprint: archive.fingerprint })
       : undefined;

@@ -1,37 +1,191 @@
-import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, utimes } from 'node:fs/promises';
-import { constants } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { constants, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { mkdir, open, readFile, readdir, rename, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDir } from '../store/fs.js';
-import { writeFileAtomic, writeFileDurably } from './atomic-file.js';
+import { parseLongHeader } from '../wal/header.js';
+import { segmentInRange, segmentNumber } from '../wal/names.js';
+import { writeFileAtomic } from './atomic-file.js';
 
 /**
  * The prefetch pool: a directory inside pg_wal (so on the same file system,
  * and a hand-over is a rename) holding segments that were downloaded and
  * fully verified ahead of PostgreSQL's request.
  *
- *   <name>         a verified segment, ready to be renamed to %p
- *   .<name>.tmp    being written; never handed over, removed by the next worker
- *   want           the newest segment PostgreSQL asked for (the window starts after it)
- *   worker.lock    held by the one prefetch worker; its mtime is the worker's heartbeat
+ *   <name>                   a verified segment, ready to be renamed to %p
+ *   .<name>.<pid>.<rnd>.tmp  being written; never handed over, removed by the next worker
+ *   want                     the newest segment PostgreSQL asked for (the window starts after it)
+ *   owner                    what the pool serves (see PoolOwner); written by the worker
+ *   worker.lock              flock(2)-locked by the one worker for its whole life
  *
- * Only a complete, fsynced file ever carries a segment name here.
+ * The pool is a hint, never proof: a hand-over (take here, fast_fetch in
+ * bin/walship) re-checks that a worker is alive (the lock is held), that the
+ * owner record matches this server lifetime, cluster, archive and store
+ * configuration, and that the file's long page header is the segment asked
+ * for and the file is whole. Anything else falls through to a download.
  */
 export const POOL_DIR_NAME = 'walship-prefetch';
+export const LOCK_FILE = 'worker.lock';
+const OWNER_FILE = 'owner';
 const SEGMENT = /^[0-9A-F]{24}$/;
-/** A worker that has not touched its lock for this long is gone. */
-export const HEARTBEAT_STALE_MS = 10_000;
+/** flock(1) exit status when the lock is held by someone else (-E). */
+const LOCK_CONFLICT = 75;
+
+/** A running postmaster: the first and third line of postmaster.pid (pid and start time). */
+export interface PostmasterIdentity {
+  readonly pid: string;
+  readonly start: string;
+}
+
+/**
+ * What a pool serves. A pool written for another server lifetime (a restart),
+ * another cluster, another archive or another store configuration is never
+ * handed over from, and is emptied by the next worker.
+ */
+export interface PoolOwner {
+  readonly archiveId: string;
+  readonly systemIdentifier: string;
+  readonly storeFingerprint: string;
+  readonly postmaster: PostmasterIdentity;
+}
+
+/** The postmaster running in `dataDir`, or undefined when there is none (or postmaster.pid is unreadable). */
+export async function readPostmasterIdentity(dataDir: string): Promise<PostmasterIdentity | undefined> {
+  const text = await readFile(join(dataDir, 'postmaster.pid'), 'utf8').catch(() => undefined);
+  const lines = text?.split('\n');
+  const pid = lines?.[0]?.trim();
+  const start = lines?.[2]?.trim();
+  if (!pid || !start || !/^\d+$/.test(pid) || !/^\d+$/.test(start)) return undefined;
+  return { pid, start };
+}
+
+function ownerLine(o: PoolOwner): string {
+  return `v1 ${o.archiveId} ${o.systemIdentifier} ${o.storeFingerprint} ${o.postmaster.pid} ${o.postmaster.start}\n`;
+}
+
+function sameOwner(a: PoolOwner, b: PoolOwner): boolean {
+  return ownerLine(a) === ownerLine(b);
+}
+
+/** Runs flock(1); resolves with its exit status. */
+function runFlock(args: string[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    execFile('flock', args, { timeout: 60_000 }, (err) => {
+      if (!err) return resolve(0);
+      const code = (err as { code?: unknown }).code;
+      if (typeof code === 'number') return resolve(code);
+      reject(err);
+    });
+  });
+}
+
+/**
+ * True while some process holds `lock` (flock(2), exclusive). The lock
+ * belongs to the open file, so it is released exactly when its holder is
+ * gone: no pid that could be recycled, no heartbeat that a stalled process
+ * could miss.
+ */
+export async function lockHeld(lock: string): Promise<boolean> {
+  try {
+    // -o: the probe's `true` need not keep the descriptor.
+    return (await runFlock(['-n', '-o', '-E', String(LOCK_CONFLICT), lock, 'true'])) === LOCK_CONFLICT;
+  } catch {
+    // No flock(1): no worker can have been started either; nothing is handed over.
+    return false;
+  }
+}
 
 export class PrefetchPool {
   constructor(readonly dir: string) {}
+
+  get lockPath(): string {
+    return join(this.dir, LOCK_FILE);
+  }
 
   async ensure(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
   }
 
-  /** Hands a pooled segment to PostgreSQL; false if it is not in the pool. */
-  async take(name: string, target: string, targetDir: string): Promise<boolean> {
+  /** True when a worker is alive: someone holds the worker lock. */
+  async workerAlive(): Promise<boolean> {
+    return lockHeld(this.lockPath);
+  }
+
+  /**
+   * True when this process holds the worker lock: it inherited a descriptor
+   * of worker.lock that carries an exclusive flock (started as
+   * `flock -xn worker.lock node … prefetch-worker`). Read from /proc, so a
+   * worker started any other way never runs beside the real one.
+   */
+  holdsLock(): boolean {
+    let ino: number;
     try {
-      await rename(join(this.dir, name), target);
+      ino = statSync(this.lockPath).ino;
+    } catch {
+      return false;
+    }
+    for (const fd of readdirSync('/proc/self/fd')) {
+      try {
+        if (statSync(`/proc/self/fd/${fd}`).ino !== ino || !readlinkSync(`/proc/self/fd/${fd}`).endsWith(`/${LOCK_FILE}`)) continue;
+        const info = readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+        if (/^lock:\s+\d+: FLOCK\s+ADVISORY\s+WRITE /m.test(info)) return true;
+      } catch {
+        // a descriptor that closed meanwhile
+      }
+    }
+    return false;
+  }
+
+  async readOwner(): Promise<PoolOwner | undefined> {
+    const text = await readFile(join(this.dir, OWNER_FILE), 'utf8').catch(() => '');
+    const m = /^v1 ([0-9a-f]{32}) (\d+) ([0-9a-f]{16}) (\d+) (\d+)\n$/.exec(text);
+    if (!m) return undefined;
+    return { archiveId: m[1]!, systemIdentifier: m[2]!, storeFingerprint: m[3]!, postmaster: { pid: m[4]!, start: m[5]! } };
+  }
+
+  /**
+   * For the worker (holding the lock), before it pools anything: a pool
+   * written for anything else than `owner` is emptied, leftovers of a killed
+   * worker are removed, and the owner record is (re)written.
+   */
+  async adopt(owner: PoolOwner): Promise<void> {
+    const current = await this.readOwner();
+    if (!current || !sameOwner(current, owner)) {
+      for (const n of await this.segments()) await unlink(join(this.dir, n)).catch(() => undefined);
+    }
+    await this.removeTemporaries();
+    if (!current || !sameOwner(current, owner)) await writeFileAtomic(join(this.dir, OWNER_FILE), ownerLine(owner), { durable: true });
+  }
+
+  /**
+   * Hands a pooled segment to PostgreSQL; false (and the caller downloads it)
+   * unless a worker is alive, the pool's owner is `expected` and the file is
+   * the whole segment asked for.
+   */
+  async take(name: string, target: string, targetDir: string, expected: PoolOwner): Promise<boolean> {
+    const path = join(this.dir, name);
+    if (!SEGMENT.test(name)) return false;
+    let fh;
+    try {
+      fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch {
+      return false;
+    }
+    try {
+      const owner = await this.readOwner();
+      if (!owner || !sameOwner(owner, expected)) return false;
+      if (!(await this.workerAlive())) return false;
+      const st = await fh.stat();
+      if (!st.isFile()) return false;
+      const head = Buffer.alloc(40);
+      const { bytesRead } = await fh.read(head, 0, head.length, 0);
+      if (!segmentMatches(name, head.subarray(0, bytesRead), st.size, expected.systemIdentifier)) return false;
+    } finally {
+      await fh.close();
+    }
+    try {
+      await rename(path, target);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw err;
@@ -40,8 +194,23 @@ export class PrefetchPool {
     return true;
   }
 
+  /** Pools a verified segment: a new, exclusively created temporary file, fsynced, renamed, directory fsynced. */
   async put(name: string, data: Buffer): Promise<void> {
-    await writeFileDurably(join(this.dir, name), join(this.dir, `.${name}.tmp`), data);
+    const tmp = join(this.dir, `.${name}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+    try {
+      const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      try {
+        await fh.writeFile(data);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, join(this.dir, name));
+      await fsyncDir(this.dir);
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw err;
+    }
   }
 
   async segments(): Promise<string[]> {
@@ -65,6 +234,7 @@ export class PrefetchPool {
     }
   }
 
+  /** Only for the lock holder: with one worker at a time, every temporary file is a dead worker's. */
   async removeTemporaries(): Promise<void> {
     let names: string[] = [];
     try {
@@ -88,53 +258,38 @@ export class PrefetchPool {
     }
   }
 
-  /**
-   * True when a worker holds the lock: its process exists and it has touched
-   * the lock recently (the heartbeat guards against a recycled pid).
-   */
-  async workerAlive(): Promise<boolean> {
-    const lock = join(this.dir, 'worker.lock');
-    const st = await stat(lock).catch(() => undefined);
-    if (st === undefined || Date.now() - st.mtimeMs >= HEARTBEAT_STALE_MS) return false;
-    const pid = Number((await readFile(lock, 'utf8').catch(() => '')).trim());
-    if (!Number.isInteger(pid) || pid <= 0) return false;
-    try {
-      process.kill(pid, 0);
-      return true;
-    } catch (err) {
-      // EPERM: it exists but belongs to someone else; still alive.
-      return (err as NodeJS.ErrnoException).code === 'EPERM';
-    }
-  }
-
-  /** Takes the worker lock, replacing a stale one; false if a live worker holds it. */
-  async acquireWorkerLock(): Promise<boolean> {
-    const lock = join(this.dir, 'worker.lock');
-    if (await this.workerAlive()) return false;
-    await unlink(lock).catch(() => undefined);
-    try {
-      const fh = await open(lock, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-      await fh.writeFile(String(process.pid));
-      await fh.close();
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
-  async heartbeat(): Promise<void> {
-    const now = new Date();
-    await utimes(join(this.dir, 'worker.lock'), now, now).catch(() => undefined);
-  }
-
-  async releaseWorkerLock(): Promise<void> {
-    const lock = join(this.dir, 'worker.lock');
-    const owner = await readFile(lock, 'utf8').catch(() => '');
-    if (owner.trim() === String(process.pid)) await unlink(lock).catch(() => undefined);
-  }
-
-  /** Recovery is over: nothing here will be asked for again. */
+  /** Recovery is over: nothing here will be asked for again. Only for the lock holder. */
   async removeAll(): Promise<void> {
     await rm(this.dir, { recursive: true, force: true });
   }
+
+  /**
+   * Removes the pool if no worker holds its lock, holding the lock meanwhile
+   * (so no worker can start while it goes). 'busy' when a worker is alive.
+   */
+  async removeIfUnlocked(): Promise<'removed' | 'busy'> {
+    const code = await runFlock(['-xn', '-E', String(LOCK_CONFLICT), this.lockPath, 'rm', '-rf', '--', this.dir]);
+    if (code === LOCK_CONFLICT) return 'busy';
+    if (code !== 0) throw new Error(`flock/rm exited ${code} while removing ${this.dir}`);
+    return 'removed';
+  }
+}
+
+/**
+ * True when `head` (the first bytes of a file of `size` bytes) is the long
+ * page header of segment `name` of cluster `systemIdentifier`, and the file
+ * is as long as that header says a segment is: a torn, foreign, renamed or
+ * other-timeline file is refused. bin/walship (fast_fetch) checks the same.
+ */
+export function segmentMatches(name: string, head: Buffer, size: number, systemIdentifier: string): boolean {
+  let h;
+  try {
+    h = parseLongHeader(head);
+  } catch {
+    return false;
+  }
+  if (h.segmentSize !== size || !segmentInRange(name, h.segmentSize)) return false;
+  if (h.timeline !== Number.parseInt(name.slice(0, 8), 16)) return false;
+  if (h.pageAddress !== segmentNumber(name, h.segmentSize) * BigInt(h.segmentSize)) return false;
+  return h.systemIdentifier === systemIdentifier;
 }
