@@ -45,7 +45,7 @@ export async function initArchive(opts: InitOptions): Promise<InitResult> {
     });
   }
   const header = await newestSegmentHeader(opts.dataDir, systemIdentifier);
-  const binding = opts.cluster ? await readBinding(opts.cluster) : undefined;
+  const binding = await readBinding(opts.dataDir);
   const fingerprint = storeFingerprint(opts.config);
   const existing = await readManifest(store);
 
@@ -84,7 +84,7 @@ export async function initArchive(opts: InitOptions): Promise<InitResult> {
       { hint: 'check WALSHIP_STORE and WALSHIP_S3_ENDPOINT; to archive into this archive from now on, run "walship init --rebind"' },
     );
   }
-  if (opts.cluster) await writeBinding(opts.cluster, { archiveId: manifest.archiveId, storeFingerprint: fingerprint, store: store.description });
+  await writeBinding(opts.dataDir, { archiveId: manifest.archiveId, storeFingerprint: fingerprint, store: store.description });
   const reboundFrom = binding && binding.archiveId !== manifest.archiveId ? binding.archiveId : undefined;
   return { outcome, reboundFrom, manifest };
 }

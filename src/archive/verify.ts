@@ -257,6 +257,9 @@ function checkParsedHeader(f: ArchivedFile, inv: Inventory, h: ObjectHeader, hea
       return { ok: false, damaged: true, message: `belongs to database system ${h.systemIdentifier}, the archive to ${inv.manifest.systemIdentifier}` };
     }
     if (h.rawSize !== inv.segmentSize) return { ok: false, damaged: true, message: `holds ${h.rawSize} bytes, segments here are ${inv.segmentSize}` };
+  } else if (h.systemIdentifier !== undefined && h.systemIdentifier !== inv.manifest.systemIdentifier) {
+    // History and backup files name their cluster since this version (older ones name none).
+    return { ok: false, damaged: true, message: `belongs to database system ${h.systemIdentifier}, the archive to ${inv.manifest.systemIdentifier}` };
   }
   return { ok: true };
 }

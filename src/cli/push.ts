@@ -1,5 +1,5 @@
 import { basename } from 'node:path';
-import { errorMessage } from '../errors.js';
+import { ArchiveChangedError, ArchiveMissingError, errorMessage, ForeignClusterError } from '../errors.js';
 import { releaseSegmentMemory } from '../memory.js';
 import type { Logger } from '../log/index.js';
 import { openBoundArchive } from '../pipeline/archive-binding.js';
@@ -7,7 +7,7 @@ import { removeLeftoverPool } from '../pipeline/prefetch.js';
 import { push, type PushOptions } from '../pipeline/push.js';
 import { nextReadyFiles } from '../pipeline/ready-files.js';
 import { tryOpenClusterSpool } from '../spool/cluster.js';
-import { fileIdentity, PushMarkers } from '../spool/push-markers.js';
+import { fileIdentity, PushMarkers, revokeMarkers } from '../spool/push-markers.js';
 import { recordPush, recordPushFailure } from '../spool/state.js';
 import { isWalName } from '../wal/index.js';
 import { CREATED_BY } from '../version.js';
@@ -34,7 +34,7 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
     // archive_command runs in the data directory.
     const cluster = await tryOpenClusterSpool(config.spoolDir, process.cwd(), (m) => log.warn(m));
     spoolDir = cluster?.dir;
-    const archive = await openBoundArchive(store, config, cluster);
+    const archive = await openBoundArchive(store, config, process.cwd(), cluster, (m) => log.warn(m));
     // Archiving means recovery is over: a prefetch pool left in pg_wal goes.
     await removeLeftoverPool(process.cwd(), (m) => log.warn(m));
     const markers = archive.cluster
@@ -88,6 +88,11 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
     return EXIT.OK;
   } catch (err) {
     reportError(log, err, 'error', `could not archive ${path}: `);
+    // The store is not (or no longer) the archive the outstanding look-ahead
+    // markers were confirmed by: none of them may answer PostgreSQL any more.
+    if (spoolDir && (err instanceof ArchiveMissingError || err instanceof ArchiveChangedError || err instanceof ForeignClusterError)) {
+      await revokeMarkers(spoolDir).catch(() => undefined);
+    }
     if (spoolDir) await recordPushFailure(spoolDir, { file: basename(path), error: err, ms: Math.round(performance.now() - started) }, log);
     return EXIT.FAILED;
   }

@@ -13,7 +13,14 @@ import type { Config } from './load.js';
  * two in step. Region and path style are left out on purpose: they change how
  * a server is addressed, not which data it holds.
  */
-export function storeFingerprint(config: Pick<Config, 'store' | 's3'>): string {
+export function storeFingerprint(config: Pick<Config, 'store' | 's3'>, env: NodeJS.ProcessEnv = process.env): string {
   const endpoint = config.store.kind === 's3' ? (config.s3.endpoint ?? '') : '';
-  return createHash('sha256').update(`walship-store-v1\n${config.store.url}\n${endpoint}\n`).digest('hex').slice(0, 16);
+  let text = `walship-store-v1\n${config.store.url}\n${endpoint}\n`;
+  // The AWS SDK also finds an endpoint (or a profile naming one) here.
+  const sdk = config.store.kind === 's3' ? SDK_ENDPOINT_VARIABLES.map((v) => env[v] ?? '') : [];
+  if (sdk.some((v) => v !== '')) text += `aws\n${sdk.join('\n')}\n`;
+  return createHash('sha256').update(text).digest('hex').slice(0, 16);
 }
+
+/** Environment variables through which the AWS SDK may send S3 requests elsewhere. bin/walship declines its shortcut when any is set. */
+export const SDK_ENDPOINT_VARIABLES = ['AWS_ENDPOINT_URL_S3', 'AWS_ENDPOINT_URL', 'AWS_PROFILE', 'AWS_CONFIG_FILE'] as const;

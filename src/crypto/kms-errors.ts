@@ -1,4 +1,5 @@
 import { KeyError, KeyUnavailableError, type WalshipError } from '../errors.js';
+import { maskCredentials } from '../config/load.js';
 
 /**
  * Maps an AWS KMS (or network) failure to walship's errors. The split that
@@ -47,7 +48,8 @@ export function kmsError(ctx: KmsErrorContext, err: unknown): WalshipError {
   const name = e.name ?? 'Error';
   const status = e.$metadata?.httpStatusCode;
   const code = e.code ?? (e as { cause?: AwsLikeError }).cause?.code;
-  const where = ctx.endpoint ?? `KMS in ${ctx.region}`;
+  // An endpoint URL may carry credentials (user:password@): never log them.
+  const where = ctx.endpoint !== undefined ? maskCredentials(ctx.endpoint) : `KMS in ${ctx.region}`;
   const detail = `${name}${status ? ` (HTTP ${status})` : ''}${code && code !== name ? ` ${code}` : ''}: ${e.message ?? ''}`.trim();
   const message = `KMS ${ctx.op} with key ${ctx.keyId} failed: ${detail}`;
   const base = { file: ctx.file, cause: err };

@@ -2,6 +2,7 @@ import { storeFingerprint, type Config } from '../config/index.js';
 import { ArchiveChangedError, ForeignClusterError } from '../errors.js';
 import { readBinding, writeBinding, type ClusterSpool } from '../spool/cluster.js';
 import type { Store } from '../store/index.js';
+import { readControlSystemIdentifier } from '../wal/index.js';
 import { requireManifest, type ArchiveManifest } from './manifest.js';
 
 /** The archive a push writes to, checked against what this data directory is bound to. */
@@ -14,7 +15,7 @@ export interface BoundArchive {
 }
 
 /**
- * Opens the archive for archiving from the data directory `cluster` belongs to:
+ * Opens the archive for archiving from `dataDir`:
  * - the store must hold a walship archive (push never creates one);
  * - the archive must be of this cluster (pg_control);
  * - it must be the archive this data directory was bound to (by walship
@@ -24,17 +25,23 @@ export interface BoundArchive {
  * An unbound data directory (upgraded from a walship that kept no binding) is
  * bound here to the archive it finds, which exists, so it was created on purpose.
  */
-export async function openBoundArchive(store: Store, config: Pick<Config, 'store' | 's3'>, cluster: ClusterSpool | undefined): Promise<BoundArchive> {
+export async function openBoundArchive(
+  store: Store,
+  config: Pick<Config, 'store' | 's3'>,
+  dataDir: string,
+  cluster: ClusterSpool | undefined,
+  warn: (message: string) => void = () => undefined,
+): Promise<BoundArchive> {
   const manifest = await requireManifest(store);
   const fingerprint = storeFingerprint(config);
-  if (!cluster) return { manifest, fingerprint, cluster };
-  if (cluster.systemIdentifier !== undefined && cluster.systemIdentifier !== manifest.systemIdentifier) {
+  const systemIdentifier = cluster?.systemIdentifier ?? (await readControlSystemIdentifier(dataDir));
+  if (systemIdentifier !== undefined && systemIdentifier !== manifest.systemIdentifier) {
     throw new ForeignClusterError(
-      `this data directory is database system ${cluster.systemIdentifier}, but ${store.description} archives system ${manifest.systemIdentifier}`,
+      `this data directory is database system ${systemIdentifier}, but ${store.description} archives system ${manifest.systemIdentifier}`,
       { hint: 'two clusters share one WALSHIP_STORE (a restored copy or a new primary?): give each cluster its own store or prefix, and run walship init there' },
     );
   }
-  const binding = await readBinding(cluster);
+  const binding = await readBinding(dataDir);
   if (binding && binding.archiveId !== manifest.archiveId) {
     throw new ArchiveChangedError(
       `${store.description} holds archive ${manifest.archiveId}, but this data directory archives to archive ${binding.archiveId} (last seen at ${binding.store})`,
@@ -44,7 +51,11 @@ export async function openBoundArchive(store: Store, config: Pick<Config, 'store
     );
   }
   if (!binding || binding.storeFingerprint !== fingerprint) {
-    await writeBinding(cluster, { archiveId: manifest.archiveId, storeFingerprint: fingerprint, store: store.description });
+    // Remembering is a safety net, not a condition for archiving: a data
+    // directory that cannot take the file still archives, with a warning.
+    await writeBinding(dataDir, { archiveId: manifest.archiveId, storeFingerprint: fingerprint, store: store.description }).catch((err: unknown) =>
+      warn(`cannot remember in ${dataDir} which archive it archives to (${err instanceof Error ? err.message : String(err)})`),
+    );
   }
   return { manifest, fingerprint, cluster };
 }

@@ -12,16 +12,18 @@ import { MANIFEST_KEY } from './layout.js';
  * without a manifest is an unmounted directory or a wrong bucket, not a new
  * archive.
  *
- * Version 2 adds `archiveId`, a random identity. Anything local that vouches
- * for "already archived" is bound to it, so wiping and re-creating an archive
- * under the same URL invalidates every such hint. Version 1 manifests (written
- * by the first push of older walship versions) have no id; theirs is derived
- * from the manifest's exact bytes, which never change, so upgrading needs no
- * rewrite and the id is stable.
+ * `archiveId` is a random identity, written by `walship init`. Anything
+ * local that vouches for "already archived" is bound to it, so wiping and
+ * re-creating an archive under the same URL invalidates every such hint. The
+ * format version stays 1 (older walship versions accept the extra field, so a
+ * standby or restore host not yet upgraded still reads the archive).
+ * Manifests written by the first push of older walship versions have no id;
+ * theirs is derived from the manifest's exact bytes, which never change, so
+ * upgrading needs no rewrite and the id is stable.
  */
 export interface ArchiveManifest {
-  readonly walship: 1 | 2;
-  /** Present in the file from version 2 on; for version 1 filled in by readManifest (see above). */
+  readonly walship: 1;
+  /** Written by walship init; for older manifests filled in by readManifest (see above). */
   readonly archiveId: string;
   readonly systemIdentifier: string;
   readonly pgMajor: number | null;
@@ -47,12 +49,10 @@ export function legacyArchiveId(bytes: Buffer): string {
 function parseManifest(bytes: Buffer, store: Store): ArchiveManifest {
   try {
     const m = JSON.parse(bytes.toString('utf8')) as Omit<ArchiveManifest, 'archiveId'> & { archiveId?: unknown };
-    const sound = /^\d+$/.test(m.systemIdentifier) && Number.isInteger(m.segmentSize);
-    if (sound && m.walship === 1) return { ...m, archiveId: legacyArchiveId(bytes) };
-    // Version 2 ids are random and start with 0, legacy ones with 1: never equal.
-    if (sound && m.walship === 2 && typeof m.archiveId === 'string' && ARCHIVE_ID.test(m.archiveId) && m.archiveId.startsWith('0')) {
-      return m as ArchiveManifest;
-    }
+    const sound = m.walship === 1 && /^\d+$/.test(m.systemIdentifier) && Number.isInteger(m.segmentSize);
+    if (sound && m.archiveId === undefined) return { ...m, archiveId: legacyArchiveId(bytes) };
+    // Random ids start with 0, derived ones with 1: never equal.
+    if (sound && typeof m.archiveId === 'string' && ARCHIVE_ID.test(m.archiveId) && m.archiveId.startsWith('0')) return m as ArchiveManifest;
   } catch {
     // reported below
   }
@@ -65,7 +65,7 @@ function parseManifest(bytes: Buffer, store: Store): ArchiveManifest {
 /** A new archive's manifest; the id is random (128 bits, the first hex digit fixed to 0, see legacyArchiveId). */
 export function manifestFor(header: WalSegmentHeader, createdBy: string): ArchiveManifest {
   return {
-    walship: 2,
+    walship: 1,
     archiveId: `0${randomBytes(16).toString('hex').slice(1)}`,
     systemIdentifier: header.systemIdentifier,
     pgMajor: header.pgMajor ?? null,

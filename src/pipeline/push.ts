@@ -91,7 +91,10 @@ export async function push(opts: PushOptions): Promise<PushResult> {
     data,
     compression: opts.compression === 'lz4' ? 'lz4-frame' : 'none',
     keys: opts.keys,
-    systemIdentifier: segmentHeader?.systemIdentifier,
+    // Every object names its cluster, history and backup files too, so that
+    // an authentic file of another cluster (sharing a key file) copied into
+    // this archive is refused on read.
+    systemIdentifier: segmentHeader?.systemIdentifier ?? opts.manifest.systemIdentifier,
     archiveSystemIdentifier: clusterId,
     createdBy: opts.createdBy,
   });

@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, mkdir, open, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
+import { LocalIoError } from '../errors.js';
 import { readControlSystemIdentifier } from '../wal/index.js';
+import { fsyncDir } from '../store/fs.js';
 import { writeFileAtomic } from './atomic-file.js';
 
 /**
@@ -75,9 +77,13 @@ export async function openClusterSpool(spoolDir: string, dataDir: string): Promi
 }
 
 /**
- * Which archive this data directory archives to, remembered so that a store
- * that later shows another archive id (re-created, or another mount) is an
- * error and not a fresh start. One line, so that bin/walship can read it:
+ * Which archive a data directory archives to, remembered so that a store that
+ * later shows another archive id (re-created, another mount, another bucket
+ * behind the same URL) is an error and not a fresh start. Kept in the data
+ * directory itself (`walship.archive`): it is private to the PostgreSQL OS
+ * user, moves with the cluster, survives a lost or untrusted spool, and
+ * deleting the spool does not get past the error (`walship init --rebind`
+ * does). One line, so that bin/walship can read it:
  *   "v1 <archiveId> <storeFingerprint> <store description>"
  */
 export interface ArchiveBinding {
@@ -86,12 +92,12 @@ export interface ArchiveBinding {
   readonly store: string;
 }
 
-const BINDING_FILE = 'archive';
+export const BINDING_FILE = 'walship.archive';
 
-export async function readBinding(cluster: ClusterSpool): Promise<ArchiveBinding | undefined> {
+export async function readBinding(dataDir: string): Promise<ArchiveBinding | undefined> {
   let text: string;
   try {
-    const fh = await open(join(cluster.dir, BINDING_FILE), constants.O_RDONLY | constants.O_NOFOLLOW);
+    const fh = await open(join(dataDir, BINDING_FILE), constants.O_RDONLY | constants.O_NOFOLLOW);
     try {
       text = await fh.readFile('utf8');
     } finally {
@@ -99,15 +105,19 @@ export async function readBinding(cluster: ClusterSpool): Promise<ArchiveBinding
     }
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
+    throw new LocalIoError(`${join(dataDir, BINDING_FILE)} cannot be read (${(err as NodeJS.ErrnoException).code ?? String(err)})`, {
+      hint: 'it must be a regular file of the PostgreSQL OS user; "walship init" writes it again',
+    });
   }
   const m = /^v1 ([0-9a-f]{32}) ([0-9a-f]{16}) (.*)\n?$/.exec(text);
-  if (!m) throw new UntrustedSpoolError(`${join(cluster.dir, BINDING_FILE)} is damaged`);
+  if (!m) throw new LocalIoError(`${join(dataDir, BINDING_FILE)} is damaged`, { hint: 'run "walship init" to write it again' });
   return { archiveId: m[1]!, storeFingerprint: m[2]!, store: m[3]! };
 }
 
-export async function writeBinding(cluster: ClusterSpool, b: ArchiveBinding): Promise<void> {
-  await writeFileAtomic(join(cluster.dir, BINDING_FILE), `v1 ${b.archiveId} ${b.storeFingerprint} ${b.store.replace(/\n/g, ' ')}\n`, { durable: true });
+/** Written atomically and durably (file and directory): a crash must not lose the binding. */
+export async function writeBinding(dataDir: string, b: ArchiveBinding): Promise<void> {
+  await writeFileAtomic(join(dataDir, BINDING_FILE), `v1 ${b.archiveId} ${b.storeFingerprint} ${b.store.replace(/\n/g, ' ')}\n`, { durable: true });
+  await fsyncDir(dataDir);
 }
 
 /** Where a cluster's spool is, without creating or checking anything (for readers such as metrics). */

@@ -1,4 +1,4 @@
-import { mkdir, readFile, readdir, stat, unlink } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic-file.js';
 
@@ -57,8 +57,16 @@ function parseMarker(text: string): Marker | undefined {
   return { archiveId, storeFingerprint, dev: Number(dev), ino: Number(ino), size: Number(size), mtimeNs, ctimeNs, blake3, storedBytes: Number(storedBytes), at };
 }
 
-/** Markers older than this are not honoured: PostgreSQL asks for a look-ahead file within moments, not hours. */
-export const MARKER_MAX_AGE_MS = 3600_000;
+/**
+ * Markers older than this are not honoured: PostgreSQL asks for a look-ahead
+ * file within moments (bin/walship applies the same bound: find -mmin -10).
+ */
+export const MARKER_MAX_AGE_MS = 600_000;
+
+/** Drops every marker of a cluster (its store turned out not to be their archive). */
+export async function revokeMarkers(clusterSpoolDir: string): Promise<void> {
+  await rm(join(clusterSpoolDir, 'pushed'), { recursive: true, force: true });
+}
 
 export async function fileIdentity(path: string): Promise<FileIdentity> {
   const st = await stat(path, { bigint: true });

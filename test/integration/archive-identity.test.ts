@@ -2,6 +2,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { chmod, copyFile, mkdir, readdir, rm, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { clusterSpoolPath } from '../../src/spool/cluster.js';
 import { PgCluster } from '../support/pg-cluster.js';
 import { chownTreeToPostgres } from '../support/postgres-user.js';
 import { startS3Server, type S3Server } from '../support/s3-server.js';
@@ -101,6 +102,11 @@ describe('archive identity: init, binding, acknowledgements, per-cluster spool',
     expect(changed.code).toBe(1);
     expect(logRecords(changed.stderr).find((x) => x.level === 'error')).toMatchObject({ code: 'ARCHIVE_CHANGED' });
     expect(existsSync(join(archive.dir, 'wal/00000001', ready[1]!))).toBe(false);
+    // The binding lives in the data directory: deleting the spool does not get past the error.
+    await rm(archive.env.WALSHIP_SPOOL_DIR!, { recursive: true, force: true });
+    const stillChanged = await push(pg, archive.env, ready[1]!);
+    expect(stillChanged.code).toBe(1);
+    expect(logRecords(stillChanged.stderr).find((x) => x.level === 'error')).toMatchObject({ code: 'ARCHIVE_CHANGED' });
 
     const rebind = await runWalship(['init', '--rebind', '-D', pg.dataDir], { env: archive.env });
     expect(rebind.code, rebind.stderr).toBe(0);
@@ -142,15 +148,20 @@ describe('archive identity: init, binding, acknowledgements, per-cluster spool',
     expect((await push(pg, archiveA.env, ready[0]!)).code).toBe(0);
     expect(await (await archiveA.store()).head(`wal/00000001/${ready[1]!}`)).toBeDefined();
 
+    // A marker vouches for the next file (for archive A through server A).
+    const marker = join(await clusterSpoolPath(archiveA.env.WALSHIP_SPOOL_DIR!, pg.dataDir), 'pushed', ready[1]!);
+    expect(existsSync(marker)).toBe(true);
     // Same bucket and prefix, same spool, another server that holds no archive.
     const envB = { ...archiveA.env, WALSHIP_S3_ENDPOINT: s3b.endpoint };
     const r = await push(pg, envB, ready[1]!);
     expect(r.code).toBe(1);
     expect(logRecords(r.stderr).find((x) => x.level === 'error')).toMatchObject({ code: 'ARCHIVE_MISSING' });
-    // Back on the original server the marker still applies (same archive, same configuration).
+    // A store that is not their archive revokes every outstanding marker.
+    expect(existsSync(marker)).toBe(false);
+    // Back on the original server the file is checked against the store again.
     const back = await push(pg, archiveA.env, ready[1]!);
     expect(back.code).toBe(0);
-    expect(logRecords(back.stderr).some((x) => x.outcome === 'archived-ahead')).toBe(true);
+    expect(logRecords(back.stderr).some((x) => x.outcome === 'already-archived')).toBe(true);
   });
 
   it('a spool that is not private is never trusted: a planted acknowledgement does not count, archiving goes on', async () => {
