@@ -122,8 +122,12 @@ describe('walship metrics and status while the store breaks and heals', () => {
       name: 'lag',
       initdbArgs: ['--wal-segsize=1'],
       conf: { wal_level: 'replica', archive_mode: 'on', archive_command: `${walshipBin()} --config ${conf} push %p` },
+      // The config file is written below, once the port is known.
+      initArchive: false,
     });
     await writeConf(join(base, 'store'));
+    const init = await runWalship(['--config', conf, 'init', '-D', pg.dataDir], { env: {} });
+    expect(init.code, init.stderr).toBe(0);
     await pg.start();
     await writeConf(join(base, 'store')); // the port may have changed at start
     systemIdentifier = await pg.sql('select system_identifier from pg_control_system()');
@@ -282,7 +286,10 @@ describe('walship metrics and status while the store breaks and heals', () => {
     expect(got.code, got.stderr).toBe(0);
     const missing = await runWalship(['--config', conf, 'fetch', '0000000100000000000000FF', 'RECOVERYXLOG'], { env: {}, cwd: work });
     expect(missing.code).toBe(1);
-    const m = await metricsOnce();
+    // Records are per data directory: these calls count for the one they restored into.
+    const r = await runWalship(['--config', conf, 'metrics', '-D', work], { env: {} });
+    expect(r.code, r.stderr).toBe(0);
+    const m = parsePromText(r.stdout);
     expect(m.value('walship_fetches_total', { result: 'ok' })).toBe(1);
     expect(m.value('walship_fetches_total', { result: 'not_found' })).toBe(1);
     expect(m.value('walship_fetches_total', { result: 'failed' })).toBe(0);

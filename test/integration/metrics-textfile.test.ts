@@ -28,7 +28,13 @@ describe('the metrics textfile under concurrent writers and readers', () => {
     await mkdir(join(base, 'store'));
     await chownTreeToPostgres(base);
     const textfile = join(textDir, 'walship.prom');
-    const env = { WALSHIP_STORE: `file://${join(base, 'store')}`, WALSHIP_SPOOL_DIR: join(base, 'spool'), WALSHIP_CLUSTER_LABEL: 'concurrency' };
+    // Records are kept per data directory: the push runs in `base`, and metrics reports on `base`.
+    const env = {
+      WALSHIP_STORE: `file://${join(base, 'store')}`,
+      WALSHIP_SPOOL_DIR: join(base, 'spool'),
+      WALSHIP_CLUSTER_LABEL: 'concurrency',
+      WALSHIP_PGDATA: base,
+    };
     // Something recorded, so that the writers also fold the journal concurrently.
     const push = await runWalship(['push', 'does-not-exist'], { env, cwd: base });
     expect(push.code).toBe(1);

@@ -7,7 +7,7 @@ import { chownTreeToPostgres, runAsPostgres } from '../support/postgres-user.js'
 import { startS3Server, type S3Server } from '../support/s3-server.js';
 import { scratch } from '../support/scratch.js';
 import { syntheticSegment } from '../support/synthetic-wal.js';
-import { fileArchive, logRecords, runWalship, s3Archive, walshipBin, type TestArchive } from '../support/walship.js';
+import { fileArchive, initArchiveFor, logRecords, runWalship, s3Archive, walshipBin, type TestArchive } from '../support/walship.js';
 
 /**
  * Store edge cases seen from outside: walship run through its installed
@@ -42,11 +42,17 @@ function backupHistory(label: string, stop: string): string {
   ].join('\n');
 }
 
+/** The archive exists before the first push (walship init), for the synthetic segments' system. */
+async function initialised<T extends TestArchive>(archive: T): Promise<T> {
+  await initArchiveFor(archive, SYSID);
+  return archive;
+}
+
 describe('store edge cases through the CLI', () => {
   const tmp = scratch();
 
   it('re-pushing an already archived identical segment fsyncs the object and its directory before exit 0 (strace)', async () => {
-    const archive = tmp.archive(await fileArchive());
+    const archive = await initialised(tmp.archive(await fileArchive()));
     const dir = await segmentsDir(tmp, 1, 1);
     const first = await runWalship(['push', seg(1)], { env: archive.env, cwd: dir });
     expect(first.code, first.stderr).toBe(0);
@@ -72,7 +78,7 @@ describe('store edge cases through the CLI', () => {
   });
 
   it('a second .backup file under a name already archived with other content is kept beside the first, exit 0 with a warning; list, verify and prune read both', async () => {
-    const archive = tmp.archive(await fileArchive());
+    const archive = await initialised(tmp.archive(await fileArchive()));
     const dir = await segmentsDir(tmp, 1, 4);
     for (let i = 1; i <= 4; i++) expect((await runWalship(['push', seg(i)], { env: archive.env, cwd: dir })).code).toBe(0);
     const name = '000000010000000000000002.00000028.backup';
@@ -134,8 +140,8 @@ describe('store edge cases through the CLI', () => {
     });
     // Generous: the machine is shared; nothing here measures time.
     const s3 = async (): Promise<TestArchive> =>
-      tmp.archive(
-        await s3Archive(server, 'edges', `cli${n++}`, { WALSHIP_S3_ENDPOINT: proxy.endpoint, WALSHIP_TIMEOUT: '30', WALSHIP_DEADLINE: '60', WALSHIP_RETRIES: '0', WALSHIP_PREFETCH: '0', WALSHIP_PUSH_CONCURRENCY: '1' }),
+      initialised(tmp.archive(
+        await s3Archive(server, 'edges', `cli${n++}`, { WALSHIP_S3_ENDPOINT: proxy.endpoint, WALSHIP_TIMEOUT: '30', WALSHIP_DEADLINE: '60', WALSHIP_RETRIES: '0', WALSHIP_PREFETCH: '0', WALSHIP_PUSH_CONCURRENCY: '1' })),
       );
 
     it('a policy without s3:ListBucket (404 becomes 403): fetch of a missing segment stops archive recovery (200), is "not available" on a standby (1), and both say which permission', async () => {
