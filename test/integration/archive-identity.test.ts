@@ -6,7 +6,7 @@ import { clusterSpoolPath } from '../../src/spool/cluster.js';
 import { PgCluster } from '../support/pg-cluster.js';
 import { chownTreeToPostgres } from '../support/postgres-user.js';
 import { startS3Server, type S3Server } from '../support/s3-server.js';
-import { archiveCommand, archivingPrimary, fileArchive, logRecords, runWalship, s3Archive, tempDir, type TestArchive } from '../support/walship.js';
+import { archiveCommand, archivingPrimary, fileArchive, logRecords, makeSegments, runWalship, s3Archive, tempDir, type TestArchive } from '../support/walship.js';
 
 /**
  * Issue 9, points 2, 3, 7 and 8, black-box: PostgreSQL, the store and the
@@ -30,10 +30,7 @@ describe('archive identity: init, binding, acknowledgements, per-cluster spool',
     const pg = await archivingPrimary(name, archive, { archive_command: '/bin/false', wal_keep_size: '256MB' });
     clusters.push(pg);
     await pg.sql('create table filler (id int, pad text)');
-    for (let i = 0; i < n; i++) {
-      await pg.sql(`insert into filler select g, repeat('x', 500) from generate_series(1, 1500) g`);
-      await pg.switchWal();
-    }
+    await makeSegments(pg, n);
     const ready = readdirSync(join(pg.dataDir, 'pg_wal/archive_status'))
       .filter((f) => /^[0-9A-F]{24}\.ready$/.test(f))
       .map((f) => f.slice(0, 24))

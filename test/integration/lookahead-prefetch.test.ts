@@ -11,6 +11,7 @@ import { readManifest } from '../../src/pipeline/manifest.js';
 import { loadConfig, storeFingerprint } from '../../src/config/index.js';
 import { chownTreeToPostgres } from '../support/postgres-user.js';
 import {
+  makeSegments,
   archiveCommand,
   archivingPrimary,
   fileArchive,
@@ -23,15 +24,6 @@ import {
 } from '../support/walship.js';
 
 
-/** Writes enough to fill `n` segments of 1 MiB and switches each. */
-async function makeSegments(pg: PgCluster, n: number): Promise<string> {
-  let last = '';
-  for (let i = 0; i < n; i++) {
-    await pg.sql(`insert into filler select g, repeat('x', 500) from generate_series(1, 1500) g`);
-    last = await pg.switchWal();
-  }
-  return last;
-}
 
 describe('look-ahead push and the prefetch pool, with a real PostgreSQL', () => {
   const clusters: PgCluster[] = [];

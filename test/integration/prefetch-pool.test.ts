@@ -7,6 +7,7 @@ import { PgCluster } from '../support/pg-cluster.js';
 import { chownTreeToPostgres, PG_BIN, runAsPostgres } from '../support/postgres-user.js';
 import { findProcessesIn, until } from '../support/processes.js';
 import {
+  makeSegments,
   archiveCommand,
   archivingPrimary,
   fileArchive,
@@ -28,14 +29,6 @@ import {
 const POOL = 'pg_wal/walship-prefetch';
 const JUNK = Buffer.alloc(32, 0x5a);
 
-async function makeSegments(pg: PgCluster, n: number): Promise<string> {
-  let last = '';
-  for (let i = 0; i < n; i++) {
-    await pg.sql(`insert into filler select g, repeat('x', 500) from generate_series(1, 1500) g`);
-    last = await pg.switchWal();
-  }
-  return last;
-}
 
 /** The next segment name on the same timeline (1 MiB segments: 4096 per xlog id). */
 function nextSegment(name: string, by = 1): string {

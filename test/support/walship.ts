@@ -168,3 +168,16 @@ export async function initArchiveFor(archive: TestArchive, segment: Buffer | big
   const r = await runWalship(['init', '-D', dir], { env: archive.env });
   if (r.code !== 0) throw new Error(`walship init failed (exit ${r.code}): ${r.stderr}`);
 }
+
+/**
+ * Writes enough to fill `n` 1 MiB segments into table `filler` (which the
+ * caller created) and switches after each; returns the last one switched.
+ */
+export async function makeSegments(pg: PgCluster, n: number): Promise<string> {
+  let last = '';
+  for (let i = 0; i < n; i++) {
+    await pg.sql(`insert into filler select g, repeat('x', 500) from generate_series(1, 1500) g`);
+    last = await pg.switchWal();
+  }
+  return last;
+}
