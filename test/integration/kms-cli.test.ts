@@ -136,11 +136,13 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
     const foreign = kms.createKey({ account: KMS_OTHER_ACCOUNT });
     const other = await fileArchive(kmsEncryption(kms, foreign.arn));
     await initArchiveFor(other, SYSID);
-    const o = await runWalship(['push', names[0]!], { env: other.env, cwd: dir });
+    // Another archive: archived from another data directory (each is bound to its own).
+    const otherDir = (await segments(1, 1)).dir;
+    const o = await runWalship(['push', names[0]!], { env: other.env, cwd: otherDir });
     expect(o.code).toBe(1);
     expect(logRecords(o.stderr).at(-1)!.msg).toMatch(/AccessDeniedException/);
     expect(String(logRecords(o.stderr).at(-1)!.hint)).toMatch(/another account/);
-    const bad = await runWalship(['push', names[0]!], { env: { ...other.env, WALSHIP_KMS_KEY_ID: 'my key' }, cwd: dir });
+    const bad = await runWalship(['push', names[0]!], { env: { ...other.env, WALSHIP_KMS_KEY_ID: 'my key' }, cwd: otherDir });
     expect(bad.code).toBe(1);
     expect(logRecords(bad.stderr).at(-1)).toMatchObject({ code: 'CONFIG' });
   });
@@ -357,6 +359,7 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
     // And a file-store push without KMS never needs it.
     const plain = await fileArchive();
     await initArchiveFor(plain, SYSID);
-    expect((await runAsPostgres(bin, ['push', names[0]!], { env: plain.env, cwd: dir })).code).toBe(0);
+    const plainDir = (await segments(1, 1)).dir;
+    expect((await runAsPostgres(bin, ['push', names[0]!], { env: plain.env, cwd: plainDir })).code).toBe(0);
   });
 });
