@@ -62,7 +62,7 @@ export async function collect(opts: CollectOptions): Promise<LagReport> {
 
   // Each cluster keeps its own records (several clusters may share one
   // spool): report the one asked about, never a neighbour's.
-  const stateDir = pgData !== undefined ? await clusterSpoolPath(opts.spoolDir, pgData).catch(() => undefined) : undefined;
+  const stateDir = pgData !== undefined ? await clusterSpoolPath(opts.spoolDir, pgData, facts?.systemIdentifier).catch(() => undefined) : undefined;
   if (opts.compact && stateDir) await compactState(stateDir).catch(() => undefined);
   const state: StateSnapshot | { readonly error: string } = stateDir
     ? await readState(stateDir).catch((err: unknown) => ({ error: `cannot read walship state in ${stateDir}: ${errorMessage(err)}` }))

@@ -59,9 +59,13 @@ export interface ClusterSpool {
   readonly dataDir: string;
 }
 
-export async function clusterKey(dataDir: string): Promise<{ key: string; systemIdentifier: string | undefined; real: string }> {
+export async function clusterKey(
+  dataDir: string,
+  /** Used when pg_control cannot be read here (metrics run by a user who may only query the database). */
+  knownSystemIdentifier?: string,
+): Promise<{ key: string; systemIdentifier: string | undefined; real: string }> {
   const real = await realpath(dataDir);
-  const systemIdentifier = await readControlSystemIdentifier(real);
+  const systemIdentifier = (await readControlSystemIdentifier(real)) ?? knownSystemIdentifier;
   const digest = createHash('sha256').update(real).digest('hex').slice(0, 12);
   return { key: `${systemIdentifier ?? 'nocontrol'}-${digest}`, systemIdentifier, real };
 }
@@ -121,8 +125,8 @@ export async function writeBinding(dataDir: string, b: ArchiveBinding): Promise<
 }
 
 /** Where a cluster's spool is, without creating or checking anything (for readers such as metrics). */
-export async function clusterSpoolPath(spoolDir: string, dataDir: string): Promise<string> {
-  return join(spoolDir, 'clusters', (await clusterKey(dataDir)).key);
+export async function clusterSpoolPath(spoolDir: string, dataDir: string, knownSystemIdentifier?: string): Promise<string> {
+  return join(spoolDir, 'clusters', (await clusterKey(dataDir, knownSystemIdentifier)).key);
 }
 
 /**
