@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Logger } from '../log/index.js';
 import { fileIdentity, type FileIdentity, type PushMarkers } from '../spool/push-markers.js';
 import { clearFailure, writeFailure } from './failure-records.js';
-import { beat, writeStatus, type AgentStatus } from './health.js';
+import { writeStatus, type AgentStatus } from './health.js';
 import type { AgentPaths } from './paths.js';
 import { PushFailed, type Pusher } from './pusher.js';
 import { readyNames, walOrder } from './ready-queue.js';
@@ -73,11 +73,8 @@ export async function runLoop(o: LoopOptions): Promise<string> {
     lastError,
     updated: new Date().toISOString(),
   });
-  const heartbeat = setInterval(() => {
-    void beat(o.paths).catch(() => undefined);
-    void writeStatus(o.paths, status()).catch(() => undefined);
-  }, 1000);
-  await beat(o.paths);
+  // The heartbeat itself is touched by run.ts for the agent's whole life.
+  const heartbeat = setInterval(() => void writeStatus(o.paths, status()).catch(() => undefined), 1000);
 
   const archiveOne = async (name: string): Promise<void> => {
     const path = join(walDir, name);

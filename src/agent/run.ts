@@ -21,7 +21,7 @@ import { postmasterAlive, readPostmasterIdentity } from './postmaster.js';
 import { InlinePusher } from './pusher-inline.js';
 import type { Pusher } from './pusher.js';
 import { startThreadPusher } from './pusher-threads.js';
-import { writeStatus } from './health.js';
+import { beat, writeStatus } from './health.js';
 import { loadConfig } from '../config/index.js';
 
 /** flock(1) exit status when the lock is held by someone else (-E). */
@@ -54,6 +54,10 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
   }
 
   const log = agentLogger(paths.log, paths.dir, config.logLevel);
+  // Alive from the first moment: a caller that started this agent stops
+  // waiting for it when the heartbeat goes stale (bin/walship, HEARTBEAT_STALE_MS).
+  await beat(paths);
+  const heartbeat = setInterval(() => void beat(paths).catch(() => undefined), 1000);
   const postmaster = await readPostmasterIdentity(dataDir);
   if (!postmaster || !(await postmasterAlive(dataDir, postmaster))) {
     log.info(`no PostgreSQL server runs in ${dataDir}; the agent only runs beside one`);
@@ -126,6 +130,7 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
     }).catch(() => undefined);
     return 1;
   } finally {
+    clearInterval(heartbeat);
     await pusher?.close();
   }
 }
