@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { availableParallelism } from 'node:os';
-import { resolve } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { storeFingerprint } from '../config/index.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log/index.js';
@@ -10,7 +11,7 @@ import { openClusterSpool, readBinding } from '../spool/cluster.js';
 import { holdsFlock } from '../spool/flock-held.js';
 import { PushMarkers } from '../spool/push-markers.js';
 import { writeFileAtomic } from '../spool/atomic-file.js';
-import { describeError } from '../spool/state.js';
+import { describeError, stateDir } from '../spool/state.js';
 import { CREATED_BY } from '../version.js';
 import { commandContext, type GlobalOptions } from '../cli/context.js';
 import { configFileStamp } from './config-watch.js';
@@ -79,6 +80,10 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
     await writeFileAtomic(paths.identity, `v1 ${archiveId} ${fingerprint} ${process.pid}\n`);
     const markers = new PushMarkers(cluster.dir, { archiveId, storeFingerprint: fingerprint });
     await markers.prune(24 * 3600 * 1000);
+    // bin/walship records its answers (and its fallbacks) only into an
+    // existing journal; when the agent answers every call, no Node push
+    // would ever create it.
+    await mkdir(join(stateDir(cluster.dir), 'events'), { recursive: true, mode: 0o700 });
 
     const slots = config.agentJobs ?? availableParallelism();
     const opts: Omit<PushOptions, 'path'> = {
