@@ -75,6 +75,7 @@ export async function runLoop(o: LoopOptions): Promise<string> {
   });
   // The heartbeat itself is touched by run.ts for the agent's whole life.
   const heartbeat = setInterval(() => void writeStatus(o.paths, status()).catch(() => undefined), 1000);
+  await writeStatus(o.paths, status()).catch(() => undefined);
 
   const archiveOne = async (name: string): Promise<void> => {
     const path = join(walDir, name);
@@ -96,6 +97,7 @@ export async function runLoop(o: LoopOptions): Promise<string> {
       await clearFailure(o.paths.failedDir, name);
       lastCompleted = { file: name, at: new Date().toISOString() };
       backoffMs = FIRST_BACKOFF_MS;
+      await writeStatus(o.paths, status()).catch(() => undefined);
       o.log.info({ file: name, rawBytes: r.rawBytes, storedBytes: r.storedBytes, outcome: r.outcome }, `archived ${name}`);
     } catch (err) {
       if (!(await fileIdentity(path).then(() => true, () => false))) return;
