@@ -44,6 +44,14 @@ describe('the resident agent archives for PostgreSQL', () => {
     expect(status.pid).toBeGreaterThan(0);
     expect(status.lastCompleted?.file).toMatch(/^[0-9A-F]{24}$/);
     expect(lockHeld(lock)).toBe(true);
+    const s = await runWalship(['status', '--json', '-D', pg.dataDir], { env: archive.env });
+    const view = JSON.parse(s.stdout) as { agent: { running: boolean; stuck: boolean; queueDepth: number; inFlight: number; lastCompleted: { file: string } | null } };
+    expect(view.agent).toMatchObject({ running: true, stuck: false });
+    expect(view.agent.queueDepth).toBeGreaterThanOrEqual(0);
+    expect(view.agent.lastCompleted?.file).toMatch(/^[0-9A-F]{24}$/);
+    const m = await runWalship(['metrics', '-D', pg.dataDir], { env: archive.env });
+    expect(m.stdout).toMatch(/^walship_agent_running\{[^}]*\} 1$/m);
+    expect(m.stdout).toMatch(/^walship_agent_last_completed_timestamp_seconds\{[^}]*\} [1-9]/m);
 
     const recs = logRecords((await pg.logText()).slice(logStart)).filter((r) => r.cmd === 'push');
     const fromAgent = recs.filter((r) => r.outcome === 'archived-ahead' && r.fast === true);
@@ -107,6 +115,15 @@ describe('the resident agent archives for PostgreSQL', () => {
       expect(lockHeld(lock)).toBe(true);
       const fallbacks = (await readState(cdir)).state.agentFallbacks;
       expect(fallbacks.stale ?? 0).toBeGreaterThanOrEqual(1);
+      // Visible health: status and metrics say the agent is stuck and count the fallbacks.
+      const s = await runWalship(['status', '--json', '-D', pg.dataDir], { env: archive.env });
+      const view = JSON.parse(s.stdout) as { agent: { running: boolean; stuck: boolean; fallbacks: number }; problems: string[] };
+      expect(view.agent).toMatchObject({ running: true, stuck: true });
+      expect(view.agent.fallbacks).toBeGreaterThanOrEqual(1);
+      expect(view.problems.join('\n')).toContain('resident agent');
+      const m = await runWalship(['metrics', '-D', pg.dataDir], { env: archive.env });
+      expect(m.stdout).toMatch(/^walship_agent_stuck\{[^}]*\} 1$/m);
+      expect(m.stdout).toMatch(/^walship_agent_fallbacks_total\{[^}]*reason="stale"[^}]*\} [1-9]/m);
       const store = await archive.store();
       for (const n of doneSegments(pg)) expect(await store.head(`wal/00000001/${n}`), n).toBeDefined();
     } finally {
