@@ -1,5 +1,6 @@
-import { readdirSync, readFileSync } from 'node:fs';
-import { chmod } from 'node:fs/promises';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { chmod, writeFile } from 'node:fs/promises';
+import { chownTreeToPostgres } from '../support/postgres-user.js';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readState } from '../../src/spool/state.js';
@@ -82,6 +83,27 @@ describe('the resident agent archives for PostgreSQL', () => {
     const log = readFileSync(join(dir, 'log'), 'utf8');
     expect(log.split('\n').filter((l) => l.includes('agent started for')).length).toBe(1);
     expect(log).toContain('agent exits: idle');
+  });
+
+  it('an agent exits when its configuration file changes', async () => {
+    const archive = await fileArchive({ WALSHIP_AGENT_IDLE: '0' });
+    const pg = await archivingPrimary('agent-config', archive);
+    clusters.push(pg);
+    const { dir } = await agentFiles(archive, pg);
+    const conf = join(archive.dir, '..', 'walship.conf');
+    await writeFile(conf, 'log_level = info\n');
+    await chownTreeToPostgres(conf);
+    const run = runWalship(['--config', conf, 'agent', '-D', pg.dataDir], { env: archive.env });
+    try {
+      expect(await until(() => agentPids(pg.dataDir).length >= 1 && existsSync(join(dir, 'status.json')), 60_000)).toBe(true);
+      await writeFile(conf, 'log_level = info\ncompression = none\n');
+      const r = await run;
+      expect(r.code, r.stderr).toBe(0);
+      expect(readFileSync(join(dir, 'log'), 'utf8')).toContain('agent exits: the configuration file changed');
+    } finally {
+      for (const pid of agentPids(pg.dataDir)) process.kill(pid, 'SIGTERM');
+      await run;
+    }
   });
 
   it('the server stopped with -m immediate: the agent exits', async () => {
