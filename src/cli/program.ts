@@ -133,6 +133,22 @@ function build(setExit: (code: number) => void): Command {
   });
 
   program
+    .command('agent')
+    .description('run the resident archiver of one data directory (preview; see README "Resident agent")')
+    .option('-D, --pgdata <dir>', 'data directory; env WALSHIP_PGDATA or PGDATA, else the current directory')
+    .addHelpText('after', '\nOne per data directory (it holds <spool>/clusters/<cluster>/agent.lock); exits when the server stops,\nwhen idle for WALSHIP_AGENT_IDLE, or when its configuration changes. Logs to <cluster spool>/agent/log.')
+    .action(async (opts: { pgdata?: string }) => {
+      const { runAgentCommand } = await import('./agent.js');
+      setExit(await runAgentCommand(opts, globals(program)));
+    });
+
+  // A worker thread of the agent; hidden from --help.
+  program.command('agent-worker', { hidden: true }).action(async () => {
+    const { runAgentWorker } = await import('../agent/worker.js');
+    setExit(await runAgentWorker(globals(program)));
+  });
+
+  program
     .command('metrics')
     .description('write archiving lag and health metrics (Prometheus text format) for node_exporter')
     .option('-t, --textfile <path.prom>', "write this file atomically (node_exporter's --collector.textfile.directory); default stdout")
@@ -230,4 +246,4 @@ export async function main(argv: readonly string[], rule: FailureRule): Promise<
 }
 
 /** Commands whose stderr is PostgreSQL's log (or a service's journal, for metrics --watch). */
-const LOG_COMMANDS: ReadonlySet<string> = new Set(['push', 'fetch', 'prefetch-worker', 'metrics']);
+const LOG_COMMANDS: ReadonlySet<string> = new Set(['push', 'fetch', 'prefetch-worker', 'metrics', 'agent', 'agent-worker']);

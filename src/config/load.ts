@@ -49,6 +49,10 @@ export interface Config {
   readonly pushConcurrency: number;
   /** Segments fetch keeps downloading ahead of recovery; 0 disables the prefetch pool. */
   readonly prefetch: number;
+  /** The resident agent (src/agent): exit after this long with nothing pending; 0 never. */
+  readonly agentIdleMs: number;
+  /** Files the agent archives at once; undefined: one per core. */
+  readonly agentJobs: number | undefined;
   /** Recovery point objective (seconds) that metrics and status compare the archival lag with. */
   readonly rpoSeconds: number;
   /** Value of the `cluster` label on every metric; undefined leaves the label out. */
@@ -213,6 +217,8 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     retries: integer(lookup, 'WALSHIP_RETRIES', 3, 0, 10),
     pushConcurrency: integer(lookup, 'WALSHIP_PUSH_CONCURRENCY', 8, 1, 16),
     prefetch: integer(lookup, 'WALSHIP_PREFETCH', 8, 0, 64),
+    agentIdleMs: duration(lookup, 'WALSHIP_AGENT_IDLE', 60, 0, 365 * 86400) * 1000,
+    agentJobs: lookup('WALSHIP_AGENT_JOBS') ? integer(lookup, 'WALSHIP_AGENT_JOBS', 1, 1, 64) : undefined,
     rpoSeconds: integer(lookup, 'WALSHIP_RPO_SECONDS', 900, 1, 31 * 86400),
     clusterLabel: lookup('WALSHIP_CLUSTER_LABEL')?.value.trim() || undefined,
     pgData: absolutePath(lookup, 'WALSHIP_PGDATA'),

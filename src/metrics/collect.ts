@@ -6,6 +6,7 @@ import { backlogFromListing, readArchiveBacklog, type ArchiveBacklog } from './a
 import type { DbTarget } from './conninfo.js';
 import { readDatabase, type DbResult } from './database.js';
 import { segmentEndPosition } from './wal-position.js';
+import { readAgentHealth, type AgentHealth } from './agent-health.js';
 
 /**
  * One look at everything the lag reporter knows, from local sources only
@@ -51,6 +52,8 @@ export interface LagReport {
   readonly unswitchedBytes: number | undefined;
   /** The newest push outcome recorded is a failure. */
   readonly pushFailing: boolean;
+  /** The resident agent of this cluster (undefined without a data directory). */
+  readonly agent?: AgentHealth | undefined;
 }
 
 export async function collect(opts: CollectOptions): Promise<LagReport> {
@@ -99,7 +102,10 @@ export async function collect(opts: CollectOptions): Promise<LagReport> {
   const push = 'error' in state ? undefined : state.state.push;
   const pushFailing = push?.lastFailure !== undefined && (push.last === undefined || push.lastFailure.t > push.last.t);
 
+  const agent = stateDir ? await readAgentHealth(stateDir).catch(() => undefined) : undefined;
+
   return {
+    agent,
     generatedAt,
     rpoSeconds: opts.rpoSeconds,
     systemIdentifier,

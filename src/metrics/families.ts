@@ -101,7 +101,21 @@ export function metricFamilies(r: LagReport, info: InfoLabels): MetricFamily[] {
         { labels: { result: 'hit' }, value: prefetch.hits },
         { labels: { result: 'miss' }, value: prefetch.misses },
       ]),
+      c('walship_agent_fallbacks_total', 'archive_command calls that archived in-process because the resident agent was unavailable, by reason (stale, exited, cannot_start, config, timeout).', [
+        ...['stale', 'exited', 'cannot-start', 'config', 'timeout'].map((reason) => ({ labels: { reason: underscore(reason) }, value: st.state.agentFallbacks[reason] ?? 0 })),
+      ]),
       g('walship_state_pending_records', 'Recorded calls not folded into the state totals yet.', [{ value: st.pending }]),
+    );
+  }
+
+  const a = r.agent;
+  if (a) {
+    out.push(
+      g('walship_agent_running', '1 while a resident agent holds this cluster\'s agent lock, else 0 (exiting when idle is normal: alert on progress, not on this).', [{ value: a.running ? 1 : 0 }]),
+      g('walship_agent_stuck', '1 if the agent holds its lock but its heartbeat is stale (stuck or stopped; calls archive in-process), else 0.', [{ value: a.stuck ? 1 : 0 }]),
+      g('walship_agent_queue_files', '.ready files the running agent has not confirmed yet (in flight excluded).', [{ value: a.queueDepth }]),
+      g('walship_agent_in_flight_files', 'Files the running agent is archiving right now.', [{ value: a.inFlight }]),
+      g('walship_agent_last_completed_timestamp_seconds', 'When the agent last had a file confirmed by the store (Unix time), 0 if never.', [{ value: (a.lastCompletedAt ?? 0) / 1000 }]),
     );
   }
 

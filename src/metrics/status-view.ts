@@ -56,7 +56,18 @@ export interface StatusView {
   } | null;
   readonly database: { readonly configured: boolean; readonly error: string | null };
   readonly spool: { readonly dir: string; readonly readable: boolean; readonly recorded: boolean; readonly error: string | null };
+  readonly agent: {
+    readonly running: boolean;
+    readonly stuck: boolean;
+    readonly pid: number | null;
+    readonly queueDepth: number;
+    readonly inFlight: number;
+    readonly lastCompleted: Event | null;
+    readonly fallbacks: number;
+  } | null;
 }
+
+import { HEARTBEAT_STALE_MS } from '../agent/paths.js';
 
 const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 
@@ -100,6 +111,10 @@ export function statusView(r: LagReport, ctx: StatusContext): StatusView {
     advice.push('pushes succeed but do not keep up, or PostgreSQL is not calling archive_command: check archive_mode and archive_command (SHOW archive_command), the PostgreSQL log, and WALSHIP_PUSH_CONCURRENCY');
   }
   for (const k of ctx.keyFiles) if (!k.readable) problems.push(`key file ${k.path} is not readable by this user`);
+  if (r.agent?.stuck) {
+    problems.push(`the resident agent holds its lock but has not beaten for over ${HEARTBEAT_STALE_MS / 1000}s (stuck or stopped): archive_command archives in-process meanwhile`);
+    advice.push('look at <cluster spool>/agent/log; kill the agent (its pid is in agent/status.json) and the next push starts a new one');
+  }
 
   const lastFailure = push?.lastFailure;
   const fetchFailure = fetch?.lastFailure;
@@ -138,6 +153,17 @@ export function statusView(r: LagReport, ctx: StatusContext): StatusView {
         }
       : null,
     database: { configured: r.db !== undefined, error: r.db && !r.db.ok ? r.db.error : null },
+    agent: r.agent
+      ? {
+          running: r.agent.running,
+          stuck: r.agent.stuck,
+          pid: r.agent.pid ?? null,
+          queueDepth: r.agent.queueDepth,
+          inFlight: r.agent.inFlight,
+          lastCompleted: r.agent.lastCompletedAt !== undefined ? event({ file: r.agent.lastCompletedFile ?? '', t: r.agent.lastCompletedAt }) : null,
+          fallbacks: Object.values(st?.state.agentFallbacks ?? {}).reduce((x, y) => x + y, 0),
+        }
+      : null,
     spool: { dir: ctx.spoolDir, readable: st !== undefined, recorded: st?.exists ?? false, error: st ? null : 'error' in r.state ? r.state.error : null },
   };
 }
@@ -187,6 +213,12 @@ export function formatStatus(v: StatusView): string {
     row('last error', `${e.at} (${duration(e.ageSeconds)} ago${e.current ? ', still failing' : ', succeeded since'}) ${e.code} on ${e.file}: ${e.message}`);
   } else {
     row('last error', 'none recorded');
+  }
+  if (v.agent && (v.agent.running || v.agent.lastCompleted || v.agent.fallbacks > 0)) {
+    const a = v.agent;
+    const state = a.running ? `running (pid ${a.pid ?? '?'})${a.stuck ? ', STUCK: heartbeat stale, calls archive in-process' : ''}` : 'not running (it starts on demand and exits when idle)';
+    const last = a.lastCompleted ? `; last completed ${a.lastCompleted.file} ${duration(a.lastCompleted.ageSeconds)} ago` : '';
+    row('agent', `${state}; ${a.queueDepth} queued, ${a.inFlight} in flight${last}; ${a.fallbacks} in-process fallback(s)`);
   }
   if (v.fetch.last || v.fetch.lastError) {
     const parts = [v.fetch.last ? `last restored ${v.fetch.last.file} ${duration(v.fetch.last.ageSeconds)} ago` : undefined];

@@ -33,7 +33,9 @@ export type StateEvent =
       readonly ms: number;
     }
   | { readonly kind: 'fetch-failure'; readonly t: number; readonly file: string; readonly ms: number; readonly error: RecordedError }
-  | { readonly kind: 'prefetch'; readonly t: number; readonly hit: boolean };
+  | { readonly kind: 'prefetch'; readonly t: number; readonly hit: boolean }
+  /** A push call that archived in-process because the agent was unavailable (bin/walship, WALSHIP_AGENT=on). */
+  | { readonly kind: 'agent-fallback'; readonly t: number; readonly reason: string };
 
 export interface RecordedError {
   readonly code: string;
@@ -82,6 +84,8 @@ export interface ArchiveState {
   readonly push: SideState;
   readonly fetch: SideState;
   readonly prefetch: { hits: number; misses: number };
+  /** Push calls that could not use the resident agent, by reason (stale, exited, cannot-start, config, timeout). */
+  readonly agentFallbacks: Record<string, number>;
 }
 
 export const PUSH_OUTCOMES: readonly string[] = ['archived', 'already-archived', 'archived-ahead', 'failed'];
@@ -100,7 +104,7 @@ function emptySide(outcomes: readonly string[]): SideState {
 }
 
 export function emptyState(): ArchiveState {
-  return { push: emptySide(PUSH_OUTCOMES), fetch: emptySide(FETCH_OUTCOMES), prefetch: { hits: 0, misses: 0 } };
+  return { push: emptySide(PUSH_OUTCOMES), fetch: emptySide(FETCH_OUTCOMES), prefetch: { hits: 0, misses: 0 }, agentFallbacks: {} };
 }
 
 function observe(h: Histogram, seconds: number): void {
@@ -146,6 +150,9 @@ export function applyEvent(s: ArchiveState, e: StateEvent): void {
       if (e.hit) s.prefetch.hits += 1;
       else s.prefetch.misses += 1;
       return;
+    case 'agent-fallback':
+      s.agentFallbacks[e.reason] = (s.agentFallbacks[e.reason] ?? 0) + 1;
+      return;
   }
 }
 
@@ -174,6 +181,8 @@ export function isStateEvent(v: unknown): v is StateEvent {
       return typeof e.file === 'string' && num('ms') && typeof err?.code === 'string' && typeof err.message === 'string';
     case 'prefetch':
       return typeof e.hit === 'boolean';
+    case 'agent-fallback':
+      return typeof e.reason === 'string' && /^[a-z-]{1,32}$/.test(e.reason);
     default:
       return false;
   }
@@ -192,5 +201,7 @@ export function reviveState(v: unknown): ArchiveState | undefined {
   const push = side(s.push, base.push);
   const fetch = side(s.fetch, base.fetch);
   if (!push || !fetch) return undefined;
-  return { push, fetch, prefetch: { hits: Number(s.prefetch?.hits ?? 0), misses: Number(s.prefetch?.misses ?? 0) } };
+  const fallbacks: Record<string, number> = {};
+  for (const [k, n] of Object.entries(s.agentFallbacks ?? {})) if (Number.isFinite(Number(n))) fallbacks[k] = Number(n);
+  return { push, fetch, prefetch: { hits: Number(s.prefetch?.hits ?? 0), misses: Number(s.prefetch?.misses ?? 0) }, agentFallbacks: fallbacks };
 }

@@ -1,0 +1,178 @@
+import { watch, type FSWatcher } from 'node:fs';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../log/index.js';
+import { fileIdentity, type FileIdentity, type PushMarkers } from '../spool/push-markers.js';
+import { clearFailure, writeFailure } from './failure-records.js';
+import { writeStatus, type AgentStatus } from './health.js';
+import type { AgentPaths } from './paths.js';
+import { PushFailed, type Pusher } from './pusher.js';
+import { readyNames, walOrder } from './ready-queue.js';
+
+export interface LoopOptions {
+  readonly dataDir: string;
+  readonly paths: AgentPaths;
+  readonly markers: PushMarkers;
+  readonly pusher: Pusher;
+  readonly log: Logger;
+  /** Exit after this long with nothing pending and nothing in flight; 0: never. */
+  readonly idleMs: number;
+  /** Resolves to a reason when the agent must stop (postmaster gone, configuration changed, ...). */
+  readonly shouldStop: () => Promise<string | undefined>;
+  /** Periodic scan: fs.watch can miss events (overflow, some file systems). */
+  readonly scanMs?: number;
+}
+
+const sameFile = (a: FileIdentity, b: FileIdentity) =>
+  a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+
+const FIRST_BACKOFF_MS = 1000;
+const MAX_BACKOFF_MS = 30_000;
+
+/**
+ * The archiving loop of the agent. Archives PostgreSQL's `.ready` files in
+ * WAL order, at most `pusher.slots` at a time, and writes for each file the
+ * store confirmed the status record bin/walship answers PostgreSQL from.
+ *
+ * At the first failure it writes a failure record, starts nothing new and
+ * backs off (1 s doubling to 30 s); it never skips a file, and never
+ * acknowledges anything itself: PostgreSQL's own call does, through the
+ * launcher, from a record that is checked against the file and the caller's
+ * configuration. A waiting call's request (`want`) is retried at once, even
+ * during the back-off, so that PostgreSQL's log gets a fresh answer.
+ * Returns the reason it stopped.
+ */
+export async function runLoop(o: LoopOptions): Promise<string> {
+  const walDir = join(o.dataDir, 'pg_wal');
+  const inFlight = new Map<string, Promise<void>>();
+  const started = new Date().toISOString();
+  let queueDepth = 0;
+  let lastCompleted: AgentStatus['lastCompleted'];
+  let lastError: AgentStatus['lastError'];
+  let backoffUntil = 0;
+  let backoffMs = FIRST_BACKOFF_MS;
+  let lastBusy = Date.now();
+  let lastWantStamp = '';
+  let wake: (() => void) | undefined;
+  const poke = () => wake?.();
+
+  let watcher: FSWatcher | undefined;
+  try {
+    watcher = watch(join(walDir, 'archive_status'), poke);
+    watcher.on('error', () => undefined);
+  } catch (err) {
+    o.log.warn(`cannot watch ${join(walDir, 'archive_status')} (${String(err)}); scanning only`);
+  }
+
+  const status = (): AgentStatus => ({
+    pid: process.pid,
+    started,
+    queueDepth,
+    inFlight: inFlight.size,
+    lastCompleted,
+    lastError,
+    updated: new Date().toISOString(),
+  });
+  // The heartbeat itself is touched by run.ts for the agent's whole life.
+  const heartbeat = setInterval(() => void writeStatus(o.paths, status()).catch(() => undefined), 1000);
+  await writeStatus(o.paths, status()).catch(() => undefined);
+
+  const archiveOne = async (name: string): Promise<void> => {
+    const path = join(walDir, name);
+    let before: FileIdentity;
+    try {
+      before = await fileIdentity(path);
+    } catch {
+      return; // archived (or recycled) meanwhile: PostgreSQL has its answer
+    }
+    try {
+      const r = await o.pusher.archive(path);
+      // Only a file that did not change while it was read may be vouched for.
+      const after = await fileIdentity(path).catch(() => undefined);
+      if (!after || !sameFile(before, after)) {
+        o.log.warn({ file: name }, `${name} changed or vanished while it was archived; no status record written`);
+        return;
+      }
+      await o.markers.record(name, before, r.blake3, r.storedBytes);
+      await clearFailure(o.paths.failedDir, name);
+      lastCompleted = { file: name, at: new Date().toISOString() };
+      backoffMs = FIRST_BACKOFF_MS;
+      await writeStatus(o.paths, status()).catch(() => undefined);
+      o.log.info({ file: name, rawBytes: r.rawBytes, storedBytes: r.storedBytes, outcome: r.outcome }, `archived ${name}`);
+    } catch (err) {
+      if (!(await fileIdentity(path).then(() => true, () => false))) return;
+      const rec = err instanceof PushFailed ? err.recorded : { code: 'INTERNAL', message: String(err) };
+      lastError = { file: name, code: rec.code, message: rec.message, at: new Date().toISOString() };
+      await writeFailure(o.paths.failedDir, name, rec.code, rec.message).catch((e: unknown) =>
+        o.log.error(`cannot write the failure record of ${name}: ${String(e)}`),
+      );
+      backoffUntil = Date.now() + backoffMs;
+      o.log.error({ file: name, code: rec.code, retryInMs: backoffMs }, `could not archive ${name}: ${rec.message}`);
+      backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
+    }
+  };
+
+  const start = (name: string) => {
+    const p = archiveOne(name).finally(() => {
+      inFlight.delete(name);
+      poke();
+    });
+    inFlight.set(name, p);
+  };
+
+  let reason: string | undefined;
+  try {
+    for (;;) {
+      reason = await o.shouldStop();
+      if (reason) break;
+      const { want, stamp } = await readWant(o.paths.want);
+      const pending: string[] = [];
+      for (const n of walOrder(await readyNames(walDir), want)) {
+        if (inFlight.has(n)) continue;
+        if (await o.markers.lookup(n, join(walDir, n))) continue;
+        pending.push(n);
+      }
+      queueDepth = pending.length;
+      const now = Date.now();
+      if (pending.length > 0 || inFlight.size > 0) lastBusy = now;
+      else if (o.idleMs > 0 && now - lastBusy > o.idleMs) {
+        reason = 'idle';
+        break;
+      }
+      if (now >= backoffUntil) {
+        while (inFlight.size < o.pusher.slots && pending.length > 0) start(pending.shift()!);
+      } else if (want && stamp !== lastWantStamp && pending[0] === want && inFlight.size < o.pusher.slots) {
+        // A caller is waiting for this file: try it now rather than at the end of the back-off.
+        start(pending.shift()!);
+      }
+      lastWantStamp = stamp;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, o.scanMs ?? 500);
+        wake = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      wake = undefined;
+    }
+  } finally {
+    watcher?.close();
+    // What was started finishes (or fails) before the agent exits: a record is only ever written whole.
+    await Promise.allSettled([...inFlight.values()]);
+    clearInterval(heartbeat);
+    queueDepth = 0;
+    await writeStatus(o.paths, status()).catch(() => undefined);
+  }
+  return reason;
+}
+
+/** The file a waiting call asked for, and a stamp that changes with every new request. */
+async function readWant(path: string): Promise<{ want: string | undefined; stamp: string }> {
+  try {
+    const [text, st] = await Promise.all([readFile(path, 'utf8'), stat(path)]);
+    const want = text.trim().split(/\s+/)[0];
+    return { want: want || undefined, stamp: `${st.ino}:${st.mtimeMs}` };
+  } catch {
+    return { want: undefined, stamp: '' };
+  }
+}
