@@ -64,8 +64,10 @@ export async function collect(opts: CollectOptions): Promise<LagReport> {
   const pgData = pgDataGiven ?? facts?.dataDirectory;
 
   // Each cluster keeps its own records (several clusters may share one
-  // spool): report the one asked about, never a neighbour's.
-  const stateDir = pgData !== undefined ? await clusterSpoolPath(opts.spoolDir, pgData, facts?.systemIdentifier).catch(() => undefined) : undefined;
+  // spool): report the one asked about, never a neighbour's. The database's
+  // system identifier stands in for an unreadable pg_control only for the
+  // data directory the database itself named.
+  const stateDir = pgData !== undefined ? await clusterSpoolPath(opts.spoolDir, pgData, pgDataGiven === undefined ? facts?.systemIdentifier : undefined).catch(() => undefined) : undefined;
   if (opts.compact && stateDir) await compactState(stateDir).catch(() => undefined);
   const state: StateSnapshot | { readonly error: string } = stateDir
     ? await readState(stateDir).catch((err: unknown) => ({ error: `cannot read walship state in ${stateDir}: ${errorMessage(err)}` }))
