@@ -54,6 +54,9 @@ try {
   for (let i = 0; i < runs; i++) {
     const store = join(base, `store-${i}`);
     mkdirSync(store);
+    // A new archive per run (untimed): init, rebinding the data directory to it.
+    const init = spawnSync(join(root, 'bin', 'walship'), ['init', '--rebind', '-D', join(base, 'data')], { cwd: join(base, 'data'), env: { ...env, WALSHIP_STORE: `file://${store}` } });
+    if (init.status !== 0) throw new Error(`init failed: ${init.stderr}`);
     walship.push(
       time(() => {
         const r = spawnSync(join(root, 'bin', 'walship'), ['push', `pg_wal/${seg}`], { cwd: join(base, 'data'), env: { ...env, WALSHIP_STORE: `file://${store}` } });

@@ -3,10 +3,10 @@
 // pg_wal/<segment> and the data directory as working directory, one call at
 // a time in segment order, with every segment's .ready file present, and
 // .ready renamed to .done by the archiver (here: the bench) after exit 0.
-import { copyFileSync, linkSync, mkdirSync, openSync, closeSync, renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, linkSync, mkdirSync, openSync, closeSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { summarise } from './accounting.mjs';
-import { chownPg, pgEnv, run, sleep } from './proc.mjs';
+import { chownPg, pgEnv, run, runOk, sleep } from './proc.mjs';
 import { pgbackrestConfig, stanzaCreate, walshipEnv } from './tools.mjs';
 
 const SEG_BYTES = 16 * 1024 * 1024;
@@ -43,6 +43,15 @@ async function prepareTool(ctx, spec, dir, data) {
     mkdirSync(spool);
     chownPg(dir);
     const env = walshipEnv({ home: dir, store, spool, keyFile: spec.encrypt ? ctx.walship.keyFile : undefined, lookAhead: spec.lookAhead });
+    // walship init, untimed like pgBackRest's stanza-create: it reads
+    // pg_control and one segment header, so the first segment is lent to
+    // pg_wal for the moment.
+    const first = readdirSync(join(ctx.corpus.dir, 'wal')).filter((n) => /^[0-9A-F]{24}$/.test(n)).sort()[0];
+    const lent = join(data, 'pg_wal', first);
+    linkOrCopy(join(ctx.corpus.dir, 'wal', first), lent);
+    chownPg(dir);
+    await runOk(ctx.walship.bin, ['init', '-D', data], { pg: true, env, cwd: data });
+    rmSync(lent);
     return { command: [ctx.walship.bin, 'push'], env, store };
   }
   const repo = join(dir, 'repo');
