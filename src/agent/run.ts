@@ -6,13 +6,12 @@ import { storeFingerprint } from '../config/index.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log/index.js';
 import { openBoundArchive } from '../pipeline/archive-binding.js';
-import type { PushOptions } from '../pipeline/push.js';
+import { pushOptionsFor } from '../pipeline/push-options.js';
 import { openClusterSpool, readBinding } from '../spool/cluster.js';
 import { holdsFlock } from '../spool/flock-held.js';
 import { PushMarkers } from '../spool/push-markers.js';
 import { writeFileAtomic } from '../spool/atomic-file.js';
 import { describeError, stateDir } from '../spool/state.js';
-import { CREATED_BY } from '../version.js';
 import { commandContext, type GlobalOptions } from '../cli/context.js';
 import { configFileStamp } from './config-watch.js';
 import { agentLogger } from './log-file.js';
@@ -86,15 +85,7 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
     await mkdir(join(stateDir(cluster.dir), 'events'), { recursive: true, mode: 0o700 });
 
     const slots = config.agentJobs ?? availableParallelism();
-    const opts: Omit<PushOptions, 'path'> = {
-      store,
-      manifest: archive.manifest,
-      keys: config.encryption === 'none' ? undefined : keys,
-      compression: config.compression,
-      createdBy: CREATED_BY,
-      onIncomplete: (key, size) => log.warn({ key, storedBytes: size }, `replacing ${key}: only ${size} bytes (an upload that was cut off)`),
-      onBackupVariant: (key, variantKey, why) => log.warn({ key, variantKey }, `${why}; keeping this backup history file as ${variantKey}`),
-    };
+    const opts = pushOptionsFor(config, store, archive.manifest, keys, log);
     pusher = slots > 1 ? await startThreadPusher(globals, archive.manifest, slots, log).catch((err: unknown) => {
       log.warn(`worker threads unavailable (${errorMessage(err)}); archiving on one thread`);
       return undefined;

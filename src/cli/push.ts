@@ -5,12 +5,12 @@ import type { Logger } from '../log/index.js';
 import { openBoundArchive } from '../pipeline/archive-binding.js';
 import { removeLeftoverPool } from '../pipeline/prefetch.js';
 import { push, type PushOptions } from '../pipeline/push.js';
+import { pushOptionsFor } from '../pipeline/push-options.js';
 import { nextReadyFiles } from '../pipeline/ready-files.js';
 import { tryOpenClusterSpool } from '../spool/cluster.js';
 import { fileIdentity, PushMarkers, revokeMarkers } from '../spool/push-markers.js';
 import { recordPush, recordPushFailure } from '../spool/state.js';
 import { isWalName } from '../wal/index.js';
-import { CREATED_BY } from '../version.js';
 import { commandContext, commandLogger, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
 import { mib, reportError } from './report.js';
@@ -54,17 +54,7 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
         return EXIT.OK;
       }
     }
-    const opts: Omit<PushOptions, 'path'> = {
-      store,
-      manifest: archive.manifest,
-      keys: config.encryption === 'none' ? undefined : keys,
-      compression: config.compression,
-      createdBy: CREATED_BY,
-      onIncomplete: (key, size) =>
-        log.warn({ key, storedBytes: size }, `replacing ${key}: only ${size} bytes, less than its header declares (an upload that was cut off)`),
-      onBackupVariant: (key, variantKey, why) =>
-        log.warn({ key, variantKey }, `${why}; keeping this backup history file as ${variantKey} instead of blocking archiving (PostgreSQL never reads .backup files back). PostgreSQL gives each base backup of a primary its own start, so check for a second server archiving this timeline here (a cloned data directory, split brain)`),
-    };
+    const opts = pushOptionsFor(config, store, archive.manifest, keys, log);
     // Look-ahead is only worth it when its markers can be kept.
     const ahead = markers ? await nextReadyFiles(path, name, config.pushConcurrency - 1) : [];
     // %p first, then the look-ahead files, one after the other: the work is

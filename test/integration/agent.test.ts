@@ -6,9 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readState } from '../../src/spool/state.js';
 import { PgCluster } from '../support/pg-cluster.js';
 import { until } from '../support/processes.js';
-import { agentFiles, agentPids, doneSegments, fillSegments, lockHeld, readySegments } from '../support/agent.js';
+import { agentFiles, agentPids, doneSegments, lockHeld, readySegments } from '../support/agent.js';
 import { startS3Server, type S3Server } from '../support/s3-server.js';
-import { archiveCommand, archivingPrimary, fileArchive, keyfileEncryption, logRecords, runWalship, s3Archive } from '../support/walship.js';
+import { archiveCommand, archivingPrimary, fileArchive, keyfileEncryption, logRecords, makeSegments, runWalship, s3Archive } from '../support/walship.js';
 
 /**
  * The resident agent (issue 10, archiving side), black-box: a real
@@ -111,7 +111,7 @@ describe('the resident agent archives for PostgreSQL', () => {
     const pg = await archivingPrimary('agent-immediate', archive);
     clusters.push(pg);
     await pg.sql('create table filler (id int, pad text)');
-    const last = await fillSegments(pg, 1);
+    const last = await makeSegments(pg, 1);
     await pg.waitArchived(last, 60_000);
     const { lock } = await agentFiles(archive, pg);
     expect(agentPids(pg.dataDir).length).toBe(1);
@@ -125,13 +125,13 @@ describe('the resident agent archives for PostgreSQL', () => {
     const pg = await archivingPrimary('agent-stopped', archive);
     clusters.push(pg);
     await pg.sql('create table filler (id int, pad text)');
-    await pg.waitArchived(await fillSegments(pg, 1), 60_000);
+    await pg.waitArchived(await makeSegments(pg, 1), 60_000);
     const { cdir, lock } = await agentFiles(archive, pg);
     const [agent] = agentPids(pg.dataDir);
     expect(agent).toBeDefined();
     process.kill(agent!, 'SIGSTOP');
     try {
-      const last = await fillSegments(pg, 3);
+      const last = await makeSegments(pg, 3);
       await pg.waitArchived(last, 120_000);
       expect(agentPids(pg.dataDir)).toEqual([agent]);
       expect(lockHeld(lock)).toBe(true);
@@ -158,7 +158,7 @@ describe('the resident agent archives for PostgreSQL', () => {
     const pg = await archivingPrimary('agent-outage', archive);
     clusters.push(pg);
     await pg.sql('create table filler (id int, pad text)');
-    const first = await fillSegments(pg, 1);
+    const first = await makeSegments(pg, 1);
     await pg.waitArchived(first, 60_000);
     const { dir } = await agentFiles(archive, pg);
     const tliDir = join(archive.dir, 'wal/00000001');
@@ -166,7 +166,7 @@ describe('the resident agent archives for PostgreSQL', () => {
     let last: string;
     try {
       const logStart = (await pg.logText()).length;
-      last = await fillSegments(pg, 3);
+      last = await makeSegments(pg, 3);
       // PostgreSQL's call gets the agent's error in its log, and keeps the WAL.
       expect(
         await until(async () => logRecords((await pg.logText()).slice(logStart)).some((r) => r.cmd === 'push' && r.level === 'error' && r.agent === true), 90_000),
@@ -197,7 +197,7 @@ describe('the resident agent archives for PostgreSQL', () => {
     const storeB = await (await s3Archive(s3b, 'walship', 'env-a')).store();
     await storeB.putIfAbsent('walship.json', manifest, {});
     await pg.sql('create table filler (id int, pad text)');
-    const last = await fillSegments(pg, 4);
+    const last = await makeSegments(pg, 4);
     const { cdir, lock } = await agentFiles(archive, pg);
 
     const agentRun = runWalship(['agent', '-D', pg.dataDir], { env: other });

@@ -48,12 +48,4 @@ export function readySegments(pg: PgCluster): string[] {
     .sort();
 }
 
-export async function fillSegments(pg: PgCluster, n: number): Promise<string> {
-  let last = '';
-  for (let i = 0; i < n; i++) {
-    await pg.sql(`insert into filler select g, repeat('x', 500) from generate_series(1, 1500) g`);
-    last = await pg.switchWal();
-  }
-  return last;
-}
 
