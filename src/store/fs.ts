@@ -3,6 +3,7 @@ import { constants } from 'node:fs';
 import { link, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { StoreUnavailableError } from '../errors.js';
+import { fsyncDir } from '../fsutil/index.js';
 import type { ListedObject, ObjectInfo, Store } from './types.js';
 
 /**
@@ -259,11 +260,5 @@ export class FsStore implements Store {
   }
 }
 
-export async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
+/** Kept for callers not yet moved to fsutil/ (another branch may still import it from here). */
+export { fsyncDir };
