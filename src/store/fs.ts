@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, mkdir, open, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { link, mkdir, open, readdir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { PassThrough, type Readable } from 'node:stream';
 import { dirname, join } from 'node:path';
 import { StoreUnavailableError } from '../errors.js';
 import { fsyncDir } from '../fsutil/index.js';
-import type { ListedObject, ObjectInfo, Store } from './types.js';
+import type { ByteSource, ListedObject, ObjectInfo, Store } from './types.js';
 
 /**
  * A store in a local directory or an NFS mount. Writes go to a temporary file
@@ -99,6 +100,38 @@ export class FsStore implements Store {
 
   /** Metadata is not kept: the object header carries the same facts. */
   async putIfAbsent(key: string, body: Buffer, _metadata?: Readonly<Record<string, string>>): Promise<'created' | 'exists'> {
+    return this.write(key, async (fh) => {
+      await fh.writeFile(body);
+    });
+  }
+
+  /** The temporary file is written piece by piece as the source yields: memory holds one piece. */
+  async putStreamIfAbsent(key: string, source: ByteSource, _sizeHint?: number, _metadata?: Readonly<Record<string, string>>): Promise<'created' | 'exists'> {
+    return this.write(key, async (fh) => {
+      for await (const piece of source) {
+        for (let o = 0; o < piece.length; ) o += (await fh.write(piece, o, piece.length - o)).bytesWritten;
+      }
+    });
+  }
+
+  async getStream(key: string): Promise<Readable | undefined> {
+    let fh: FileHandle;
+    try {
+      fh = await open(this.path(key), 'r');
+    } catch (err) {
+      return this.absentOrFail('read', key, err);
+    }
+    const raw = fh.createReadStream({ highWaterMark: 1 << 20, autoClose: true });
+    // A read error half-way is a store failure, named like the others.
+    const out = new PassThrough({ highWaterMark: 1 << 20 });
+    raw.on('error', (err) => out.destroy(this.fail('read', key, err)));
+    out.on('close', () => raw.destroy());
+    raw.pipe(out);
+    return out;
+  }
+
+  /** Temporary file, filled by `fill`, fsynced, linked to its name, directory fsynced. */
+  private async write(key: string, fill: (fh: FileHandle) => Promise<void>): Promise<'created' | 'exists'> {
     await this.checkRoot();
     const target = this.path(key);
     const dir = dirname(target);
@@ -107,7 +140,7 @@ export class FsStore implements Store {
       await this.mkdirDurable(dir);
       const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o640);
       try {
-        await fh.writeFile(body);
+        await fill(fh);
         await fh.sync();
       } finally {
         await fh.close();
