@@ -1,4 +1,4 @@
-import { MAX_HEADER_BYTES, ObjectDecodeError, PROLOGUE_BYTES, readHeader, type StoredHeader } from '../codec/index.js';
+import { inspectTrailer, MAX_HEADER_BYTES, ObjectDecodeError, PROLOGUE_BYTES, readHeader, type StoredHeader } from '../codec/index.js';
 import type { KeyProvider } from '../crypto/index.js';
 import { CorruptObjectError, ForeignClusterError, InvalidInputError, errorMessage } from '../errors.js';
 import { segmentNumber } from '../wal/index.js';
@@ -230,11 +230,24 @@ async function checkHeader(f: ArchivedFile, inv: Inventory, opts: VerifyOptions,
     if (err instanceof ObjectDecodeError) return { ok: false, damaged: true, message: `header unreadable: ${err.message}` };
     return { ok: false, damaged: false, message: errorMessage(err) };
   }
-  const outcome = checkParsedHeader(f, inv, parsed.header, parsed.headerBytes.length);
-  if (!outcome.ok || !plaintext.required || parsed.header.encryption !== 'none') return outcome;
-  // A format 2 header carries no BLAKE3 (it is in the trailer): read the object through.
-  if (parsed.header.format === 2) return checkDeep(f, inv, opts, plaintext);
-  return checkPlaintextHeader(f, inv, parsed.header, plaintext);
+  let header = parsed.header;
+  if (header.format === 2) {
+    // Format 2 keeps the content's size and (unencrypted) BLAKE3 in a
+    // trailer at the end: its presence is what says the object is whole.
+    let tail: Buffer | undefined;
+    try {
+      tail = await store.getSuffix(f.key, 4200);
+    } catch (err) {
+      return { ok: false, damaged: false, message: errorMessage(err) };
+    }
+    if (tail === undefined) return { ok: false, damaged: false, message: 'deleted while being checked' };
+    const t = inspectTrailer(tail, header.encryption !== 'none');
+    if (!t.ok) return { ok: false, damaged: true, message: `is ${f.size} bytes and ${t.why}: truncated or padded` };
+    if (t.trailer) header = { ...header, rawSize: t.trailer.rawSize, blake3: t.trailer.blake3! };
+  }
+  const outcome = checkParsedHeader(f, inv, header, parsed.headerBytes.length);
+  if (!outcome.ok || !plaintext.required || header.encryption !== 'none') return outcome;
+  return checkPlaintextHeader(f, inv, header, plaintext);
 }
 
 async function checkPlaintextHeader(f: ArchivedFile, inv: Inventory, h: StoredHeader, plaintext: PlaintextPolicy): Promise<ObjectOutcome> {
@@ -265,7 +278,7 @@ function checkParsedHeader(f: ArchivedFile, inv: Inventory, h: StoredHeader, hea
     if (h.systemIdentifier !== inv.manifest.systemIdentifier) {
       return { ok: false, damaged: true, message: `belongs to database system ${h.systemIdentifier}, the archive to ${inv.manifest.systemIdentifier}` };
     }
-    if (sized && h.rawSize !== inv.segmentSize) return { ok: false, damaged: true, message: `holds ${h.rawSize} bytes, segments here are ${inv.segmentSize}` };
+    if ((sized || h.rawSize !== undefined) && h.rawSize !== inv.segmentSize) return { ok: false, damaged: true, message: `holds ${h.rawSize} bytes, segments here are ${inv.segmentSize}` };
   } else if (h.systemIdentifier !== undefined && h.systemIdentifier !== inv.manifest.systemIdentifier) {
     // History and backup files name their cluster since this version (older ones name none).
     return { ok: false, damaged: true, message: `belongs to database system ${h.systemIdentifier}, the archive to ${inv.manifest.systemIdentifier}` };

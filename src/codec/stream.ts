@@ -314,3 +314,24 @@ function toAsync(it: Iterator<Buffer>): AsyncIterator<Buffer> {
 export type { ByteReader };
 
 export { AuthenticationError };
+
+/**
+ * From an object's last bytes (a few KiB; `getSuffix`): whether it ends with
+ * a trailer record, and, for an unencrypted object, what the trailer says.
+ * A cheap check of wholeness that needs no key and no download (verify's
+ * header mode); it proves nothing about the content, which only decoding does.
+ */
+export function inspectTrailer(tail: Buffer, encrypted: boolean): { ok: true; trailer?: Trailer } | { ok: false; why: string } {
+  for (let size = 2; size <= MAX_TRAILER_BYTES + TAG_BYTES && size + RECORD_HEAD_BYTES <= tail.length; size++) {
+    const at = tail.length - size - RECORD_HEAD_BYTES;
+    if (tail.readUInt32LE(at) !== TRAILER_MAGIC || tail.readUInt32LE(at + 4) !== size) continue;
+    if (encrypted) return { ok: true };
+    try {
+      const t = JSON.parse(tail.subarray(at + RECORD_HEAD_BYTES).toString('utf8')) as Trailer;
+      if (Number.isSafeInteger(t.rawSize) && typeof t.blake3 === 'string') return { ok: true, trailer: t };
+    } catch {
+      // not this one
+    }
+  }
+  return { ok: false, why: 'it does not end with its trailer' };
+}

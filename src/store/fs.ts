@@ -98,6 +98,28 @@ export class FsStore implements Store {
     }
   }
 
+  async getSuffix(key: string, length: number): Promise<Buffer | undefined> {
+    try {
+      const fh = await open(this.path(key), 'r');
+      try {
+        const { size } = await fh.stat();
+        const n = Math.min(length, size);
+        const buf = Buffer.alloc(n);
+        let got = 0;
+        while (got < n) {
+          const { bytesRead } = await fh.read(buf, got, n - got, size - n + got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        return buf.subarray(0, got);
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      return this.absentOrFail('read', key, err);
+    }
+  }
+
   /** Metadata is not kept: the object header carries the same facts. */
   async putIfAbsent(key: string, body: Buffer, _metadata?: Readonly<Record<string, string>>): Promise<'created' | 'exists'> {
     return this.write(key, async (fh) => {

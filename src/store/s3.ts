@@ -225,6 +225,20 @@ export class S3Store implements Store {
     return this.read(key, `bytes=0-${length - 1}`);
   }
 
+  /**
+   * An explicit range after a HEAD, not a suffix range (`bytes=-N`): some
+   * S3-compatible servers (s3rver) answer a suffix longer than the object
+   * wrongly. Only verify uses it, once per object.
+   */
+  async getSuffix(key: string, length: number): Promise<Buffer | undefined> {
+    const info = await this.head(key);
+    // A HEAD 404 may also be a missing bucket: a GET tells them apart (and throws for the bucket).
+    if (!info) return (await this.read(key, 'bytes=0-0')) === undefined ? undefined : this.getSuffix(key, length);
+    if (info.size === 0) return Buffer.alloc(0);
+    const r = await this.read(key, `bytes=${Math.max(0, info.size - length)}-${info.size - 1}`);
+    return r;
+  }
+
   private async read(key: string, range: string | undefined): Promise<Buffer | undefined> {
     return this.call('GET', key, async (abortSignal) => {
       try {

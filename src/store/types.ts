@@ -52,6 +52,8 @@ export interface Store {
   get(key: string): Promise<Buffer | undefined>;
   /** The first `length` bytes (fewer if the object is shorter). */
   getPrefix(key: string, length: number): Promise<Buffer | undefined>;
+  /** The last `length` bytes (all of it if the object is shorter): where a format 2 object keeps its trailer. */
+  getSuffix(key: string, length: number): Promise<Buffer | undefined>;
   putIfAbsent(key: string, body: Buffer, metadata: Readonly<Record<string, string>>): Promise<'created' | 'exists'>;
   /**
    * Streams `source` into `key`. `sizeHint` is the body's length when the

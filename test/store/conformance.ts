@@ -72,6 +72,9 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
       if (info?.metadata !== undefined) expect(info.metadata.blake3).toBe('aa');
       expect((await s.getPrefix('wal/00000001/A', 5))!.toString()).toBe('first');
       expect((await s.getPrefix('wal/00000001/A', 1000))!.equals(body)).toBe(true);
+      expect((await s.getSuffix('wal/00000001/A', 5))!.equals(body.subarray(body.length - 5))).toBe(true);
+      expect((await s.getSuffix('wal/00000001/A', 1000))!.equals(body)).toBe(true);
+      expect(await s.getSuffix('wal/00000001/none', 5)).toBeUndefined();
       if (target.atomicCreate) {
         expect(await s.putIfAbsent('wal/00000001/A', Buffer.from('second'), { blake3: 'bb' })).toBe('exists');
         expect((await s.get('wal/00000001/A'))!.equals(body)).toBe(true);
@@ -219,6 +222,7 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
       const s = await target.makeBroken();
       await expect(s.get('wal/00000001/000000010000000000000001')).rejects.toBeInstanceOf(StoreUnavailableError);
       await expect(s.getPrefix('walship.json', 10)).rejects.toBeInstanceOf(StoreUnavailableError);
+      await expect(s.getSuffix('walship.json', 10)).rejects.toBeInstanceOf(StoreUnavailableError);
       await expect(s.putIfAbsent('x', Buffer.from('x'), {})).rejects.toBeInstanceOf(StoreUnavailableError);
       await expect(s.deleteMany(['x'])).rejects.toBeInstanceOf(StoreUnavailableError);
       await expect(s.getStream('wal/00000001/000000010000000000000001')).rejects.toBeInstanceOf(StoreUnavailableError);
