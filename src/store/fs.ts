@@ -7,6 +7,13 @@ import { StoreUnavailableError } from '../errors.js';
 import { fsyncDir } from '../fsutil/index.js';
 import type { ByteSource, ListedObject, ObjectInfo, Store } from './types.js';
 
+/** Wraps an error thrown by the body's producer, so that it leaves putStreamIfAbsent as it was. */
+class SourceFailure extends Error {
+  constructor(override readonly cause: unknown) {
+    super('source failed');
+  }
+}
+
 /**
  * A store in a local directory or an NFS mount. Writes go to a temporary file
  * that is fsynced, then hard-linked to the final name: link() fails if the
@@ -130,7 +137,17 @@ export class FsStore implements Store {
   /** The temporary file is written piece by piece as the source yields: memory holds one piece. */
   async putStreamIfAbsent(key: string, source: ByteSource, _sizeHint?: number, _metadata?: Readonly<Record<string, string>>): Promise<'created' | 'exists'> {
     return this.write(key, async (fh) => {
-      for await (const piece of source) {
+      const it = source[Symbol.asyncIterator]();
+      for (;;) {
+        let r: IteratorResult<Buffer>;
+        try {
+          r = await it.next();
+        } catch (err) {
+          // The producer's failure (say, the input file could not be read) is not the store's.
+          throw new SourceFailure(err);
+        }
+        if (r.done) break;
+        const piece = r.value;
         for (let o = 0; o < piece.length; ) o += (await fh.write(piece, o, piece.length - o)).bytesWritten;
       }
     });
@@ -183,6 +200,7 @@ export class FsStore implements Store {
       return result;
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
+      if (err instanceof SourceFailure) throw err.cause;
       throw this.fail('write', key, err);
     }
   }

@@ -211,7 +211,11 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
         yield* pieces(pattern(size, 4), 1 << 16);
         throw new Error('reader broke');
       }
-      await expect(s.putStreamIfAbsent('wal/00000001/F', failing(), undefined, {})).rejects.toThrow();
+      // The producer's own error comes out as it is: it is not the store's failure.
+      const err = await s.putStreamIfAbsent('wal/00000001/F', failing(), undefined, {}).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Error);
+      expect((err as Error).message).toBe('reader broke');
+      expect(err).not.toBeInstanceOf(StoreUnavailableError);
       expect(await s.head('wal/00000001/F')).toBeUndefined();
       expect(await s.getStream('wal/00000001/F')).toBeUndefined();
       // The name is still free for a writer that succeeds.
