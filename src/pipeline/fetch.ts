@@ -216,7 +216,7 @@ export async function restoreArchived(opts: ReadOptions & { readonly target: str
       // Refused before decoding, as in readArchived.
       const allowed: AllowedPlaintext | undefined =
         plaintext.required && stored?.encryption === 'none' ? await plaintext.admit(file.name, key, boundTo) : undefined;
-      const { summary, first } = await decodeToFile(source, tmp, file, key, opts.keys, boundTo);
+      const { summary, first } = await decodeToFile(source, tmp, target, file, key, opts.keys, boundTo);
       const { header } = summary;
       if (allowed) plaintext.checkDigest(allowed, key, header.blake3);
       if (header.systemIdentifier !== undefined && boundTo !== undefined && header.systemIdentifier !== boundTo) {
@@ -311,6 +311,8 @@ function localWriteError(target: string, err: unknown): LocalIoError {
 async function decodeToFile(
   source: AsyncIterable<Buffer>,
   tmp: string,
+  /** For messages: the name the operator knows. */
+  target: string,
   file: WalFileName,
   key: string,
   keys: KeyProvider | undefined,
@@ -321,7 +323,7 @@ async function decodeToFile(
     // O_TRUNC: a leftover of a killed run under the fixed name is overwritten.
     fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
   } catch (err) {
-    throw localWriteError(tmp, err);
+    throw localWriteError(target, err);
   }
   let summary: DecodedSummary | undefined;
   let first = Buffer.alloc(0);
@@ -340,14 +342,14 @@ async function decodeToFile(
       try {
         for (let o = 0; o < c.length; ) o += (await fh.write(c, o, c.length - o)).bytesWritten;
       } catch (err) {
-        throw localWriteError(tmp, err);
+        throw localWriteError(target, err);
       }
     }
     try {
       await fh.chmod(0o600);
       await fh.sync();
     } catch (err) {
-      throw localWriteError(tmp, err);
+      throw localWriteError(target, err);
     }
   } finally {
     await fh.close().catch(() => undefined);
