@@ -17,7 +17,6 @@ import {
   StoreUnavailableError,
   UnencryptedObjectError,
 } from '../errors.js';
-import { writeFileDurably } from '../spool/atomic-file.js';
 import type { Store } from '../store/index.js';
 import { parseWalName, readControlSystemIdentifier, validateSegment, validateSegmentStart, type WalFileName } from '../wal/index.js';
 import { MANIFEST_KEY, objectKey } from './layout.js';
@@ -142,27 +141,6 @@ async function decodeWithErrors(bytes: Buffer, file: WalFileName, keys: KeyProvi
       });
     }
     throw err;
-  }
-}
-
-/**
- * Writes verified bytes where PostgreSQL will read them: a temporary file in
- * the same directory, fsynced, then renamed over the target, then the
- * directory fsynced. PostgreSQL never sees a partial or empty file, even after
- * a crash or a full disk. The temporary name is fixed per target, so a
- * leftover from a killed run is simply overwritten by the next one.
- */
-export async function writeAtomically(target: string, data: Buffer): Promise<void> {
-  checkPathArgument(target, 'target path');
-  await checkTargetDirectory(target);
-  try {
-    await writeFileDurably(target, `${target}.walship-tmp`, data);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new LocalIoError(`cannot write ${target} (${code ?? err})`, {
-      hint: code === 'ENOSPC' ? 'the file system of pg_wal is full: free space; nothing partial was left behind' : undefined,
-      cause: err,
-    });
   }
 }
 
