@@ -134,8 +134,11 @@ async function pushOpen(opts: PushOptions, file: WalFileName, input: InputFile):
   // would run it), and the decoder's BLAKE3 of what it got back must equal
   // the encoder's BLAKE3 of what it read. A codec or memory fault fails
   // here, not at restore. Bounded memory: one chunk in flight.
+  // The check completes before the source ends, and the store commits
+  // (link, PUT, Complete) only after the source has ended: a failed check
+  // fails the write, so a bad object never lands in the store.
   const check = new DecodeCheck(file.name, opts.keys, clusterId);
-  const stored = check.tee(encoder.encode(readChunks(input)));
+  const stored = check.tee(encoder.encode(readChunks(input)), () => encoder.summary().blake3, input.size);
   const result = await opts.store.putStreamIfAbsent(target, stored, input.size, {
     'raw-size': String(input.size),
     format: '2',
@@ -152,7 +155,6 @@ async function pushOpen(opts: PushOptions, file: WalFileName, input: InputFile):
     return { ...base, key: target, outcome: 'already-archived', storedBytes: now.size, blake3: d };
   }
   const summary = encoder.summary();
-  await check.verify(summary.blake3, input.size);
   const confirmed = await opts.store.head(target);
   if (!confirmed || confirmed.size !== summary.storedBytes) {
     throw new StoreUnavailableError(
@@ -240,7 +242,12 @@ class DecodeCheck {
     w?.();
   }
 
-  async *tee(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  /**
+   * Yields `source`'s pieces; once it has ended, waits for the decoder and
+   * throws if what it decoded is not the input (`digest()` of what the
+   * encoder read, `size` bytes), before reporting the end to the consumer.
+   */
+  async *tee(source: AsyncIterable<Buffer>, digest: () => string, size: number): AsyncGenerator<Buffer> {
     try {
       for await (const piece of source) {
         this.feed(piece);
@@ -251,9 +258,10 @@ class DecodeCheck {
     } finally {
       this.feed(undefined);
     }
+    await this.verify(digest(), size);
   }
 
-  async verify(expectedDigest: string, expectedSize: number): Promise<void> {
+  private async verify(expectedDigest: string, expectedSize: number): Promise<void> {
     let s: DecodedSummary;
     try {
       s = await this.done;
