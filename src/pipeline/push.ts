@@ -231,8 +231,11 @@ class DecodeCheck {
       for await (const _ of decodeObjectStream(pieces(), name, keys, clusterId, (s) => (summary = s))) void _;
       return summary!;
     })();
-    this.done.catch(() => undefined);
+    // A decoder that has given up consumes nothing more: the writer must not wait for it.
+    this.done.catch(() => (this.failed = true));
   }
+
+  private failed = false;
 
   private feed(piece: Buffer | undefined): void {
     if (piece) this.queue.push(piece);
@@ -253,21 +256,25 @@ class DecodeCheck {
         this.feed(piece);
         yield piece;
         // Let the decoder catch up, so the queue stays a piece or two long.
-        while (this.queue.length > 2) await new Promise((r) => setImmediate(r));
+        while (this.queue.length > 2 && !this.failed) await new Promise((r) => setImmediate(r));
+        // Fail the write at once rather than upload the rest of a bad object.
+        if (this.failed) break;
       }
     } finally {
       this.feed(undefined);
     }
-    await this.verify(digest(), size);
+    await this.verify(digest, size);
   }
 
-  private async verify(expectedDigest: string, expectedSize: number): Promise<void> {
+  private async verify(digest: () => string, expectedSize: number): Promise<void> {
     let s: DecodedSummary;
     try {
       s = await this.done;
     } catch (err) {
       throw new CorruptObjectError(`the object encoded for ${this.name} does not decode (${(err as Error).message}); nothing is acknowledged`, { file: this.name, cause: err, hint: HINT_SELF_CHECK });
     }
+    // Only now: the encoder has finished (a failed decode above may have cut it short).
+    const expectedDigest = digest();
     if (s.header.blake3 !== expectedDigest || s.header.rawSize !== expectedSize) {
       throw new CorruptObjectError(
         `the object encoded for ${this.name} decodes to other bytes than the input (${s.header.rawSize} bytes, BLAKE3 ${s.header.blake3.slice(0, 16)}…; input ${expectedSize} bytes, ${expectedDigest.slice(0, 16)}…)`,

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeyFile, KeyfileProvider, type KeyProvider } from '../../src/crypto/index.js';
 import { CorruptObjectError } from '../../src/errors.js';
 import { restoreArchived } from '../../src/pipeline/fetch.js';
-import type { ArchiveManifest } from '../../src/pipeline/manifest.js';
+import { createManifest, type ArchiveManifest } from '../../src/pipeline/manifest.js';
 import { push } from '../../src/pipeline/push.js';
 import { FsStore } from '../../src/store/fs.js';
 import { syntheticSegment } from '../support/synthetic-wal.js';
@@ -24,7 +24,7 @@ let keys: KeyfileProvider;
 
 const manifest: ArchiveManifest = {
   walship: 1,
-  archiveId: 'test-archive',
+  archiveId: '0123456789abcdef0123456789abcdef',
   systemIdentifier: '7300000000000000001',
   pgMajor: 15,
   walPageMagic: '0xd110',
@@ -41,28 +41,31 @@ beforeAll(async () => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function fresh(label: string): { store: FsStore; root: string; input: string } {
+async function fresh(label: string): Promise<{ store: FsStore; root: string; input: string }> {
   const root = join(dir, label, 'store');
   mkdirSync(root, { recursive: true });
   mkdirSync(join(dir, label, 'pg_wal'));
   const input = join(dir, label, 'pg_wal', name);
   writeFileSync(input, syntheticSegment({ name, segmentSize: SEG, fill: 5 }));
-  writeFileSync(join(root, 'walship.json'), JSON.stringify(manifest));
-  return { store: new FsStore(root), root, input };
+  const store = new FsStore(root);
+  expect(await createManifest(store, manifest)).toBe('created');
+  return { store, root, input };
 }
 
 /** Seals with one key and opens with another: what a broken provider (or codec) would do. */
 function lyingProvider(real: KeyProvider): KeyProvider {
   return {
+    description: 'a provider that opens with the wrong key',
+    encrypts: true,
     newObjectKey: (ctx) => real.newObjectKey(ctx),
     objectKeyFor: async () => Buffer.alloc(32, 7),
-  } as KeyProvider;
+  };
 }
 
 describe('streaming push and fetch (file store)', () => {
   for (const encrypted of [false, true]) {
     it(`stores a v2 object and restores the exact segment (${encrypted ? 'encrypted' : 'plain'}); a re-push is "already archived"`, async () => {
-      const { store, input } = fresh(`rt-${encrypted}`);
+      const { store, input } = await fresh(`rt-${encrypted}`);
       const k = encrypted ? keys : undefined;
       const r = await push({ path: input, store, manifest, keys: k, compression: 'lz4', createdBy: 't' });
       expect(r.outcome).toBe('archived');
@@ -83,7 +86,7 @@ describe('streaming push and fetch (file store)', () => {
   }
 
   it('a decode check that fails stops the write: exit non-zero and nothing in the store', async () => {
-    const { store, root, input } = fresh('lying');
+    const { store, root, input } = await fresh('lying');
     const err = await push({ path: input, store, manifest, keys: lyingProvider(keys), compression: 'lz4', createdBy: 't' }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CorruptObjectError);
     expect((err as Error).message).toMatch(/does not decode/);
@@ -95,7 +98,7 @@ describe('streaming push and fetch (file store)', () => {
   });
 
   it('fetch of a truncated object leaves nothing at the target, not even the temporary file', async () => {
-    const { store, root, input } = fresh('cut');
+    const { store, root, input } = await fresh('cut');
     const r = await push({ path: input, store, manifest, keys: undefined, compression: 'lz4', createdBy: 't' });
     const path = join(root, r.key);
     const whole = readFileSync(path);
