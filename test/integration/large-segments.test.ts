@@ -27,7 +27,9 @@ function peaks(text: string): number[] {
 interface Fauxqs {
   startFauxqs(opts: { port: number; logger?: boolean; host?: string }): Promise<{ port: number; stop(): Promise<void>; createBucket(name: string): unknown }>;
 }
-// fauxqs (in-process S3 with multipart upload; s3rver has none): an ES module, absent until installed.
+// fauxqs: an in-process S3 (an ES module, absent until installed). Segments
+// that compress below 64 MiB go up in one PUT, larger ones as a multipart
+// upload; test/store/s3-multipart*.test.ts cover the multipart calls.
 const fauxqs = await (import('fauxqs' as string) as Promise<Fauxqs>).catch(() => undefined);
 
 describe('1 GiB segments, real PostgreSQL 15, encrypted', () => {
@@ -35,7 +37,7 @@ describe('1 GiB segments, real PostgreSQL 15, encrypted', () => {
     await pitrWithLargeSegments(await fileArchive(await keyfileEncryption()), 'file');
   }, 2_400_000);
 
-  it.skipIf(fauxqs === undefined)('S3 (fauxqs, multipart upload): the same', async () => {
+  it.skipIf(fauxqs === undefined)('S3 (fauxqs): the same', async () => {
     const server = await fauxqs!.startFauxqs({ port: 0, logger: false, host: '127.0.0.1' });
     try {
       server.createBucket('gib');
@@ -136,7 +138,8 @@ async function pitrWithLargeSegments(archive: TestArchive, kind: string): Promis
       // eslint-disable-next-line no-console
       console.log(
         `peak RSS with 1 GiB segments (${kind} store): push max ${Math.max(...push) >> 10} MB over ${push.length} calls, ` +
-          `fetch max ${Math.max(...fetch) >> 10} MB over ${fetch.length} calls (bound ${BOUND_KB >> 10} MB)`,
+          `fetch max ${Math.max(...fetch) >> 10} MB over ${fetch.length} calls (bound ${BOUND_KB >> 10} MB); ` +
+          `the last segment is stored in ${(info!.size / 1048576).toFixed(1)} MiB`,
       );
       expect(push.length).toBeGreaterThanOrEqual(2);
       expect(fetch.length).toBeGreaterThanOrEqual(2);
