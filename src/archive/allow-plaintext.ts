@@ -1,4 +1,4 @@
-import { blake3, MAX_HEADER_BYTES, PROLOGUE_BYTES, readHeader, type ObjectHeader } from '../codec/index.js';
+import { blake3, MAX_HEADER_BYTES, PROLOGUE_BYTES, readHeader, type StoredHeader } from '../codec/index.js';
 import type { KeyProvider } from '../crypto/index.js';
 import { ArchiveConflictError, ConfigError, errorMessage } from '../errors.js';
 import { readArchived } from '../pipeline/fetch.js';
@@ -50,7 +50,7 @@ export async function scanPlaintext(store: Store, keys: KeyProvider | undefined,
   const failed: { key: string; name: string; message: string }[] = [];
   let encrypted = 0;
   await mapLimit(allFiles(inv), jobs, async (f) => {
-    let header: ObjectHeader;
+    let header: StoredHeader;
     try {
       header = await headerOf(store, f);
     } catch (err) {
@@ -74,7 +74,7 @@ export async function scanPlaintext(store: Store, keys: KeyProvider | undefined,
   return { store: inv.store, systemIdentifier, files, failed, encrypted, existing };
 }
 
-async function headerOf(store: Store, f: ArchivedFile): Promise<ObjectHeader> {
+async function headerOf(store: Store, f: ArchivedFile): Promise<StoredHeader> {
   const head = await store.getPrefix(f.key, Math.min(4096, Math.max(f.size, 1)));
   if (head === undefined) throw new Error('deleted while being read');
   try {

@@ -1,4 +1,4 @@
-import { MAX_HEADER_BYTES, ObjectDecodeError, PROLOGUE_BYTES, readHeader, type ObjectHeader } from '../codec/index.js';
+import { inspectTrailer, MAX_HEADER_BYTES, ObjectDecodeError, PROLOGUE_BYTES, readHeader, type StoredHeader } from '../codec/index.js';
 import type { KeyProvider } from '../crypto/index.js';
 import { CorruptObjectError, ForeignClusterError, InvalidInputError, errorMessage } from '../errors.js';
 import { segmentNumber } from '../wal/index.js';
@@ -118,7 +118,7 @@ export async function verifyArchive(opts: VerifyOptions): Promise<VerifyReport> 
   let bytesDone = 0;
   opts.onProgress?.(0, objects.length, 0);
   const outcomes = await mapLimit(objects, opts.jobs, async (f) => {
-    const outcome = opts.deep ? await checkDeep(f, inv, opts, plaintext) : await checkHeader(f, inv, opts.store, plaintext);
+    const outcome = opts.deep ? await checkDeep(f, inv, opts, plaintext) : await checkHeader(f, inv, opts, plaintext);
     done++;
     bytesDone += f.size;
     opts.onProgress?.(done, objects.length, bytesDone);
@@ -210,9 +210,10 @@ function byPlace(a: Problem, b: Problem): number {
  * cluster's WAL, and encrypted when encryption is on (or allow-listed with
  * the BLAKE3 the header claims; --deep checks the content itself).
  */
-async function checkHeader(f: ArchivedFile, inv: Inventory, store: Store, plaintext: PlaintextPolicy): Promise<ObjectOutcome> {
+async function checkHeader(f: ArchivedFile, inv: Inventory, opts: VerifyOptions, plaintext: PlaintextPolicy): Promise<ObjectOutcome> {
+  const store = opts.store;
   let head: Buffer | undefined;
-  let parsed: { header: ObjectHeader; headerBytes: Buffer };
+  let parsed: { header: StoredHeader; headerBytes: Buffer };
   try {
     head = await store.getPrefix(f.key, Math.min(4096, Math.max(f.size, 1)));
     if (head === undefined) return { ok: false, damaged: false, message: 'deleted while being checked' };
@@ -229,12 +230,27 @@ async function checkHeader(f: ArchivedFile, inv: Inventory, store: Store, plaint
     if (err instanceof ObjectDecodeError) return { ok: false, damaged: true, message: `header unreadable: ${err.message}` };
     return { ok: false, damaged: false, message: errorMessage(err) };
   }
-  const outcome = checkParsedHeader(f, inv, parsed.header, parsed.headerBytes.length);
-  if (!outcome.ok || !plaintext.required || parsed.header.encryption !== 'none') return outcome;
-  return checkPlaintextHeader(f, inv, parsed.header, plaintext);
+  let header = parsed.header;
+  if (header.format === 2) {
+    // Format 2 keeps the content's size and (unencrypted) BLAKE3 in a
+    // trailer at the end: its presence is what says the object is whole.
+    let tail: Buffer | undefined;
+    try {
+      tail = await store.getSuffix(f.key, 4200);
+    } catch (err) {
+      return { ok: false, damaged: false, message: errorMessage(err) };
+    }
+    if (tail === undefined) return { ok: false, damaged: false, message: 'deleted while being checked' };
+    const t = inspectTrailer(tail, header.encryption !== 'none');
+    if (!t.ok) return { ok: false, damaged: true, message: `is ${f.size} bytes and ${t.why}: truncated or padded` };
+    if (t.trailer) header = { ...header, rawSize: t.trailer.rawSize, blake3: t.trailer.blake3! };
+  }
+  const outcome = checkParsedHeader(f, inv, header, parsed.headerBytes.length);
+  if (!outcome.ok || !plaintext.required || header.encryption !== 'none') return outcome;
+  return checkPlaintextHeader(f, inv, header, plaintext);
 }
 
-async function checkPlaintextHeader(f: ArchivedFile, inv: Inventory, h: ObjectHeader, plaintext: PlaintextPolicy): Promise<ObjectOutcome> {
+async function checkPlaintextHeader(f: ArchivedFile, inv: Inventory, h: StoredHeader, plaintext: PlaintextPolicy): Promise<ObjectOutcome> {
   try {
     const entry = await plaintext.admit(f.file.name, f.key, inv.manifest.systemIdentifier);
     if (entry.blake3 !== h.blake3) {
@@ -246,17 +262,23 @@ async function checkPlaintextHeader(f: ArchivedFile, inv: Inventory, h: ObjectHe
   }
 }
 
-function checkParsedHeader(f: ArchivedFile, inv: Inventory, h: ObjectHeader, headerLength: number): ObjectOutcome {
+/**
+ * A format 2 header (streaming) does not know the body's length or the
+ * content's size: those are in the trailer, checked by --deep (and by every
+ * fetch). `decoded` says the header comes from a full decode, with them filled in.
+ */
+function checkParsedHeader(f: ArchivedFile, inv: Inventory, h: StoredHeader, headerLength: number, decoded = false): ObjectOutcome {
   if (h.name !== f.file.name) return { ok: false, damaged: true, message: `holds ${h.name}, not ${f.file.name}: copied or renamed in the store` };
-  if (headerLength + h.bodySize !== f.size) {
-    return { ok: false, damaged: true, message: `is ${f.size} bytes, its header says ${headerLength + h.bodySize}: truncated or padded` };
+  const sized = h.format === 1 || decoded;
+  if (sized && headerLength + h.bodySize! !== f.size) {
+    return { ok: false, damaged: true, message: `is ${f.size} bytes, its header says ${headerLength + h.bodySize!}: truncated or padded` };
   }
   if (f.file.kind === 'segment' || f.file.kind === 'partial') {
     if (h.systemIdentifier === undefined) return { ok: false, damaged: true, message: 'header names no database system' };
     if (h.systemIdentifier !== inv.manifest.systemIdentifier) {
       return { ok: false, damaged: true, message: `belongs to database system ${h.systemIdentifier}, the archive to ${inv.manifest.systemIdentifier}` };
     }
-    if (h.rawSize !== inv.segmentSize) return { ok: false, damaged: true, message: `holds ${h.rawSize} bytes, segments here are ${inv.segmentSize}` };
+    if ((sized || h.rawSize !== undefined) && h.rawSize !== inv.segmentSize) return { ok: false, damaged: true, message: `holds ${h.rawSize} bytes, segments here are ${inv.segmentSize}` };
   } else if (h.systemIdentifier !== undefined && h.systemIdentifier !== inv.manifest.systemIdentifier) {
     // History and backup files name their cluster since this version (older ones name none).
     return { ok: false, damaged: true, message: `belongs to database system ${h.systemIdentifier}, the archive to ${inv.manifest.systemIdentifier}` };
@@ -270,7 +292,7 @@ async function checkDeep(f: ArchivedFile, inv: Inventory, opts: VerifyOptions, p
     const r = await readArchived({ name: f.file.name, key: f.key, store: opts.store, keys: opts.keys, retries: 0, plaintext });
     if (r.status === 'not-found') return { ok: false, damaged: false, message: 'deleted while being checked' };
     const headerLength = r.storedBytes - r.header.bodySize;
-    const outcome = checkParsedHeader(f, inv, r.header, headerLength);
+    const outcome = checkParsedHeader(f, inv, { ...r.header, format: 1 }, headerLength, true);
     if (!outcome.ok) return outcome;
     if (r.storedBytes !== f.size) return { ok: false, damaged: true, message: `changed while being checked (${f.size} → ${r.storedBytes} bytes)` };
     return { ok: true };

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { dirname } from 'node:path';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log/index.js';
-import { readArchived, writeAtomically } from '../pipeline/fetch.js';
+import { restoreArchived } from '../pipeline/fetch.js';
 import { storeFingerprint } from '../config/fingerprint.js';
 import { readManifest } from '../pipeline/manifest.js';
 import { currentPoolOwner, poolFor, recoveryInProgress, removeLeftoverPool } from '../pipeline/prefetch.js';
@@ -55,8 +55,11 @@ export async function runFetch(name: string, target: string, globals: GlobalOpti
       }
       if (spoolDir) await recordPrefetch(spoolDir, false, log);
     }
-    const r = await readArchived({
+    // Streams from the store through the decoder into a temporary file, and
+    // renames it into place only once everything is verified.
+    const r = await restoreArchived({
       name,
+      target,
       store,
       keys,
       retries: config.retries,
@@ -68,14 +71,13 @@ export async function runFetch(name: string, target: string, globals: GlobalOpti
       if (spoolDir) await recordFetch(spoolDir, { file: name, outcome: 'not-found', ms: Math.round(performance.now() - started) }, log);
       return EXIT.FAILED;
     }
-    await writeAtomically(target, r.data);
     await pool?.discardStale(name);
     const ms = Math.round(performance.now() - started);
     log.info(
-      { file: name, target, rawBytes: r.data.length, storedBytes: r.storedBytes, ms, ...(pool ? { prefetched: false } : {}) },
-      `restored ${name} (${mib(r.storedBytes)} → ${mib(r.data.length)}) in ${ms} ms`,
+      { file: name, target, rawBytes: r.rawBytes, storedBytes: r.storedBytes, ms, ...(pool ? { prefetched: false } : {}) },
+      `restored ${name} (${mib(r.storedBytes)} → ${mib(r.rawBytes)}) in ${ms} ms`,
     );
-    if (spoolDir) await recordFetch(spoolDir, { file: name, outcome: 'ok', rawBytes: r.data.length, storedBytes: r.storedBytes, ms }, log);
+    if (spoolDir) await recordFetch(spoolDir, { file: name, outcome: 'ok', rawBytes: r.rawBytes, storedBytes: r.storedBytes, ms }, log);
     return EXIT.OK;
   } catch (err) {
     if (spoolDir) await recordFetchFailure(spoolDir, { file: name, error: err, ms: Math.round(performance.now() - started) }, log);

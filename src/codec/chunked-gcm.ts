@@ -13,7 +13,7 @@ import { createCipheriv, createDecipheriv } from 'node:crypto';
 export const TAG_BYTES = 16;
 export const DEFAULT_CHUNK_BYTES = 1 << 20;
 
-function nonce(index: number, final: boolean): Buffer {
+export function nonce(index: number, final: boolean): Buffer {
   const n = Buffer.alloc(12);
   n.writeUIntBE(index, 5, 6);
   n[11] = final ? 1 : 0;
@@ -68,4 +68,26 @@ export function open(key: Buffer, aad: Buffer, sealed: Buffer, chunkBytes: numbe
     if (final) break;
   }
   return out.subarray(0, o);
+}
+
+/** One chunk of the v2 stream: ciphertext then tag, under nonce (index, final). */
+export function sealChunk(key: Buffer, aad: Buffer, index: number, final: boolean, plain: Buffer): Buffer {
+  const c = createCipheriv('aes-256-gcm', key, nonce(index, final));
+  c.setAAD(aad);
+  const head = c.update(plain);
+  const tail = c.final();
+  return Buffer.concat([head, tail, c.getAuthTag()]);
+}
+
+export function openChunk(key: Buffer, aad: Buffer, index: number, final: boolean, sealed: Buffer): Buffer {
+  if (sealed.length < TAG_BYTES) throw new AuthenticationError(`chunk ${index} is shorter than its tag`);
+  const len = sealed.length - TAG_BYTES;
+  const d = createDecipheriv('aes-256-gcm', key, nonce(index, final));
+  d.setAAD(aad);
+  d.setAuthTag(sealed.subarray(len));
+  try {
+    return Buffer.concat([d.update(sealed.subarray(0, len)), d.final()]);
+  } catch {
+    throw new AuthenticationError(`chunk ${index} failed authentication${final ? ' as the last chunk' : ''}`);
+  }
 }

@@ -13,7 +13,12 @@ import type { CompressionName } from './compress.js';
  */
 
 export const MAGIC = Buffer.from('walship', 'ascii');
+/** The version of v1 objects, still read. */
 export const FORMAT_VERSION = 1;
+/** Streaming format (docs/FORMAT.md, "Format 2"), written for every new object. */
+export const FORMAT_V2 = 2;
+/** A chunk size larger than this in a v2 header is damage, not a choice walship makes. */
+export const MAX_CHUNK_BYTES = 64 << 20;
 export const PROLOGUE_BYTES = MAGIC.length + 1 + 4;
 /** Headers are a few hundred bytes; the bound keeps a damaged length field from allocating gigabytes. */
 export const MAX_HEADER_BYTES = 64 * 1024;
@@ -36,13 +41,35 @@ export interface ObjectHeader {
   readonly createdBy: string;
 }
 
+/**
+ * A header as stored. v1 headers carry the content's size and BLAKE3 and the
+ * body's length; v2 headers cannot (a one-pass writer learns them at the
+ * end) and carry them in the trailer instead, so those fields are optional
+ * here. `format` is the version byte of the prologue, not a JSON field.
+ */
+export type StoredHeader = Omit<ObjectHeader, 'rawSize' | 'blake3' | 'bodySize'> &
+  Partial<Pick<ObjectHeader, 'rawSize' | 'blake3' | 'bodySize'>> & { readonly format: 1 | 2 };
+
+/** What a v2 writer puts in the header: everything known before the first byte of content. */
+export interface HeaderV2 {
+  readonly name: string;
+  readonly compression: CompressionName;
+  readonly encryption: 'none' | 'aes-256-gcm-chunked';
+  readonly key?: KeyDescriptor;
+  /** Raw (uncompressed, unencrypted) bytes per data chunk; the last may be shorter. */
+  readonly chunkSize: number;
+  readonly systemIdentifier?: string;
+  readonly createdAt: string;
+  readonly createdBy: string;
+}
+
 export class FormatError extends Error {}
 
-export function encodeHeader(header: ObjectHeader): Buffer {
+export function encodeHeader(header: ObjectHeader | HeaderV2, version: 1 | 2 = FORMAT_VERSION): Buffer {
   const json = Buffer.from(JSON.stringify(header), 'utf8');
   const prologue = Buffer.alloc(PROLOGUE_BYTES);
   MAGIC.copy(prologue, 0);
-  prologue[MAGIC.length] = FORMAT_VERSION;
+  prologue[MAGIC.length] = version;
   prologue.writeUInt32BE(json.length, MAGIC.length + 1);
   return Buffer.concat([prologue, json]);
 }
@@ -52,15 +79,15 @@ export function encodeHeader(header: ObjectHeader): Buffer {
  * its encoded length (which is also the AAD for the cipher), or the number of
  * bytes needed when `buf` is too short.
  */
-export function decodeHeader(buf: Buffer): { header: ObjectHeader; headerBytes: Buffer } | { need: number } {
+export function decodeHeader(buf: Buffer): { header: StoredHeader; headerBytes: Buffer } | { need: number } {
   if (buf.length < PROLOGUE_BYTES) {
     if (!MAGIC.subarray(0, buf.length).equals(buf.subarray(0, MAGIC.length))) throw new FormatError('not a walship object (bad magic)');
     return { need: PROLOGUE_BYTES };
   }
   if (!buf.subarray(0, MAGIC.length).equals(MAGIC)) throw new FormatError('not a walship object (bad magic)');
   const version = buf[MAGIC.length]!;
-  if (version !== FORMAT_VERSION) {
-    throw new FormatError(`object format version ${version} is not supported by this walship (knows ${FORMAT_VERSION}); upgrade walship`);
+  if (version !== FORMAT_VERSION && version !== FORMAT_V2) {
+    throw new FormatError(`object format version ${version} is not supported by this walship (knows ${FORMAT_VERSION} and ${FORMAT_V2}); upgrade walship`);
   }
   const len = buf.readUInt32BE(MAGIC.length + 1);
   if (len > MAX_HEADER_BYTES) throw new FormatError(`header length ${len} exceeds ${MAX_HEADER_BYTES}: object is damaged`);
@@ -72,7 +99,23 @@ export function decodeHeader(buf: Buffer): { header: ObjectHeader; headerBytes: 
   } catch {
     throw new FormatError('header is not valid JSON: object is damaged');
   }
-  return { header: checkHeader(parsed), headerBytes: buf.subarray(0, total) };
+  const header = version === FORMAT_VERSION ? { ...checkHeader(parsed), format: 1 as const } : { ...checkHeaderV2(parsed), format: 2 as const };
+  return { header, headerBytes: buf.subarray(0, total) };
+}
+
+function checkHeaderV2(h: unknown): HeaderV2 {
+  const o = h as Record<string, unknown>;
+  const ok =
+    typeof o === 'object' &&
+    o !== null &&
+    typeof o.name === 'string' &&
+    (o.compression === 'lz4-frame' || o.compression === 'none') &&
+    Number.isSafeInteger(o.chunkSize) &&
+    (o.chunkSize as number) > 0 &&
+    (o.chunkSize as number) <= MAX_CHUNK_BYTES &&
+    (o.encryption === 'none' || (o.encryption === 'aes-256-gcm-chunked' && typeof o.key === 'object' && o.key !== null));
+  if (!ok) throw new FormatError('header is missing fields or has invalid values: object is damaged');
+  return o as unknown as HeaderV2;
 }
 
 function checkHeader(h: unknown): ObjectHeader {

@@ -10,8 +10,14 @@ interface Lz4 {
   compressFrameSync(data: Buffer, options?: { contentChecksum?: boolean; blockChecksums?: boolean }): Buffer;
   decompressFrameSync(data: Buffer): Buffer;
 }
+/** An incremental BLAKE3 (the addon's Blake3Hasher): what lets a gigabyte be hashed a chunk at a time. */
+export interface Blake3Hasher {
+  update(input: Buffer): Blake3Hasher;
+  digestBuffer(): Buffer;
+}
 interface Blake {
   blake3(input: Buffer): Buffer;
+  Blake3Hasher: { new (): Blake3Hasher; newKeyed(key: Buffer): Blake3Hasher };
 }
 
 const require = createRequire(import.meta.url);
@@ -48,4 +54,10 @@ function loadBlake(): Blake {
 
 export function blake3(data: Buffer): Buffer {
   return (blake ??= loadBlake()).blake3(data);
+}
+
+/** BLAKE3, fed piece by piece; with `key` (32 bytes), BLAKE3's keyed mode: a MAC. */
+export function blake3Hasher(key?: Buffer): Blake3Hasher {
+  const b = (blake ??= loadBlake());
+  return key ? b.Blake3Hasher.newKeyed(key) : new b.Blake3Hasher();
 }

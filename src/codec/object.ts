@@ -1,8 +1,9 @@
 import type { KeyProvider } from '../crypto/index.js';
 import { DEFAULT_CHUNK_BYTES, open, seal, sealedSize, AuthenticationError } from './chunked-gcm.js';
 import { compress, decompress, type CompressionName } from './compress.js';
-import { decodeHeader, encodeHeader, FormatError, type ObjectHeader } from './format.js';
+import { decodeHeader, encodeHeader, FormatError, type ObjectHeader, type StoredHeader } from './format.js';
 import { blake3 } from './native.js';
+import { byteReader, decodeV2Body, ObjectEncoder, readStreamHeader, TruncatedObjectError, type DecodedSummary } from './stream.js';
 
 export interface EncodeInput {
   readonly name: string;
@@ -24,8 +25,23 @@ export interface EncodedObject {
   readonly bytes: Buffer;
 }
 
-/** Segment → object: hash the raw bytes, compress, then seal. */
+/**
+ * Segment → object in format v2, from a buffer: the streaming encoder over
+ * one piece. The header returned is the v1-shaped view (size, BLAKE3 and
+ * body length filled in), as a decoder reports it.
+ */
 export async function encodeObject(input: EncodeInput): Promise<EncodedObject> {
+  const enc = await ObjectEncoder.create({ ...input });
+  const parts: Buffer[] = [];
+  for await (const p of enc.encode([input.data])) parts.push(p);
+  const bytes = Buffer.concat(parts);
+  const s = enc.summary();
+  const header: ObjectHeader = { ...enc.header, rawSize: s.rawSize, blake3: s.blake3, bodySize: s.storedBytes - enc.headerBytes.length };
+  return { header, bytes };
+}
+
+/** Segment → object in format v1 (what walship wrote before v2): kept so tests can prove v1 is still read. */
+export async function encodeObjectV1(input: EncodeInput): Promise<EncodedObject> {
   const digest = blake3(input.data).toString('hex');
   const compressed = compress(input.compression, input.data);
   const objectKey = input.keys
@@ -62,12 +78,14 @@ export class ObjectDecodeError extends Error {
     message: string,
     /** True when the failure is a missing key rather than damaged bytes. */
     readonly keyProblem = false,
+    /** True when the object simply ends early (an upload cut off), rather than holding wrong bytes. */
+    readonly truncated = false,
   ) {
     super(message);
   }
 }
 
-export function readHeader(bytes: Buffer): { header: ObjectHeader; headerBytes: Buffer } {
+export function readHeader(bytes: Buffer): { header: StoredHeader; headerBytes: Buffer } {
   let r;
   try {
     r = decodeHeader(bytes);
@@ -83,7 +101,7 @@ export function readHeader(bytes: Buffer): { header: ObjectHeader; headerBytes: 
  * declared body. 'truncated' when even the header is cut short. Throws
  * ObjectDecodeError for bytes that are no walship object at all.
  */
-export function declaredObjectSize(prefix: Buffer): { size: number; header: ObjectHeader } | 'truncated' {
+export function declaredObjectSize(prefix: Buffer): { size: number; header: ObjectHeader } | 'truncated' | 'undeclared' {
   let r;
   try {
     r = decodeHeader(prefix);
@@ -91,7 +109,9 @@ export function declaredObjectSize(prefix: Buffer): { size: number; header: Obje
     throw new ObjectDecodeError((err as FormatError).message);
   }
   if ('need' in r) return 'truncated';
-  return { size: r.headerBytes.length + r.header.bodySize, header: r.header };
+  // A v2 header cannot know the size: only reading to the trailer tells.
+  if (r.header.format !== 1) return 'undeclared';
+  return { size: r.headerBytes.length + r.header.bodySize!, header: r.header as ObjectHeader };
 }
 
 export interface DecodeOptions {
@@ -104,10 +124,11 @@ export interface DecodeOptions {
 }
 
 /**
- * Object → segment, verifying everything: header shape, expected name, body
- * length, authentication of every chunk, the LZ4 frame checksum, the raw size
- * and the BLAKE3 of the result. Throws ObjectDecodeError on any mismatch;
- * key lookup errors from the provider propagate as they are.
+ * Object → segment, verifying everything, from a whole buffer (v1 or v2):
+ * header shape, expected name, authentication of every chunk, the LZ4
+ * checksums, the size and the digest of the result. Throws
+ * ObjectDecodeError on any mismatch; key lookup errors from the provider
+ * propagate as they are.
  */
 export async function decodeObject(
   bytes: Buffer,
@@ -117,28 +138,64 @@ export async function decodeObject(
   archiveSystemIdentifier?: string,
   opts: DecodeOptions = {},
 ): Promise<{ header: ObjectHeader; data: Buffer }> {
-  const { expected } = opts;
-  const { header, headerBytes } = readHeader(bytes);
-  if (header.name !== expectedName) {
-    throw new ObjectDecodeError(`object holds ${header.name}, not ${expectedName}: it was copied or renamed in the store`);
+  let summary: DecodedSummary | undefined;
+  const out: Buffer[] = [];
+  for await (const c of decodeObjectStream([bytes], expectedName, keys, archiveSystemIdentifier, (s) => (summary = s))) out.push(c);
+  const data = out.length === 1 ? out[0]! : Buffer.concat(out);
+  if (opts.expected !== undefined && !data.equals(opts.expected)) throw new ObjectDecodeError('object does not decode to the bytes it was made from');
+  return { header: summary!.header, data };
+}
+
+/**
+ * The streaming decoder, for v1 and v2 objects. Yields the content in
+ * chunks as they are verified; `done` is called, and the generator returns,
+ * only once the whole object is proven (v2: trailer; v1: size and BLAKE3).
+ * A caller must treat what it was given as unverified until then.
+ */
+export async function* decodeObjectStream(
+  source: AsyncIterable<Buffer> | Iterable<Buffer>,
+  expectedName: string,
+  keys: KeyProvider | undefined,
+  archiveSystemIdentifier: string | undefined,
+  done: (s: DecodedSummary) => void,
+): AsyncGenerator<Buffer> {
+  const reader = byteReader(source);
+  try {
+    const { header, headerBytes } = await readStreamHeader(reader);
+    if (header.name !== expectedName) {
+      throw new ObjectDecodeError(`object holds ${header.name}, not ${expectedName}: it was copied or renamed in the store`);
+    }
+    let key: Buffer | undefined;
+    if (header.encryption === 'aes-256-gcm-chunked') {
+      if (!keys) {
+        throw new ObjectDecodeError(`${expectedName} is encrypted (key ${header.key!.id}) but no key is configured (WALSHIP_KEY_FILE)`, true);
+      }
+      key = await keys.objectKeyFor(header.key!, { file: expectedName, systemIdentifier: archiveSystemIdentifier });
+    }
+    if (header.format === 2) {
+      yield* decodeV2Body(reader, header, headerBytes, key, done);
+      return;
+    }
+    // v1: the body is one LZ4 frame sealed as a whole; it was never large.
+    const declared = header.bodySize!;
+    const body = await reader.read(declared + 1);
+    if (body.length !== declared) {
+      throw new ObjectDecodeError(`object body is ${Math.min(body.length, declared)}${body.length > declared ? '+' : ''} bytes, header says ${declared}: truncated or padded`, false, body.length < declared);
+    }
+    const data = decodeV1Body(header as ObjectHeader, headerBytes, body, key);
+    done({ header: header as ObjectHeader, storedBytes: headerBytes.length + body.length });
+    yield data;
+  } catch (err) {
+    if (err instanceof ObjectDecodeError) throw err;
+    if (err instanceof AuthenticationError) throw new ObjectDecodeError(`decryption failed: ${err.message} (tampered, truncated, or a different key with the same id)`);
+    if (err instanceof FormatError) throw new ObjectDecodeError(err.message, false, err instanceof TruncatedObjectError);
+    throw err;
   }
-  const body = bytes.subarray(headerBytes.length);
-  if (body.length !== header.bodySize) {
-    throw new ObjectDecodeError(`object body is ${body.length} bytes, header says ${header.bodySize}: truncated or padded`);
-  }
+}
+
+function decodeV1Body(header: ObjectHeader, headerBytes: Buffer, body: Buffer, key: Buffer | undefined): Buffer {
   let compressed = body;
-  if (header.encryption === 'aes-256-gcm-chunked') {
-    if (!keys) {
-      throw new ObjectDecodeError(`${expectedName} is encrypted (key ${header.key!.id}) but no key is configured (WALSHIP_KEY_FILE)`, true);
-    }
-    const key = await keys.objectKeyFor(header.key!, { file: expectedName, systemIdentifier: archiveSystemIdentifier });
-    try {
-      compressed = open(key, headerBytes, body, header.chunkSize!);
-    } catch (err) {
-      if (err instanceof AuthenticationError) throw new ObjectDecodeError(`decryption failed: ${err.message} (tampered, truncated, or a different key with the same id)`);
-      throw err;
-    }
-  }
+  if (key) compressed = open(key, headerBytes, body, header.chunkSize!);
   let data: Buffer;
   try {
     data = decompress(header.compression, compressed);
@@ -148,11 +205,7 @@ export async function decodeObject(
   if (data.length !== header.rawSize) {
     throw new ObjectDecodeError(`decoded ${data.length} bytes, header says ${header.rawSize}`);
   }
-  if (expected !== undefined) {
-    if (!data.equals(expected)) throw new ObjectDecodeError('object does not decode to the bytes it was made from');
-    return { header, data };
-  }
   const digest = blake3(data).toString('hex');
   if (digest !== header.blake3) throw new ObjectDecodeError(`BLAKE3 mismatch: content ${digest.slice(0, 16)}…, header ${header.blake3.slice(0, 16)}…`);
-  return { header, data };
+  return data;
 }

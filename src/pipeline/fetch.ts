@@ -1,4 +1,10 @@
-import { decodeObject, ObjectDecodeError, type ObjectHeader } from '../codec/index.js';
+import { constants } from 'node:fs';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Readable } from 'node:stream';
+import { decodeObject, decodeObjectStream, ObjectDecodeError, type DecodedSummary, type ObjectHeader, type StoredHeader } from '../codec/index.js';
+import { decodeHeader } from '../codec/format.js';
+import { fsyncDir } from '../fsutil/index.js';
 import type { KeyProvider } from '../crypto/index.js';
 import {
   ArchiveMissingError,
@@ -11,13 +17,12 @@ import {
   StoreUnavailableError,
   UnencryptedObjectError,
 } from '../errors.js';
-import { writeFileDurably } from '../spool/atomic-file.js';
 import type { Store } from '../store/index.js';
-import { parseWalName, readControlSystemIdentifier, validateSegment, type WalFileName } from '../wal/index.js';
+import { parseWalName, readControlSystemIdentifier, validateSegment, validateSegmentStart, type WalFileName } from '../wal/index.js';
 import { MANIFEST_KEY, objectKey } from './layout.js';
 import { readManifest, type ArchiveManifest } from './manifest.js';
 import { checkPathArgument, checkTargetDirectory } from './paths.js';
-import { isPlaintextObject, PlaintextPolicy } from './plaintext-policy.js';
+import { isPlaintextObject, PlaintextPolicy, type AllowedPlaintext } from './plaintext-policy.js';
 
 export interface ReadOptions {
   readonly name: string;
@@ -139,23 +144,206 @@ async function decodeWithErrors(bytes: Buffer, file: WalFileName, keys: KeyProvi
   }
 }
 
+export type RestoreResult =
+  | { readonly status: 'found'; readonly file: WalFileName; readonly header: ObjectHeader; readonly rawBytes: number; readonly storedBytes: number }
+  | { readonly status: 'not-found'; readonly file: WalFileName; readonly key: string };
+
 /**
- * Writes verified bytes where PostgreSQL will read them: a temporary file in
- * the same directory, fsynced, then renamed over the target, then the
- * directory fsynced. PostgreSQL never sees a partial or empty file, even after
- * a crash or a full disk. The temporary name is fixed per target, so a
- * leftover from a killed run is simply overwritten by the next one.
+ * readArchived + writeAtomically in one pass, with bounded memory: the
+ * object streams from the store through the decoder into a temporary file
+ * beside `target`. Only when the decoder has proven the whole object
+ * (trailer, sizes, digest), the plaintext policy, the cluster and the
+ * segment header all pass, is the file fsynced and renamed into `target`;
+ * on any failure the temporary file is removed and `target` is untouched.
+ * Same answers as readArchived: "not-found" only from a real archive that
+ * lacks the object; everything else throws.
  */
-export async function writeAtomically(target: string, data: Buffer): Promise<void> {
-  checkPathArgument(target, 'target path');
-  await checkTargetDirectory(target);
+export async function restoreArchived(opts: ReadOptions & { readonly target: string }): Promise<RestoreResult> {
+  let file: WalFileName;
   try {
-    await writeFileDurably(target, `${target}.walship-tmp`, data);
+    file = parseWalName(opts.name);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new LocalIoError(`cannot write ${target} (${code ?? err})`, {
-      hint: code === 'ENOSPC' ? 'the file system of pg_wal is full: free space; nothing partial was left behind' : undefined,
-      cause: err,
+    throw new InvalidInputError((err as Error).message, { hint: 'restore_command must be: walship fetch %f %p' });
+  }
+  const target = checkPathArgument(opts.target, 'target path');
+  await checkTargetDirectory(target);
+  const key = opts.key ?? objectKey(file);
+  const ctx = { file: file.name, key };
+  const controlId = opts.dataDir !== undefined ? await readControlSystemIdentifier(opts.dataDir) : undefined;
+  const backoff = opts.backoffMs ?? defaultBackoff;
+  const plaintext = opts.plaintext ?? PlaintextPolicy.for(opts.store, opts.keys);
+  const tmp = `${target}.walship-tmp`;
+
+  for (let attempt = 0; ; attempt++) {
+    let body: Readable | undefined;
+    try {
+      const [manifest, stream] = await Promise.all([readManifest(opts.store), opts.store.getStream(key)]);
+      body = stream;
+      if (manifest) checkCluster(manifest, controlId, opts.store.description, file.name);
+      if (body === undefined) {
+        if (!manifest) {
+          throw new ArchiveMissingError(`there is no walship archive at ${opts.store.description} (no ${MANIFEST_KEY})`, {
+            ...ctx,
+            hint: 'check WALSHIP_STORE (bucket, prefix, or that the directory is mounted)',
+          });
+        }
+        return { status: 'not-found', file, key };
+      }
+      const boundTo = manifest?.systemIdentifier ?? controlId;
+      const { header: stored, source } = await peekHeader(body, file.name, key);
+      // Refused before decoding, as in readArchived.
+      const allowed: AllowedPlaintext | undefined =
+        plaintext.required && stored?.encryption === 'none' ? await plaintext.admit(file.name, key, boundTo) : undefined;
+      const { summary, first } = await decodeToFile(source, tmp, target, file, key, opts.keys, boundTo);
+      const { header } = summary;
+      if (allowed) plaintext.checkDigest(allowed, key, header.blake3);
+      if (header.systemIdentifier !== undefined && boundTo !== undefined && header.systemIdentifier !== boundTo) {
+        throw new ForeignClusterError(`${file.name} in the store belongs to system ${header.systemIdentifier}, not ${boundTo}`, ctx);
+      }
+      if (file.kind === 'segment' || file.kind === 'partial') {
+        try {
+          validateSegmentStart(file, first, header.rawSize);
+        } catch (err) {
+          throw new CorruptObjectError(`${file.name} decoded but is not a valid segment: ${(err as Error).message}`, ctx);
+        }
+      }
+      try {
+        await rename(tmp, target);
+        await fsyncDir(dirname(target));
+      } catch (err) {
+        throw localWriteError(target, err);
+      }
+      return { status: 'found', file, header, rawBytes: header.rawSize, storedBytes: summary.storedBytes };
+    } catch (err) {
+      body?.destroy();
+      await unlink(tmp).catch(() => undefined);
+      const retryable =
+        err instanceof StoreUnavailableError ||
+        (err instanceof CorruptObjectError && !(err instanceof UnencryptedObjectError)) ||
+        err instanceof KeyUnavailableError;
+      if (!retryable || attempt >= opts.retries) throw err;
+      opts.onRetry?.(attempt + 1, err as Error);
+      await new Promise((r) => setTimeout(r, backoff(attempt + 1)));
+    }
+  }
+}
+
+/**
+ * The object's header from the front of the stream (undefined when it is
+ * no readable header: the decoder then reports the damage), and a source
+ * that yields the whole object again, peeked bytes included.
+ */
+async function peekHeader(body: Readable, name: string, key: string): Promise<{ header: StoredHeader | undefined; source: AsyncIterable<Buffer> }> {
+  const it = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  const seen: Buffer[] = [];
+  let header: StoredHeader | undefined;
+  let ended = false;
+  for (;;) {
+    let r;
+    try {
+      r = decodeHeader(Buffer.concat(seen));
+    } catch {
+      break;
+    }
+    if (!('need' in r)) {
+      header = r.header;
+      break;
+    }
+    const next = await it.next().catch((err: unknown) => {
+      throw storeError(err, name, key);
+    });
+    if (next.done) {
+      ended = true;
+      break;
+    }
+    seen.push(next.value);
+  }
+  async function* source(): AsyncGenerator<Buffer> {
+    yield* seen;
+    if (ended) return;
+    for (;;) {
+      const next = await it.next().catch((err: unknown) => {
+        throw storeError(err, name, key);
+      });
+      if (next.done) return;
+      yield next.value;
+    }
+  }
+  return { header, source: source() };
+}
+
+function storeError(err: unknown, name: string, key: string): Error {
+  if (err instanceof StoreUnavailableError) return err;
+  return new StoreUnavailableError(`reading ${key} failed half-way: ${(err as Error).message}`, { file: name, key, cause: err });
+}
+
+function localWriteError(target: string, err: unknown): LocalIoError {
+  const code = (err as NodeJS.ErrnoException).code;
+  return new LocalIoError(`cannot write ${target} (${code ?? err})`, {
+    hint: code === 'ENOSPC' ? 'the file system of pg_wal is full: free space; nothing partial was left behind' : undefined,
+    cause: err,
+  });
+}
+
+/** Decodes into `tmp` (fsynced, closed); returns the decoder's summary and the first bytes of the content (for the segment header check). */
+async function decodeToFile(
+  source: AsyncIterable<Buffer>,
+  tmp: string,
+  /** For messages: the name the operator knows. */
+  target: string,
+  file: WalFileName,
+  key: string,
+  keys: KeyProvider | undefined,
+  boundTo: string | undefined,
+): Promise<{ summary: DecodedSummary; first: Buffer }> {
+  let fh: FileHandle;
+  try {
+    // O_TRUNC: a leftover of a killed run under the fixed name is overwritten.
+    fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+  } catch (err) {
+    throw localWriteError(target, err);
+  }
+  let summary: DecodedSummary | undefined;
+  let first = Buffer.alloc(0);
+  try {
+    const chunks = decodeObjectStream(source, file.name, keys, boundTo, (s) => (summary = s));
+    for (;;) {
+      let next;
+      try {
+        next = await chunks.next();
+      } catch (err) {
+        throw decodeError(err, file, key);
+      }
+      if (next.done) break;
+      const c = next.value;
+      if (first.length < 8192) first = Buffer.concat([first, c.subarray(0, 8192 - first.length)]);
+      try {
+        for (let o = 0; o < c.length; ) o += (await fh.write(c, o, c.length - o)).bytesWritten;
+      } catch (err) {
+        throw localWriteError(target, err);
+      }
+    }
+    try {
+      await fh.chmod(0o600);
+      await fh.sync();
+    } catch (err) {
+      throw localWriteError(target, err);
+    }
+  } finally {
+    await fh.close().catch(() => undefined);
+  }
+  return { summary: summary!, first };
+}
+
+function decodeError(err: unknown, file: WalFileName, key: string): unknown {
+  if (err instanceof KeyError || err instanceof StoreUnavailableError) return err;
+  if (err instanceof ObjectDecodeError) {
+    const Cls = err.keyProblem ? KeyError : CorruptObjectError;
+    return new Cls(`archived ${file.name} at ${key} cannot be used: ${err.message}`, {
+      file: file.name,
+      key,
+      hint: err.keyProblem ? 'configure the key file it names' : 'the object is damaged; do not delete it, inspect it with walship cat',
     });
   }
+  return err;
 }

@@ -1,5 +1,5 @@
 import { basename } from 'node:path';
-import { MAX_HEADER_BYTES, PROLOGUE_BYTES, readHeader, type ObjectHeader } from '../codec/index.js';
+import { MAX_HEADER_BYTES, PROLOGUE_BYTES, readHeader, type StoredHeader } from '../codec/index.js';
 import type { Store } from '../store/index.js';
 import { isWalName } from '../wal/index.js';
 
@@ -32,7 +32,7 @@ export interface KeyUsage {
 const FIRST_READ = 4096;
 
 /** An object's header from one ranged read (two when the header is unusually long). */
-async function readObjectHeader(store: Store, key: string): Promise<ObjectHeader | undefined> {
+async function readStoredHeader(store: Store, key: string): Promise<StoredHeader | undefined> {
   let bytes = await store.getPrefix(key, FIRST_READ);
   if (bytes === undefined) return undefined;
   if (bytes.length === FIRST_READ && bytes.length >= PROLOGUE_BYTES) {
@@ -48,11 +48,11 @@ export async function archiveKeyUsage(store: Store, opts: { concurrency?: number
     for await (const o of store.list(prefix)) if (isWalName(basename(o.key))) keys.push(o.key);
   }
   keys.sort();
-  const headers = new Array<ObjectHeader | Error | undefined>(keys.length);
+  const headers = new Array<StoredHeader | Error | undefined>(keys.length);
   let next = 0;
   const worker = async (): Promise<void> => {
     for (let i = next++; i < keys.length; i = next++) {
-      headers[i] = await readObjectHeader(store, keys[i]!).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))));
+      headers[i] = await readStoredHeader(store, keys[i]!).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))));
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 8) }, worker));

@@ -178,7 +178,11 @@ export class PlaintextPolicy {
 
   /** After decoding: the content must be the one listed, not merely the name. */
   checkContent(entry: AllowedPlaintext, key: string, data: Buffer): void {
-    const digest = blake3(data).toString('hex');
+    this.checkDigest(entry, key, blake3(data).toString('hex'));
+  }
+
+  /** checkContent for a streaming reader, which has the content's BLAKE3 but not the content. */
+  checkDigest(entry: AllowedPlaintext, key: string, digest: string): void {
     if (digest === entry.blake3) return;
     throw new UnencryptedObjectError(
       `${entry.name} at ${key} is stored without encryption and its content (BLAKE3 ${digest.slice(0, 16)}…) is not the content ` +

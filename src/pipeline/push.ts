@@ -1,11 +1,20 @@
-import { open, stat } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { blake3, declaredObjectSize, decodeObject, encodeObject, MAX_HEADER_BYTES, PROLOGUE_BYTES } from '../codec/index.js';
+import {
+  declaredObjectSize,
+  decodeObjectStream,
+  MAX_HEADER_BYTES,
+  ObjectDecodeError,
+  ObjectEncoder,
+  PROLOGUE_BYTES,
+  type DecodedSummary,
+} from '../codec/index.js';
+import { blake3Hasher } from '../codec/native.js';
 import type { KeyProvider } from '../crypto/index.js';
 import { backupVariantKey } from '../archive/backup-variants.js';
-import { ArchiveConflictError, InvalidInputError, LocalIoError, StoreUnavailableError, WalshipError } from '../errors.js';
+import { ArchiveConflictError, CorruptObjectError, InvalidInputError, KeyError, LocalIoError, StoreUnavailableError, WalshipError } from '../errors.js';
 import type { ObjectInfo, Store } from '../store/index.js';
-import { parseWalName, validateSegment, type WalFileName } from '../wal/index.js';
+import { parseWalName, validateSegmentStart, type WalFileName } from '../wal/index.js';
 import { objectKey } from './layout.js';
 import { checkSegmentAgainstManifest, type ArchiveManifest } from './manifest.js';
 import { checkPathArgument } from './paths.js';
@@ -49,27 +58,52 @@ export async function push(opts: PushOptions): Promise<PushResult> {
   } catch (err) {
     throw new InvalidInputError((err as Error).message, { hint: 'archive_command must be: walship push %p' });
   }
-  const data = await readInput(path, file.name);
+  const input = await openInput(path, file.name);
+  try {
+    return await pushOpen(opts, file, input);
+  } finally {
+    await input.fh.close().catch(() => undefined);
+  }
+}
+
+/**
+ * The input file, open. It is read in chunks, never whole: twice at most
+ * (a digest for comparing with an object already there, then the encoding
+ * pass), so memory stays bounded whatever the segment size.
+ */
+interface InputFile {
+  readonly path: string;
+  readonly name: string;
+  readonly fh: FileHandle;
+  readonly size: number;
+}
+
+async function pushOpen(opts: PushOptions, file: WalFileName, input: InputFile): Promise<PushResult> {
   const key = objectKey(file);
   const ctx = { file: file.name, key };
-
-  const segmentHeader = file.kind === 'segment' || file.kind === 'partial' ? validateInput(file, data) : undefined;
+  const segmentHeader =
+    file.kind === 'segment' || file.kind === 'partial' ? validateInput(file, await readAt(input, 0, Math.min(input.size, 8192)), input.size) : undefined;
   if (segmentHeader) checkSegmentAgainstManifest(opts.manifest, segmentHeader, file.name, opts.store);
+  // Encryption keys are bound to the archive's cluster (KMS encryption context).
+  const clusterId = segmentHeader?.systemIdentifier ?? opts.manifest.systemIdentifier;
   const existing = await opts.store.head(key);
-  const base = { file: file.name, key, rawBytes: data.length, encrypted: opts.keys !== undefined };
+  const base = { file: file.name, key, rawBytes: input.size, encrypted: opts.keys !== undefined };
+  let digest: string | undefined;
+  const inputDigest = async (): Promise<string> => (digest ??= await hashInput(input));
+  const compare = { keys: opts.keys, clusterId };
 
   // Where this file is stored: its key, or for a second .backup file of the
   // same name, a key beside it (see archive/backup-variants.ts).
   let target = key;
   let found = existing;
   while (found) {
-    const digest = blake3(data).toString('hex');
+    const d = await inputDigest();
     let verdict: 'identical' | 'incomplete';
     try {
-      verdict = await compareExisting(opts.store, target, found, digest, file.name);
+      verdict = await compareExisting(opts.store, target, found, d, file.name, compare);
     } catch (err) {
       if (!(err instanceof ArchiveConflictError) || file.kind !== 'backup' || target !== key) throw err;
-      target = backupVariantKey(key, digest);
+      target = backupVariantKey(key, d);
       opts.onBackupVariant?.(key, target, err.message);
       found = await opts.store.head(target);
       continue;
@@ -77,68 +111,185 @@ export async function push(opts: PushOptions): Promise<PushResult> {
     if (verdict === 'identical') {
       // The name may be all a killed push left: make it durable before 0.
       await opts.store.makeDurable(target);
-      return { ...base, key: target, outcome: 'already-archived', storedBytes: found.size, blake3: digest };
+      return { ...base, key: target, outcome: 'already-archived', storedBytes: found.size, blake3: d };
     }
     opts.onIncomplete?.(target, found.size);
     await opts.store.delete(target);
     break;
   }
 
-  // Encryption keys are bound to the archive's cluster (KMS encryption context).
-  const clusterId = segmentHeader?.systemIdentifier ?? opts.manifest.systemIdentifier;
-  const encoded = await encodeObject({
+  const encoder = await ObjectEncoder.create({
     name: file.name,
-    data,
     compression: opts.compression === 'lz4' ? 'lz4-frame' : 'none',
     keys: opts.keys,
     // Every object names its cluster, history and backup files too, so that
     // an authentic file of another cluster (sharing a key file) copied into
     // this archive is refused on read.
-    systemIdentifier: segmentHeader?.systemIdentifier ?? opts.manifest.systemIdentifier,
+    systemIdentifier: clusterId,
     archiveSystemIdentifier: clusterId,
     createdBy: opts.createdBy,
   });
-  // Prove the object decodes to the input before it replaces the only copy
-  // PostgreSQL has: a codec or memory fault must fail here, not at restore.
-  await decodeObject(encoded.bytes, file.name, opts.keys, clusterId, { expected: data });
-
-  const digest = encoded.header.blake3;
-  const result = await opts.store.putIfAbsent(target, encoded.bytes, {
-    blake3: digest,
-    'raw-size': String(data.length),
-    'stored-size': String(encoded.bytes.length),
-    format: '1',
+  // Prove the object decodes to the input before PostgreSQL may drop its
+  // only copy: every encoded piece also goes through the decoder (as fetch
+  // would run it), and the decoder's BLAKE3 of what it got back must equal
+  // the encoder's BLAKE3 of what it read. A codec or memory fault fails
+  // here, not at restore. Bounded memory: one chunk in flight.
+  // The check completes before the source ends, and the store commits
+  // (link, PUT, Complete) only after the source has ended: a failed check
+  // fails the write, so a bad object never lands in the store.
+  const check = new DecodeCheck(file.name, opts.keys, clusterId);
+  const stored = check.tee(encoder.encode(readChunks(input)), () => encoder.summary().blake3, input.size);
+  const result = await opts.store.putStreamIfAbsent(target, stored, input.size, {
+    'raw-size': String(input.size),
+    format: '2',
   });
   if (result === 'exists') {
     // Another process won a race for the same name; same rules as above,
     // except that a half-written object of a live writer is not ours to remove.
+    const d = await inputDigest();
     const now = await opts.store.head(target);
-    if (!now || (await compareExisting(opts.store, target, now, digest, file.name)) !== 'identical') {
+    if (!now || (await compareExisting(opts.store, target, now, d, file.name, compare)) !== 'identical') {
       throw new StoreUnavailableError(`${target} is being written by another process; PostgreSQL will retry`, { ...ctx, key: target });
     }
     await opts.store.makeDurable(target);
-    return { ...base, key: target, outcome: 'already-archived', storedBytes: now.size, blake3: digest };
+    return { ...base, key: target, outcome: 'already-archived', storedBytes: now.size, blake3: d };
   }
+  const summary = encoder.summary();
   const confirmed = await opts.store.head(target);
-  if (!confirmed || confirmed.size !== encoded.bytes.length || (confirmed.metadata?.blake3 !== undefined && confirmed.metadata.blake3 !== digest)) {
+  if (!confirmed || confirmed.size !== summary.storedBytes) {
     throw new StoreUnavailableError(
-      `store did not confirm ${target}: expected ${encoded.bytes.length} bytes, store reports ${confirmed ? `${confirmed.size} bytes` : 'no object'}`,
+      `store did not confirm ${target}: expected ${summary.storedBytes} bytes, store reports ${confirmed ? `${confirmed.size} bytes` : 'no object'}`,
       { ...ctx, key: target },
     );
   }
-  return { ...base, key: target, outcome: 'archived', storedBytes: encoded.bytes.length, blake3: digest };
+  return { ...base, key: target, outcome: 'archived', storedBytes: summary.storedBytes, blake3: summary.blake3 };
 }
 
-async function readInput(path: string, name: string): Promise<Buffer> {
+/** Read size per call: one codec chunk, so the encoder never re-slices. */
+const READ_BYTES = 1 << 20;
+
+async function* readChunks(input: InputFile): AsyncGenerator<Buffer> {
+  for (let pos = 0; pos < input.size; ) {
+    const buf = await readAt(input, pos, Math.min(READ_BYTES, input.size - pos));
+    pos += buf.length;
+    yield buf;
+  }
+}
+
+/** Exactly `length` bytes at `pos`: a WAL file that shrinks while archived is refused, not archived short. */
+async function readAt(input: InputFile, pos: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let got = 0;
+  try {
+    while (got < length) {
+      const { bytesRead } = await input.fh.read(buf, got, length - got, pos + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+  } catch (err) {
+    throw new LocalIoError(`cannot read ${input.path} (${(err as NodeJS.ErrnoException).code ?? err})`, { file: input.name, cause: err });
+  }
+  if (got < length) throw new LocalIoError(`${input.path} shrank while being read (${pos + got} of ${input.size} bytes)`, { file: input.name });
+  return buf;
+}
+
+async function hashInput(input: InputFile): Promise<string> {
+  const h = blake3Hasher();
+  for await (const c of readChunks(input)) h.update(c);
+  return h.digestBuffer().toString('hex');
+}
+
+const HINT_SELF_CHECK = 'a codec or memory fault on this host; PostgreSQL keeps the segment and retries (check the machine\'s memory if it repeats)';
+
+/**
+ * Runs the decoder beside the upload: `tee` hands each encoded piece both
+ * to the store and to a decoder that consumes them from a short queue.
+ */
+class DecodeCheck {
+  private readonly queue: Buffer[] = [];
+  private ended = false;
+  private wake: (() => void) | undefined;
+  private readonly done: Promise<DecodedSummary>;
+
+  constructor(
+    private readonly name: string,
+    keys: KeyProvider | undefined,
+    clusterId: string,
+  ) {
+    const self = this;
+    async function* pieces(): AsyncGenerator<Buffer> {
+      for (;;) {
+        const next = self.queue.shift();
+        if (next) yield next;
+        else if (self.ended) return;
+        else await new Promise<void>((r) => (self.wake = r));
+      }
+    }
+    this.done = (async () => {
+      let summary: DecodedSummary | undefined;
+      // The decoded chunks are only hashed (inside the decoder): nothing is kept.
+      for await (const _ of decodeObjectStream(pieces(), name, keys, clusterId, (s) => (summary = s))) void _;
+      return summary!;
+    })();
+    // A decoder that has given up consumes nothing more: the writer must not wait for it.
+    this.done.catch(() => (this.failed = true));
+  }
+
+  private failed = false;
+
+  private feed(piece: Buffer | undefined): void {
+    if (piece) this.queue.push(piece);
+    else this.ended = true;
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  /**
+   * Yields `source`'s pieces; once it has ended, waits for the decoder and
+   * throws if what it decoded is not the input (`digest()` of what the
+   * encoder read, `size` bytes), before reporting the end to the consumer.
+   */
+  async *tee(source: AsyncIterable<Buffer>, digest: () => string, size: number): AsyncGenerator<Buffer> {
+    try {
+      for await (const piece of source) {
+        this.feed(piece);
+        yield piece;
+        // Let the decoder catch up, so the queue stays a piece or two long.
+        while (this.queue.length > 2 && !this.failed) await new Promise((r) => setImmediate(r));
+        // Fail the write at once rather than upload the rest of a bad object.
+        if (this.failed) break;
+      }
+    } finally {
+      this.feed(undefined);
+    }
+    await this.verify(digest, size);
+  }
+
+  private async verify(digest: () => string, expectedSize: number): Promise<void> {
+    let s: DecodedSummary;
+    try {
+      s = await this.done;
+    } catch (err) {
+      throw new CorruptObjectError(`the object encoded for ${this.name} does not decode (${(err as Error).message}); nothing is acknowledged`, { file: this.name, cause: err, hint: HINT_SELF_CHECK });
+    }
+    // Only now: the encoder has finished (a failed decode above may have cut it short).
+    const expectedDigest = digest();
+    if (s.header.blake3 !== expectedDigest || s.header.rawSize !== expectedSize) {
+      throw new CorruptObjectError(
+        `the object encoded for ${this.name} decodes to other bytes than the input (${s.header.rawSize} bytes, BLAKE3 ${s.header.blake3.slice(0, 16)}…; input ${expectedSize} bytes, ${expectedDigest.slice(0, 16)}…)`,
+        { file: this.name, hint: HINT_SELF_CHECK },
+      );
+    }
+  }
+}
+
+async function openInput(path: string, name: string): Promise<InputFile> {
   try {
     const st = await stat(path);
     if (!st.isFile()) throw new InvalidInputError(`${path} is not a regular file`, { file: name });
     const fh = await open(path, 'r');
-    try {
-      return await fh.readFile();
-    } finally {
-      await fh.close();
-    }
+    return { path, name, fh, size: st.size };
   } catch (err) {
     if (err instanceof WalshipError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
@@ -150,9 +301,9 @@ async function readInput(path: string, name: string): Promise<Buffer> {
   }
 }
 
-function validateInput(file: WalFileName, data: Buffer) {
+function validateInput(file: WalFileName, head: Buffer, size: number) {
   try {
-    return validateSegment(file, data);
+    return validateSegmentStart(file, head, size);
   } catch (err) {
     throw new InvalidInputError(`refusing to archive ${file.name}: ${(err as Error).message}`, { file: file.name });
   }
@@ -161,12 +312,25 @@ function validateInput(file: WalFileName, data: Buffer) {
 /**
  * Same name already archived. Identical and whole: success. Different, or
  * damaged in a way that is not plain truncation: refused loudly, never
- * overwritten. Shorter than its own header declares: 'incomplete', the
- * remains of an upload that was killed on a server that exposes partial
- * objects (AWS and MinIO never do; s3rver and some gateways do). Such an
- * object can never be decoded, so the caller replaces it.
+ * overwritten. Shorter than it should be: 'incomplete', the remains of an
+ * upload that was killed on a server that exposes partial objects (AWS and
+ * MinIO never do; s3rver and some gateways do). Such an object can never be
+ * decoded, so the caller replaces it.
+ *
+ * A v1 object says its size and BLAKE3 in its header (or S3 metadata). A
+ * v2 object says neither before its trailer, and an encrypted one only as a
+ * keyed MAC: it is read through the streaming decoder (bounded memory) and
+ * the BLAKE3 of what it decodes to is compared. That costs a download, but
+ * only on a re-push, which is rare.
  */
-async function compareExisting(store: Store, key: string, info: ObjectInfo, digest: string, name: string): Promise<'identical' | 'incomplete'> {
+async function compareExisting(
+  store: Store,
+  key: string,
+  info: ObjectInfo,
+  digest: string,
+  name: string,
+  how: { keys: KeyProvider | undefined; clusterId: string },
+): Promise<'identical' | 'incomplete'> {
   const unreadable = (why: string) =>
     new ArchiveConflictError(`${name} is already archived at ${key}, but that object is unreadable (${why})`, {
       file: name,
@@ -188,9 +352,15 @@ async function compareExisting(store: Store, key: string, info: ObjectInfo, dige
     } catch (err) {
       throw unreadable((err as Error).message);
     }
-    if (d === 'truncated' || info.size < d.size) return 'incomplete';
-    if (info.size !== d.size) throw unreadable(`${info.size} bytes, its header declares ${d.size}`);
-    archived = d.header.blake3;
+    if (d === 'truncated') return 'incomplete';
+    if (d === 'undeclared') {
+      archived = await decodedDigest(store, key, name, how, unreadable);
+      if (archived === 'incomplete') return 'incomplete';
+    } else {
+      if (info.size < d.size) return 'incomplete';
+      if (info.size !== d.size) throw unreadable(`${info.size} bytes, its header declares ${d.size}`);
+      archived = d.header.blake3;
+    }
   }
   if (archived !== digest) {
     throw new ArchiveConflictError(
@@ -203,4 +373,35 @@ async function compareExisting(store: Store, key: string, info: ObjectInfo, dige
     );
   }
   return 'identical';
+}
+
+/** BLAKE3 of what a v2 object decodes to, read as a stream; 'incomplete' when it ends before its trailer. */
+async function decodedDigest(
+  store: Store,
+  key: string,
+  name: string,
+  how: { keys: KeyProvider | undefined; clusterId: string },
+  unreadable: (why: string) => Error,
+): Promise<string | 'incomplete'> {
+  const body = await store.getStream(key);
+  if (!body) return 'incomplete';
+  let summary: DecodedSummary | undefined;
+  try {
+    for await (const _ of decodeObjectStream(body, name, how.keys, how.clusterId, (s) => (summary = s))) void _;
+  } catch (err) {
+    body.destroy();
+    if (err instanceof ObjectDecodeError) {
+      if (err.truncated) return 'incomplete';
+      if (err.keyProblem) {
+        throw new KeyError(`${name} is already archived at ${key}, encrypted, and comparing it needs its key: ${err.message}`, {
+          file: name,
+          key,
+          hint: 'configure the key it was written with (WALSHIP_KEY_FILE / KMS) so that push can compare; walship never overwrites an archived file',
+        });
+      }
+      throw unreadable(err.message);
+    }
+    throw err;
+  }
+  return summary!.header.blake3;
 }

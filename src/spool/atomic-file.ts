@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
-import { fsyncDir } from '../store/fs.js';
+import { fsyncDir } from '../fsutil/index.js';
 import { dirname, join, basename } from 'node:path';
 
 /**

@@ -4,7 +4,7 @@ import { lstat, mkdir, open, realpath } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LocalIoError } from '../errors.js';
 import { readControlSystemIdentifier } from '../wal/index.js';
-import { fsyncDir } from '../store/fs.js';
+import { fsyncDir } from '../fsutil/index.js';
 import { writeFileAtomic } from './atomic-file.js';
 
 /**

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { constants, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fsyncDir } from '../store/fs.js';
+import { fsyncDir } from '../fsutil/index.js';
 import { parseLongHeader } from '../wal/header.js';
 import { segmentInRange, segmentNumber } from '../wal/names.js';
 import { writeFileAtomic } from './atomic-file.js';

@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, rename, stat, unlink } from 'node:fs/promises
 import { join } from 'node:path';
 import { errorMessage, WalshipError } from '../errors.js';
 import type { Logger } from '../log/index.js';
-import { fsyncDir } from '../store/fs.js';
+import { fsyncDir } from '../fsutil/index.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { applyEvent, cloneState, emptyState, isStateEvent, reviveState, type ArchiveState, type FetchOutcome, type PushOutcome, type RecordedError, type StateEvent } from './state-model.js';
 import { tryLock } from './state-lock.js';

@@ -2,7 +2,7 @@ import type { Config } from '../config/index.js';
 import { FsStore } from './fs.js';
 import type { Store } from './types.js';
 
-export type { Store, ObjectInfo, ListedObject } from './types.js';
+export type { Store, ObjectInfo, ListedObject, ByteSource } from './types.js';
 // No AWS SDK import: it probes through the Store interface.
 export { checkS3Permissions, isAccessDenied, PROBE_PREFIX, type PermissionCheck, type PermissionReport, type S3Permission } from './s3-permissions.js';
 

@@ -1,18 +1,24 @@
 import { createHash } from 'node:crypto';
+import { PassThrough, type Readable } from 'node:stream';
 import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
+  UploadPartCommand,
   S3Client,
   S3ServiceException,
 } from '@aws-sdk/client-s3';
 import type { S3Settings } from '../config/index.js';
 import { StoreUnavailableError } from '../errors.js';
 import { AttemptTimeoutError, defaultRetryPolicy, Retrier, RetriesExhaustedError, type RetryPolicy } from './retry.js';
-import type { ListedObject, ObjectInfo, Store } from './types.js';
+import type { ByteSource, ListedObject, ObjectInfo, Store } from './types.js';
 
 /**
  * AWS S3 and S3-compatible servers (MinIO, Ceph, s3rver). This module is
@@ -45,7 +51,16 @@ export interface S3StoreOptions {
   readonly deadlineMs?: number | undefined;
   /** Overrides the whole policy (tests). */
   readonly retryPolicy?: RetryPolicy;
+  /** Streamed bodies up to this size go in one PUT; default 64 MiB. */
+  readonly multipartThresholdBytes?: number;
+  /** Part size of a multipart upload; default 16 MiB (S3's minimum is 5 MiB, except for the last part). */
+  readonly partBytes?: number;
 }
+
+const DEFAULT_MULTIPART_THRESHOLD = 64 << 20;
+const DEFAULT_PART_BYTES = 16 << 20;
+/** Multipart uploads older than this under our prefix were left by a killed writer (no live upload takes an hour). */
+const STALE_UPLOAD_MS = 3600_000;
 
 /** S3 caps DeleteObjects at 1000 keys per request. */
 const DELETE_BATCH = 1000;
@@ -87,6 +102,8 @@ const PERMISSION: Readonly<Record<string, string>> = {
   HEAD: 's3:GetObject (and s3:ListBucket, without which a missing key answers 403 instead of 404)',
   GET: 's3:GetObject (and s3:ListBucket, without which a missing key answers 403 instead of 404)',
   PUT: 's3:PutObject',
+  MULTIPART: 's3:PutObject (multipart upload) and s3:AbortMultipartUpload',
+  'LIST-UPLOADS': 's3:ListBucketMultipartUploads',
   LIST: 's3:ListBucket',
   DELETE: 's3:DeleteObject',
 };
@@ -114,8 +131,12 @@ export class S3Store implements Store {
   private readonly bucket: string;
   private readonly prefix: string;
   private readonly retrier: Retrier;
+  private readonly multipartThreshold: number;
+  private readonly partBytes: number;
 
   constructor(opts: S3StoreOptions) {
+    this.multipartThreshold = opts.multipartThresholdBytes ?? DEFAULT_MULTIPART_THRESHOLD;
+    this.partBytes = opts.partBytes ?? DEFAULT_PART_BYTES;
     this.bucket = opts.bucket;
     this.prefix = opts.prefix ? `${opts.prefix}/` : '';
     this.description = `s3://${opts.bucket}/${this.prefix}`;
@@ -204,6 +225,20 @@ export class S3Store implements Store {
     return this.read(key, `bytes=0-${length - 1}`);
   }
 
+  /**
+   * An explicit range after a HEAD, not a suffix range (`bytes=-N`): some
+   * S3-compatible servers (s3rver) answer a suffix longer than the object
+   * wrongly. Only verify uses it, once per object.
+   */
+  async getSuffix(key: string, length: number): Promise<Buffer | undefined> {
+    const info = await this.head(key);
+    // A HEAD 404 may also be a missing bucket: a GET tells them apart (and throws for the bucket).
+    if (!info) return (await this.read(key, 'bytes=0-0')) === undefined ? undefined : this.getSuffix(key, length);
+    if (info.size === 0) return Buffer.alloc(0);
+    const r = await this.read(key, `bytes=${Math.max(0, info.size - length)}-${info.size - 1}`);
+    return r;
+  }
+
   private async read(key: string, range: string | undefined): Promise<Buffer | undefined> {
     return this.call('GET', key, async (abortSignal) => {
       try {
@@ -288,6 +323,190 @@ export class S3Store implements Store {
     });
   }
 
+  /**
+   * A body that fits under the threshold is gathered and sent as one PUT
+   * (with Content-MD5, retried like putIfAbsent). A larger one, or one whose
+   * sizeHint says it will be larger, goes up as a multipart upload, one part
+   * in memory at a time, each part with its own Content-MD5 and retried on
+   * its own: the source is read once and never replayed.
+   */
+  async putStreamIfAbsent(
+    key: string,
+    source: ByteSource,
+    sizeHint: number | undefined,
+    metadata: Readonly<Record<string, string>>,
+  ): Promise<'created' | 'exists'> {
+    const it = source[Symbol.asyncIterator]();
+    const limit = sizeHint !== undefined && sizeHint > this.multipartThreshold ? this.partBytes : this.multipartThreshold;
+    const first = await fill(it, limit);
+    if (first.done) return this.putIfAbsent(key, first.data, metadata);
+    return this.putMultipart(key, first.data, it, metadata);
+  }
+
+  private async putMultipart(
+    key: string,
+    firstData: Buffer,
+    it: AsyncIterator<Buffer>,
+    metadata: Readonly<Record<string, string>>,
+  ): Promise<'created' | 'exists'> {
+    // Look first: no point uploading a gigabyte next to an object that is there.
+    if (await this.head(key)) {
+      await drain(it);
+      return 'exists';
+    }
+    const created = await this.call('MULTIPART', key, (abortSignal) =>
+      this.client.send(
+        new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: this.k(key), ContentType: 'application/octet-stream', Metadata: { ...metadata } }),
+        { abortSignal },
+      ),
+    );
+    const uploadId = created.UploadId!;
+    try {
+      const parts: { ETag: string; PartNumber: number }[] = [];
+      let pending: Buffer = firstData;
+      for (let done = false; ; ) {
+        // Cut what was gathered into parts; a short tail waits for more bytes unless the source has ended.
+        while (pending.length >= this.partBytes || (done && (pending.length > 0 || parts.length === 0))) {
+          const body = pending.subarray(0, Math.min(this.partBytes, pending.length));
+          pending = pending.subarray(body.length);
+          parts.push(await this.uploadPart(key, uploadId, parts.length + 1, body));
+        }
+        if (done) break;
+        const next = await fill(it, this.partBytes - pending.length);
+        pending = pending.length === 0 ? next.data : Buffer.concat([pending, next.data]);
+        done = next.done;
+      }
+      const r = await this.complete(key, uploadId, parts);
+      if (r === 'exists') await this.abortUpload(key, uploadId);
+      // A kill -9 between Create and Complete leaves an invisible upload
+      // that S3 bills for; now and then, sweep those under our prefix.
+      if (Math.random() < 1 / 16) await this.sweepStaleUploads(STALE_UPLOAD_MS).catch(() => 0);
+      return r;
+    } catch (err) {
+      await this.abortUpload(key, uploadId);
+      throw err;
+    }
+  }
+
+  private async uploadPart(key: string, uploadId: string, partNumber: number, body: Buffer): Promise<{ ETag: string; PartNumber: number }> {
+    const md5 = createHash('md5').update(body).digest('base64');
+    const r = await this.call('MULTIPART', key, (abortSignal) =>
+      this.client.send(
+        new UploadPartCommand({ Bucket: this.bucket, Key: this.k(key), UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length, ContentMD5: md5 }),
+        { abortSignal },
+      ),
+    );
+    if (!r.ETag) throw this.fail('MULTIPART', key, new Error(`part ${partNumber} was not acknowledged with an ETag`));
+    return { ETag: r.ETag, PartNumber: partNumber };
+  }
+
+  /** CompleteMultipartUpload with If-None-Match where the server takes it; like put(), without it after a HEAD where not. */
+  private async complete(key: string, uploadId: string, parts: readonly { ETag: string; PartNumber: number }[]): Promise<'created' | 'exists'> {
+    const send = (conditional: boolean) =>
+      this.call('MULTIPART', key, async (abortSignal) => {
+        try {
+          await this.client.send(
+            new CompleteMultipartUploadCommand({
+              Bucket: this.bucket,
+              Key: this.k(key),
+              UploadId: uploadId,
+              MultipartUpload: { Parts: [...parts] },
+              ...(conditional ? { IfNoneMatch: '*' } : {}),
+            }),
+            { abortSignal },
+          );
+          return 'created' as const;
+        } catch (err) {
+          if (conditional && err instanceof S3ServiceException && err.$metadata.httpStatusCode === 412) return 'exists' as const;
+          if (conditional && refusesConditionalPut(err)) return 'refused' as const;
+          // A retried Complete whose first answer was lost finds the upload gone.
+          if (err instanceof S3ServiceException && err.name === 'NoSuchUpload' && (await this.head(key))) return 'exists' as const;
+          throw err;
+        }
+      });
+    if (!noConditionalPut.has(this.endpointKey)) {
+      const r = await send(true);
+      if (r !== 'refused') return r;
+      noConditionalPut.add(this.endpointKey);
+    }
+    if (await this.head(key)) return 'exists';
+    const r = await send(false);
+    return r === 'refused' ? 'created' : r;
+  }
+
+  /** Best effort: a failed abort leaves an upload the next sweep removes. */
+  private async abortUpload(key: string, uploadId: string): Promise<void> {
+    await this.client
+      .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.k(key), UploadId: uploadId }), { abortSignal: AbortSignal.timeout(this.retrier.policy.attemptTimeoutMs) })
+      .catch(() => undefined);
+  }
+
+  /**
+   * Aborts multipart uploads under this store's prefix started more than
+   * `maxAgeMs` ago: what a push killed mid-upload leaves behind. Needs
+   * s3:ListBucketMultipartUploads and s3:AbortMultipartUpload. Returns how
+   * many it aborted.
+   */
+  async sweepStaleUploads(maxAgeMs: number): Promise<number> {
+    let aborted = 0;
+    let keyMarker: string | undefined;
+    let idMarker: string | undefined;
+    do {
+      const [km, im] = [keyMarker, idMarker];
+      const r = await this.call('LIST-UPLOADS', this.prefix, (abortSignal) =>
+        this.client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.bucket, Prefix: this.prefix, ...(km ? { KeyMarker: km } : {}), ...(im ? { UploadIdMarker: im } : {}) }),
+          { abortSignal },
+        ),
+      );
+      for (const u of r.Uploads ?? []) {
+        if (!u.Key || !u.UploadId || !u.Initiated || Date.now() - u.Initiated.getTime() < maxAgeMs) continue;
+        await this.call('MULTIPART', u.Key, (abortSignal) =>
+          this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: u.Key, UploadId: u.UploadId }), { abortSignal }),
+        );
+        aborted++;
+      }
+      keyMarker = r.IsTruncated ? r.NextKeyMarker : undefined;
+      idMarker = r.IsTruncated ? r.NextUploadIdMarker : undefined;
+    } while (keyMarker);
+    return aborted;
+  }
+
+  /**
+   * GetObject, handed over as the body arrives. Retries cover the request up
+   * to the response headers; after that a broken or short transfer errors
+   * the stream (as StoreUnavailableError), and the caller starts again.
+   */
+  async getStream(key: string): Promise<Readable | undefined> {
+    const r = await this.call('GET', key, async (abortSignal) => {
+      try {
+        return await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.k(key) }), { abortSignal });
+      } catch (err) {
+        if (this.isNotFound(err)) return undefined;
+        throw err;
+      }
+    });
+    if (!r) return undefined;
+    const body = r.Body as Readable;
+    const expected = r.ContentLength;
+    let seen = 0;
+    const out = new PassThrough({ highWaterMark: 1 << 20 });
+    body.on('data', (c: Buffer) => {
+      seen += c.length;
+      if (!out.write(c)) {
+        body.pause();
+        out.once('drain', () => body.resume());
+      }
+    });
+    body.on('end', () => {
+      if (expected !== undefined && seen !== expected) out.destroy(this.fail('GET', key, new ShortReadError(`short read: ${seen} of ${expected} bytes`)));
+      else out.end();
+    });
+    body.on('error', (err) => out.destroy(this.fail('GET', key, err)));
+    out.on('close', () => body.destroy());
+    return out;
+  }
+
   /** An object S3 has answered 200 for is durable: nothing to do. */
   async makeDurable(_key: string): Promise<void> {}
 
@@ -340,4 +559,22 @@ export class S3Store implements Store {
       });
     }
   }
+}
+
+/** Reads from `it` until `limit` bytes are gathered or it ends. */
+async function fill(it: AsyncIterator<Buffer>, limit: number): Promise<{ data: Buffer; done: boolean }> {
+  const pieces: Buffer[] = [];
+  let n = 0;
+  while (n < limit) {
+    const r = await it.next();
+    if (r.done) return { data: Buffer.concat(pieces, n), done: true };
+    pieces.push(r.value);
+    n += r.value.length;
+  }
+  return { data: Buffer.concat(pieces, n), done: false };
+}
+
+/** Consumes the rest of a source we no longer need, so its producer is not left waiting. */
+async function drain(it: AsyncIterator<Buffer>): Promise<void> {
+  await it.return?.();
 }

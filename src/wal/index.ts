@@ -2,5 +2,5 @@ export { parseWalName, isWalName, InvalidWalNameError, timelineHex, segmentName,
 export type { WalFileName, WalFileKind } from './names.js';
 export { parseLongHeader, InvalidWalHeaderError } from './header.js';
 export type { WalSegmentHeader } from './header.js';
-export { validateSegment, lsn } from './validate.js';
+export { validateSegment, validateSegmentStart, lsn } from './validate.js';
 export { readControlSystemIdentifier } from './control.js';

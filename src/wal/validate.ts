@@ -11,11 +11,19 @@ import { segmentInRange, segmentNumber, type WalFileName } from './names.js';
  * its first page still carries the old timeline id.
  */
 export function validateSegment(file: WalFileName, data: Uint8Array): WalSegmentHeader {
-  const header = parseLongHeader(data);
+  return validateSegmentStart(file, data, data.length);
+}
+
+/**
+ * The same check from the file's first bytes (at least its long page
+ * header) and its length: what a streaming reader has before the rest.
+ */
+export function validateSegmentStart(file: WalFileName, head: Uint8Array, length: number): WalSegmentHeader {
+  const header = parseLongHeader(head);
   const seg = file.segment!;
-  if (data.length !== header.segmentSize) {
+  if (length !== header.segmentSize) {
     throw new InvalidWalHeaderError(
-      `${file.name} is ${data.length} bytes but its header declares ${header.segmentSize}-byte segments: ` +
+      `${file.name} is ${length} bytes but its header declares ${header.segmentSize}-byte segments: ` +
         'the file is truncated or not a WAL segment',
     );
   }

@@ -4,7 +4,7 @@ import { readFile, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ArchiveListing, VerifyReport } from '../../src/archive/index.js';
-import { readHeader } from '../../src/codec/index.js';
+import { decodeObject, encodeObject, readHeader, type ObjectHeader } from '../../src/codec/index.js';
 import { compress, decompress } from '../../src/codec/compress.js';
 import { encodeHeader } from '../../src/codec/format.js';
 import type { Store } from '../../src/store/index.js';
@@ -43,7 +43,7 @@ const SEG = /^[0-9A-F]{24}$/;
  * stream instead can decode to the same segment (a match offset inside a
  * run of zeros), and the test would pass or fail by chance.
  */
-function corruptDecodedSegment(object: Buffer): Buffer {
+async function corruptDecodedSegment(object: Buffer): Promise<Buffer> {
   const { header, headerBytes } = readHeader(object);
   const body = object.subarray(headerBytes.length);
   if (header.encryption !== 'none') {
@@ -51,11 +51,31 @@ function corruptDecodedSegment(object: Buffer): Buffer {
     out[headerBytes.length + Math.floor(body.length / 2)]! ^= 0x40;
     return out;
   }
+  if (header.format === 2) {
+    // Format 2: the changed segment encoded afresh, then the original
+    // trailer (same length: same size and chunk count) put back, so that the
+    // BLAKE3 it vouches for is the original content's.
+    const { data } = await decodeObject(object, header.name, undefined);
+    const changed = Buffer.from(data);
+    changed[changed.length / 2 + 1000]! ^= 0xff;
+    const again = (await encodeObject({ name: header.name, data: changed, compression: header.compression, keys: undefined, systemIdentifier: header.systemIdentifier, createdBy: header.createdBy })).bytes;
+    const trailerLength = trailerRecordLength(object);
+    return Buffer.concat([again.subarray(0, again.length - trailerLength), object.subarray(object.length - trailerLength)]);
+  }
   const segment = Buffer.from(decompress(header.compression, body));
   // Not a page boundary (page headers are checked on their own): the middle of a page's data.
   segment[segment.length / 2 + 1000]! ^= 0xff;
   const changed = compress(header.compression, segment);
-  return Buffer.concat([encodeHeader({ ...header, bodySize: changed.length }), changed]);
+  return Buffer.concat([encodeHeader({ ...(header as ObjectHeader), bodySize: changed.length }), changed]);
+}
+
+/** Length of the trailer record (the last one: magic, size, JSON), found from the end. */
+function trailerRecordLength(object: Buffer): number {
+  for (let back = 8 + 2; back < 4096; back++) {
+    const at = object.length - back;
+    if (object.readUInt32LE(at) === 0x184d2a5f && object.readUInt32LE(at + 4) === back - 8) return back;
+  }
+  throw new Error('no trailer found');
 }
 
 export function describeArchiveCare(target: CareTarget): void {
@@ -264,7 +284,7 @@ export function describeArchiveCare(target: CareTarget): void {
           expect.objectContaining({ kind: 'bad-object', key: victim, message: expect.stringMatching(/truncated or padded/) }),
         ]);
 
-        await replace(victim, corruptDecodedSegment(good));
+        await replace(victim, await corruptDecodedSegment(good));
         expect((await walship(['verify'])).code).toBe(0);
         const deep = await json<VerifyReport>(['verify', '--deep']);
         expect(deep.code).toBe(1);

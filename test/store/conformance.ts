@@ -11,6 +11,29 @@ export interface ConformanceTarget {
   atomicCreate: boolean;
   /** Whether listings come back in key order, as S3 promises (s3rver does not order them). */
   orderedListing: boolean;
+  /**
+   * Whether a streamed body larger than the driver's single-write threshold
+   * can be stored (S3: multipart upload, which s3rver lacks). The stores
+   * `make` returns must then have a threshold below 12 MiB.
+   */
+  largeStreams: boolean;
+}
+
+async function* pieces(body: Buffer, size: number): AsyncGenerator<Buffer> {
+  for (let o = 0; o < body.length; o += size) yield body.subarray(o, Math.min(o + size, body.length));
+}
+
+async function readAll(r: AsyncIterable<Buffer> | undefined): Promise<Buffer | undefined> {
+  if (r === undefined) return undefined;
+  const out: Buffer[] = [];
+  for await (const c of r) out.push(c);
+  return Buffer.concat(out);
+}
+
+function pattern(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i + 4 <= n; i += 4) b.writeUInt32LE((Math.imul(i + 1, 2654435761) ^ seed) >>> 0, i);
+  return b;
 }
 
 async function collect(it: AsyncIterable<{ key: string }>): Promise<string[]> {
@@ -49,6 +72,9 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
       if (info?.metadata !== undefined) expect(info.metadata.blake3).toBe('aa');
       expect((await s.getPrefix('wal/00000001/A', 5))!.toString()).toBe('first');
       expect((await s.getPrefix('wal/00000001/A', 1000))!.equals(body)).toBe(true);
+      expect((await s.getSuffix('wal/00000001/A', 5))!.equals(body.subarray(body.length - 5))).toBe(true);
+      expect((await s.getSuffix('wal/00000001/A', 1000))!.equals(body)).toBe(true);
+      expect(await s.getSuffix('wal/00000001/none', 5)).toBeUndefined();
       if (target.atomicCreate) {
         expect(await s.putIfAbsent('wal/00000001/A', Buffer.from('second'), { blake3: 'bb' })).toBe('exists');
         expect((await s.get('wal/00000001/A'))!.equals(body)).toBe(true);
@@ -145,12 +171,66 @@ export function storeConformance(name: string, target: ConformanceTarget): void 
       expect(await collect(s.list('wal/'))).toEqual([keep]);
     });
 
+    it('streams a body in, piece by piece, and back out', async () => {
+      const s = await target.make();
+      const body = pattern(300_001, 1);
+      expect(await s.putStreamIfAbsent('wal/00000001/S', pieces(body, 65_536), body.length, { blake3: 'cc' })).toBe('created');
+      expect((await readAll(await s.getStream('wal/00000001/S')))!.equals(body)).toBe(true);
+      expect((await s.head('wal/00000001/S'))?.size).toBe(body.length);
+      expect((await s.get('wal/00000001/S'))!.equals(body)).toBe(true);
+      expect(await s.getStream('wal/00000001/absent')).toBeUndefined();
+      expect(await s.putStreamIfAbsent('empty', pieces(Buffer.alloc(0), 1), undefined, {})).toBe('created');
+      expect((await readAll(await s.getStream('empty')))!.length).toBe(0);
+      if (target.atomicCreate) {
+        expect(await s.putStreamIfAbsent('wal/00000001/S', pieces(Buffer.from('other'), 2), 5, {})).toBe('exists');
+        expect((await s.get('wal/00000001/S'))!.equals(body)).toBe(true);
+      }
+    });
+
+    it('streams a body larger than one write (S3: a multipart upload) and never overwrites it', async () => {
+      if (!target.largeStreams) return;
+      const s = await target.make();
+      const body = pattern((12 << 20) + 12_345, 2);
+      // Without a size hint the driver only learns the size as it reads.
+      expect(await s.putStreamIfAbsent('wal/00000001/L', pieces(body, 1 << 20), undefined, { blake3: 'dd' })).toBe('created');
+      expect((await readAll(await s.getStream('wal/00000001/L')))!.equals(body)).toBe(true);
+      const info = await s.head('wal/00000001/L');
+      expect(info?.size).toBe(body.length);
+      if (info?.metadata !== undefined) expect(info.metadata.blake3).toBe('dd');
+      // With a hint, straight to parts; a name that is taken is left alone.
+      expect(await s.putStreamIfAbsent('wal/00000001/L', pieces(pattern(13 << 20, 3), 1 << 20), 13 << 20, {})).toBe('exists');
+      expect((await readAll(await s.getStream('wal/00000001/L')))!.equals(body)).toBe(true);
+      expect(await s.putStreamIfAbsent('wal/00000001/H', pieces(body, 777_777), body.length, {})).toBe('created');
+      expect((await s.get('wal/00000001/H'))!.equals(body)).toBe(true);
+    });
+
+    it('leaves no object when the source fails half-way', async () => {
+      const s = await target.make();
+      const size = target.largeStreams ? 12 << 20 : 200_000;
+      async function* failing(): AsyncGenerator<Buffer> {
+        yield* pieces(pattern(size, 4), 1 << 16);
+        throw new Error('reader broke');
+      }
+      // The producer's own error comes out as it is: it is not the store's failure.
+      const err = await s.putStreamIfAbsent('wal/00000001/F', failing(), undefined, {}).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Error);
+      expect((err as Error).message).toBe('reader broke');
+      expect(err).not.toBeInstanceOf(StoreUnavailableError);
+      expect(await s.head('wal/00000001/F')).toBeUndefined();
+      expect(await s.getStream('wal/00000001/F')).toBeUndefined();
+      // The name is still free for a writer that succeeds.
+      expect(await s.putStreamIfAbsent('wal/00000001/F', pieces(Buffer.from('whole'), 2), 5, {})).toBe('created');
+    });
+
     it('never reports "absent" when the store cannot be read', async () => {
       const s = await target.makeBroken();
       await expect(s.get('wal/00000001/000000010000000000000001')).rejects.toBeInstanceOf(StoreUnavailableError);
       await expect(s.getPrefix('walship.json', 10)).rejects.toBeInstanceOf(StoreUnavailableError);
+      await expect(s.getSuffix('walship.json', 10)).rejects.toBeInstanceOf(StoreUnavailableError);
       await expect(s.putIfAbsent('x', Buffer.from('x'), {})).rejects.toBeInstanceOf(StoreUnavailableError);
       await expect(s.deleteMany(['x'])).rejects.toBeInstanceOf(StoreUnavailableError);
+      await expect(s.getStream('wal/00000001/000000010000000000000001')).rejects.toBeInstanceOf(StoreUnavailableError);
+      await expect(s.putStreamIfAbsent('x', pieces(Buffer.from('xyz'), 1), 3, {})).rejects.toBeInstanceOf(StoreUnavailableError);
     });
   });
 }

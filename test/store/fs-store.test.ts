@@ -15,6 +15,7 @@ storeConformance('file', {
   makeBroken: async () => new FsStore(join(base, 'not-mounted')),
   atomicCreate: true,
   orderedListing: true,
+  largeStreams: true,
 });
 
 it('leaves no temporary files behind', async () => {

@@ -34,6 +34,7 @@ storeConformance('s3 (s3rver)', {
   makeBroken: async () => s3(`http://127.0.0.1:${await freePort()}`, 'conformance', 'x', 2000, 4000),
   atomicCreate: false,
   orderedListing: false,
+  largeStreams: false,
 });
 
 storeConformance('s3 (missing bucket)', {
@@ -41,4 +42,5 @@ storeConformance('s3 (missing bucket)', {
   makeBroken: async () => s3(server.endpoint, 'no-such-bucket', 'x', 2000, 4000),
   atomicCreate: false,
   orderedListing: false,
+  largeStreams: false,
 });

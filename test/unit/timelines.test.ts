@@ -33,6 +33,15 @@ class ListingStore implements Store {
   async putIfAbsent(): Promise<'created'> {
     return 'created';
   }
+  async putStreamIfAbsent(): Promise<'created'> {
+    return 'created';
+  }
+  async getStream(): Promise<undefined> {
+    return undefined;
+  }
+  async getSuffix(): Promise<undefined> {
+    return undefined;
+  }
   async makeDurable(): Promise<void> {}
   async *list(prefix: string): AsyncIterable<ListedObject> {
     for (const [key, o] of [...this.objects].sort()) if (key.startsWith(prefix)) yield { key, ...o };

@@ -1,0 +1,152 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { PgCluster } from '../support/pg-cluster.js';
+import { loadConfig } from '../../src/config/index.js';
+import { openStore } from '../../src/store/index.js';
+import { fileArchive, keyfileEncryption, logRecords, runWalship, tempDir, walshipBin, type TestArchive } from '../support/walship.js';
+
+/**
+ * 1 GiB segments (`initdb --wal-segsize=1024`): push and fetch stream, so
+ * their memory does not grow with the segment. Every call PostgreSQL makes
+ * runs under GNU time, which records the call's peak RSS (its largest
+ * process: the launcher execs node); the bound is generous (300 MB against
+ * ~60-150 MB measured) because the point is "not proportional to 1 GiB",
+ * and what a loaded machine adds must not fail the test.
+ */
+const BOUND_KB = 300 * 1024;
+
+function peaks(text: string): number[] {
+  return text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => /^\d+$/.test(l))
+    .map(Number);
+}
+
+interface Fauxqs {
+  startFauxqs(opts: { port: number; logger?: boolean; host?: string }): Promise<{ port: number; stop(): Promise<void>; createBucket(name: string): unknown }>;
+}
+// fauxqs: an in-process S3 (an ES module, absent until installed). Segments
+// that compress below 64 MiB go up in one PUT, larger ones as a multipart
+// upload; test/store/s3-multipart*.test.ts cover the multipart calls.
+const fauxqs = await (import('fauxqs' as string) as Promise<Fauxqs>).catch(() => undefined);
+
+describe('1 GiB segments, real PostgreSQL 15, encrypted', () => {
+  it('file store: archives and restores (PITR) with bounded memory in every push and fetch', async () => {
+    await pitrWithLargeSegments(await fileArchive(await keyfileEncryption()), 'file');
+  }, 2_400_000);
+
+  it.skipIf(fauxqs === undefined)('S3 (fauxqs): the same', async () => {
+    const server = await fauxqs!.startFauxqs({ port: 0, logger: false, host: '127.0.0.1' });
+    try {
+      server.createBucket('gib');
+      const spool = await tempDir('walship-gib-spool-');
+      const env = {
+        WALSHIP_STORE: 's3://gib/pg',
+        WALSHIP_S3_ENDPOINT: `http://127.0.0.1:${server.port}`,
+        WALSHIP_S3_REGION: 'us-east-1',
+        WALSHIP_S3_FORCE_PATH_STYLE: 'true',
+        WALSHIP_SPOOL_DIR: spool,
+        AWS_ACCESS_KEY_ID: 'test',
+        AWS_SECRET_ACCESS_KEY: 'test',
+        ...(await keyfileEncryption()),
+      };
+      await pitrWithLargeSegments({ env, store: () => storeFor(env) }, 's3');
+    } finally {
+      await server.stop();
+    }
+  }, 2_400_000);
+});
+
+async function storeFor(env: Record<string, string>) {
+  process.env.AWS_ACCESS_KEY_ID = env.AWS_ACCESS_KEY_ID;
+  process.env.AWS_SECRET_ACCESS_KEY = env.AWS_SECRET_ACCESS_KEY;
+  return openStore(loadConfig({ env: { ...env, WALSHIP_ENCRYPTION: 'none', WALSHIP_KEY_FILE: '' } }));
+}
+
+async function pitrWithLargeSegments(archive: TestArchive, kind: string): Promise<void> {
+  {
+    const rss = await tempDir('walship-rss-');
+    const timed = (what: string, args: string) => `/usr/bin/time -f %%M -a -o ${join(rss, `${what}.kb`)} ${walshipBin()} ${args}`;
+    const clusters: PgCluster[] = [];
+    try {
+      const primary = await PgCluster.create({
+        name: 'gib-primary',
+        initdbArgs: ['--wal-segsize=1024'],
+        initArchive: false,
+        conf: {
+          wal_level: 'replica',
+          archive_mode: 'on',
+          archive_command: timed('push', 'push %p'),
+          min_wal_size: '2GB',
+          max_wal_size: '4GB',
+        },
+        env: archive.env,
+      });
+      clusters.push(primary);
+      const init = await runWalship(['init', '-D', primary.dataDir], { env: archive.env });
+      expect(init.code, init.stderr).toBe(0);
+      await primary.start();
+      await primary.pgbench(['-i', '-s', '2', '-q']);
+      await primary.sql('create table marks (id serial primary key, note text)');
+
+      const restored = await PgCluster.fromBaseBackup(primary, {
+        name: 'gib-restored',
+        conf: {
+          restore_command: timed('fetch', 'fetch %f %p'),
+          recovery_target_name: 'gib_target',
+          recovery_target_action: 'promote',
+          archive_mode: 'off',
+          min_wal_size: '2GB',
+          max_wal_size: '4GB',
+        },
+        env: archive.env,
+      });
+      clusters.push(restored);
+
+      await primary.pgbench(['-t', '200', '-c', '2', '-n']);
+      await primary.sql("insert into marks (note) values ('in segment 2')");
+      const second = await primary.switchWal();
+      await primary.pgbench(['-t', '200', '-c', '2', '-n']);
+      await primary.sql("insert into marks (note) values ('target')");
+      const expected = await primary.sql('select count(*) || \':\' || (select sum(abalance) from pgbench_accounts) from pgbench_history');
+      await primary.sql("select pg_create_restore_point('gib_target')");
+      await primary.sql("insert into marks (note) values ('after')");
+      const last = await primary.switchWal();
+      expect(last > second).toBe(true);
+      // Generous: each segment is a gigabyte read, encoded, verified and fsynced on a shared machine.
+      await primary.waitArchived(last, 900_000);
+      expect((await primary.archiverStatus()).failedCount).toBe(0);
+
+      const store = await archive.store();
+      const info = await store.head(`wal/00000001/${last}`);
+      expect(info).toBeDefined();
+
+      await restored.start({ wait: false });
+      const outcome = await restored.waitFor('primary', { timeoutMs: 900_000 });
+      expect(outcome.state, outcome.state === 'reached' ? '' : outcome.logTail).toBe('reached');
+      expect(await restored.sql('select string_agg(note, \',\' order by id) from marks')).toBe('in segment 2,target');
+      expect(await restored.sql('select count(*) || \':\' || (select sum(abalance) from pgbench_accounts) from pgbench_history')).toBe(expected);
+      const log = await restored.logText();
+      const fetched = logRecords(log).filter((r) => r.cmd === 'fetch' && /^restored /.test(r.msg));
+      expect(fetched.length).toBeGreaterThanOrEqual(2);
+      expect(fetched.some((r) => r.rawBytes === 1 << 30)).toBe(true);
+
+      const push = peaks(await readFile(join(rss, 'push.kb'), 'utf8'));
+      const fetch = peaks(await readFile(join(rss, 'fetch.kb'), 'utf8'));
+      // eslint-disable-next-line no-console
+      console.log(
+        `peak RSS with 1 GiB segments (${kind} store): push max ${Math.max(...push) >> 10} MB over ${push.length} calls, ` +
+          `fetch max ${Math.max(...fetch) >> 10} MB over ${fetch.length} calls (bound ${BOUND_KB >> 10} MB); ` +
+          `the last segment is stored in ${(info!.size / 1048576).toFixed(1)} MiB`,
+      );
+      expect(push.length).toBeGreaterThanOrEqual(2);
+      expect(fetch.length).toBeGreaterThanOrEqual(2);
+      expect(Math.max(...push)).toBeLessThan(BOUND_KB);
+      expect(Math.max(...fetch)).toBeLessThan(BOUND_KB);
+    } finally {
+      for (const c of clusters.reverse()) await c.destroy().catch(() => undefined);
+    }
+  }
+}
