@@ -53,12 +53,14 @@ export interface S3StoreOptions {
   readonly retryPolicy?: RetryPolicy;
   /** Streamed bodies up to this size go in one PUT; default 64 MiB. */
   readonly multipartThresholdBytes?: number;
-  /** Part size of a multipart upload; default 16 MiB (S3's minimum is 5 MiB, except for the last part). */
+  /** Part size of a multipart upload; default 8 MiB (S3's minimum is 5 MiB, except for the last part). */
   readonly partBytes?: number;
 }
 
 const DEFAULT_MULTIPART_THRESHOLD = 64 << 20;
-const DEFAULT_PART_BYTES = 16 << 20;
+// 8 MiB: a bounded buffer, 128 parts per GiB (S3 allows 10,000), and under the
+// request-size limits of S3 emulators (fauxqs takes at most 11 MiB).
+const DEFAULT_PART_BYTES = 8 << 20;
 /** Multipart uploads older than this under our prefix were left by a killed writer (no live upload takes an hour). */
 const STALE_UPLOAD_MS = 3600_000;
 

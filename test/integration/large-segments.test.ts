@@ -37,7 +37,8 @@ describe('1 GiB segments, real PostgreSQL 15, encrypted', () => {
     await pitrWithLargeSegments(await fileArchive(await keyfileEncryption()), 'file');
   }, 2_400_000);
 
-  it.skipIf(fauxqs === undefined)('S3 (fauxqs): the same', async () => {
+  // Uncompressed, so that every 1 GiB segment goes up as a multipart upload (64 parts).
+  it.skipIf(fauxqs === undefined)('S3 (fauxqs), uncompressed: the same, through multipart uploads', async () => {
     const server = await fauxqs!.startFauxqs({ port: 0, logger: false, host: '127.0.0.1' });
     try {
       server.createBucket('gib');
@@ -50,6 +51,7 @@ describe('1 GiB segments, real PostgreSQL 15, encrypted', () => {
         WALSHIP_SPOOL_DIR: spool,
         AWS_ACCESS_KEY_ID: 'test',
         AWS_SECRET_ACCESS_KEY: 'test',
+        WALSHIP_COMPRESSION: 'none',
         ...(await keyfileEncryption()),
       };
       await pitrWithLargeSegments({ env, store: () => storeFor(env) }, 's3');
