@@ -3,7 +3,7 @@
 // pg_wal/<segment> and the data directory as working directory, one call at
 // a time in segment order, with every segment's .ready file present, and
 // .ready renamed to .done by the archiver (here: the bench) after exit 0.
-import { copyFileSync, linkSync, mkdirSync, openSync, closeSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, linkSync, mkdirSync, openSync, closeSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { summarise } from './accounting.mjs';
 import { chownPg, pgEnv, run, runOk, sleep } from './proc.mjs';
@@ -48,10 +48,11 @@ async function prepareTool(ctx, spec, dir, data) {
     // pg_wal for the moment.
     const first = readdirSync(join(ctx.corpus.dir, 'wal')).filter((n) => /^[0-9A-F]{24}$/.test(n)).sort()[0];
     const lent = join(data, 'pg_wal', first);
-    linkOrCopy(join(ctx.corpus.dir, 'wal', first), lent);
+    const lend = !existsSync(lent);
+    if (lend) linkOrCopy(join(ctx.corpus.dir, 'wal', first), lent);
     chownPg(dir);
     await runOk(ctx.walship.bin, ['init', '-D', data], { pg: true, env, cwd: data });
-    rmSync(lent);
+    if (lend) rmSync(lent);
     return { command: [ctx.walship.bin, 'push'], env, store };
   }
   const repo = join(dir, 'repo');
