@@ -52,13 +52,8 @@ export type ReadResult =
 
 const defaultBackoff = (attempt: number): number => Math.min(8000, 500 * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
 
-/**
- * Reads and fully verifies one archived file. "not-found" is returned only
- * when the store answered that the object does not exist *and* the archive
- * itself is there (its manifest answers); every other failure throws, so a
- * caller can never mistake an unreadable segment for a missing one.
- */
-export async function readArchived(opts: ReadOptions): Promise<ReadResult> {
+/** What both read paths work out before the first attempt. */
+async function readSetup(opts: ReadOptions) {
   let file: WalFileName;
   try {
     file = parseWalName(opts.name);
@@ -66,10 +61,40 @@ export async function readArchived(opts: ReadOptions): Promise<ReadResult> {
     throw new InvalidInputError((err as Error).message, { hint: 'restore_command must be: walship fetch %f %p' });
   }
   const key = opts.key ?? objectKey(file);
-  const ctx = { file: file.name, key };
-  const controlId = opts.dataDir !== undefined ? await readControlSystemIdentifier(opts.dataDir) : undefined;
-  const backoff = opts.backoffMs ?? defaultBackoff;
-  const plaintext = opts.plaintext ?? PlaintextPolicy.for(opts.store, opts.keys);
+  return {
+    file,
+    key,
+    ctx: { file: file.name, key },
+    controlId: opts.dataDir !== undefined ? await readControlSystemIdentifier(opts.dataDir) : undefined,
+    backoff: opts.backoffMs ?? defaultBackoff,
+    plaintext: opts.plaintext ?? PlaintextPolicy.for(opts.store, opts.keys),
+  };
+}
+
+/**
+ * The store has no such object: "not found" only when the archive itself
+ * answered (its manifest is there); otherwise the store is not an archive
+ * (wrong prefix, an unmounted directory), which is an error.
+ */
+function notFound(manifest: ArchiveManifest | undefined, store: Store, file: WalFileName, key: string): { status: 'not-found'; file: WalFileName; key: string } {
+  if (!manifest) {
+    throw new ArchiveMissingError(`there is no walship archive at ${store.description} (no ${MANIFEST_KEY})`, {
+      file: file.name,
+      key,
+      hint: 'check WALSHIP_STORE (bucket, prefix, or that the directory is mounted)',
+    });
+  }
+  return { status: 'not-found', file, key };
+}
+
+/**
+ * Reads and fully verifies one archived file. "not-found" is returned only
+ * when the store answered that the object does not exist *and* the archive
+ * itself is there (its manifest answers); every other failure throws, so a
+ * caller can never mistake an unreadable segment for a missing one.
+ */
+export async function readArchived(opts: ReadOptions): Promise<ReadResult> {
+  const { file, key, ctx, controlId, backoff, plaintext } = await readSetup(opts);
 
   for (let attempt = 0; ; attempt++) {
     try {
@@ -79,13 +104,7 @@ export async function readArchived(opts: ReadOptions): Promise<ReadResult> {
       const [manifest, bytes] = await Promise.all([readManifest(opts.store), opts.store.get(key)]);
       if (manifest) checkCluster(manifest, controlId, opts.store.description, file.name);
       if (bytes === undefined) {
-        if (!manifest) {
-          throw new ArchiveMissingError(`there is no walship archive at ${opts.store.description} (no ${MANIFEST_KEY})`, {
-            ...ctx,
-            hint: 'check WALSHIP_STORE (bucket, prefix, or that the directory is mounted)',
-          });
-        }
-        return { status: 'not-found', file, key };
+        return notFound(manifest, opts.store, file, key);
       }
       const boundTo = manifest?.systemIdentifier ?? controlId;
       // Refused before decoding, so that a forged object is named as such
@@ -159,19 +178,9 @@ export type RestoreResult =
  * lacks the object; everything else throws.
  */
 export async function restoreArchived(opts: ReadOptions & { readonly target: string }): Promise<RestoreResult> {
-  let file: WalFileName;
-  try {
-    file = parseWalName(opts.name);
-  } catch (err) {
-    throw new InvalidInputError((err as Error).message, { hint: 'restore_command must be: walship fetch %f %p' });
-  }
+  const { file, key, ctx, controlId, backoff, plaintext } = await readSetup(opts);
   const target = checkPathArgument(opts.target, 'target path');
   await checkTargetDirectory(target);
-  const key = opts.key ?? objectKey(file);
-  const ctx = { file: file.name, key };
-  const controlId = opts.dataDir !== undefined ? await readControlSystemIdentifier(opts.dataDir) : undefined;
-  const backoff = opts.backoffMs ?? defaultBackoff;
-  const plaintext = opts.plaintext ?? PlaintextPolicy.for(opts.store, opts.keys);
   const tmp = `${target}.walship-tmp`;
 
   for (let attempt = 0; ; attempt++) {
@@ -181,13 +190,7 @@ export async function restoreArchived(opts: ReadOptions & { readonly target: str
       body = stream;
       if (manifest) checkCluster(manifest, controlId, opts.store.description, file.name);
       if (body === undefined) {
-        if (!manifest) {
-          throw new ArchiveMissingError(`there is no walship archive at ${opts.store.description} (no ${MANIFEST_KEY})`, {
-            ...ctx,
-            hint: 'check WALSHIP_STORE (bucket, prefix, or that the directory is mounted)',
-          });
-        }
-        return { status: 'not-found', file, key };
+        return notFound(manifest, opts.store, file, key);
       }
       const boundTo = manifest?.systemIdentifier ?? controlId;
       const { header: stored, source } = await peekHeader(body, file.name, key);
