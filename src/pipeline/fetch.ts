@@ -150,16 +150,7 @@ async function decodeWithErrors(bytes: Buffer, file: WalFileName, keys: KeyProvi
   try {
     return await decodeObject(bytes, file.name, keys, clusterId);
   } catch (err) {
-    if (err instanceof KeyError) throw err;
-    if (err instanceof ObjectDecodeError) {
-      const Cls = err.keyProblem ? KeyError : CorruptObjectError;
-      throw new Cls(`archived ${file.name} at ${key} cannot be used: ${err.message}`, {
-        file: file.name,
-        key,
-        hint: err.keyProblem ? 'configure the key file it names' : 'the object is damaged; do not delete it, inspect it with walship cat',
-      });
-    }
-    throw err;
+    throw decodeError(err, file, key);
   }
 }
 
@@ -338,6 +329,7 @@ async function decodeToFile(
   return { summary: summary!, first };
 }
 
+/** A decoder failure as the error the caller reports: a key problem, or damage, naming the object. */
 function decodeError(err: unknown, file: WalFileName, key: string): unknown {
   if (err instanceof KeyError || err instanceof StoreUnavailableError) return err;
   if (err instanceof ObjectDecodeError) {

@@ -125,6 +125,18 @@ function refusesConditionalPut(err: unknown): boolean {
   return err.name === 'NotImplemented' || /if-none-match|conditional|precondition/i.test(`${err.name} ${err.message}`);
 }
 
+/**
+ * What a refused conditional write (If-None-Match: *, on PUT or on Complete)
+ * means: 412, the name exists; a server that does not do conditional writes
+ * at all, 'refused' (the caller retries without the header). Undefined for
+ * any other error.
+ */
+function conditionalAnswer(err: unknown): 'exists' | 'refused' | undefined {
+  if (err instanceof S3ServiceException && err.$metadata.httpStatusCode === 412) return 'exists';
+  if (refusesConditionalPut(err)) return 'refused';
+  return undefined;
+}
+
 export class S3Store implements Store {
   readonly description: string;
   /** Identifies the server and bucket for the per-process If-None-Match memory. */
@@ -318,8 +330,8 @@ export class S3Store implements Store {
         );
         return 'created' as const;
       } catch (err) {
-        if (conditional && err instanceof S3ServiceException && err.$metadata.httpStatusCode === 412) return 'exists' as const;
-        if (conditional && refusesConditionalPut(err)) return 'refused' as const;
+        const answer = conditional ? conditionalAnswer(err) : undefined;
+        if (answer) return answer;
         throw err;
       }
     });
@@ -419,8 +431,8 @@ export class S3Store implements Store {
           );
           return 'created' as const;
         } catch (err) {
-          if (conditional && err instanceof S3ServiceException && err.$metadata.httpStatusCode === 412) return 'exists' as const;
-          if (conditional && refusesConditionalPut(err)) return 'refused' as const;
+          const answer = conditional ? conditionalAnswer(err) : undefined;
+          if (answer) return answer;
           // A retried Complete whose first answer was lost finds the upload gone.
           if (err instanceof S3ServiceException && err.name === 'NoSuchUpload' && (await this.head(key))) return 'exists' as const;
           throw err;
