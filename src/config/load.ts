@@ -23,6 +23,12 @@ export interface S3Settings {
 export interface KmsSettings {
   /** The key new data keys are generated under; reading needs none (objects name their key). */
   readonly keyId: string | undefined;
+  /**
+   * More KMS keys whose wrapped data keys reads accept (WALSHIP_KMS_READ_KEY_IDS):
+   * an earlier WALSHIP_KMS_KEY_ID, or the key an alias named before it was moved.
+   * A key named by neither is refused, whatever an object's header says.
+   */
+  readonly readKeyIds: readonly string[];
   readonly region: string | undefined;
   readonly endpoint: string | undefined;
   /** Keep data keys in the spool directory so that KMS is called once per rotation, not per file. */
@@ -244,12 +250,16 @@ const KMS_KEY_ID = /^(arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)\/[A-Za-z0
 function kmsSettings(lookup: Lookup): KmsSettings {
   const keyId = lookup('WALSHIP_KMS_KEY_ID');
   if (keyId && !KMS_KEY_ID.test(keyId.value.trim())) throw invalid('WALSHIP_KMS_KEY_ID', keyId.where, keyId.value);
+  const read = lookup('WALSHIP_KMS_READ_KEY_IDS');
+  const readKeyIds = (read?.value ?? '').split(/[\s,]+/).filter((k) => k !== '');
+  if (read && readKeyIds.some((k) => !KMS_KEY_ID.test(k))) throw invalid('WALSHIP_KMS_READ_KEY_IDS', read.where, read.value);
   const region = lookup('WALSHIP_KMS_REGION');
   if (region && !/^[a-z0-9-]+$/.test(region.value)) throw invalid('WALSHIP_KMS_REGION', region.where, region.value);
   const endpoint = lookup('WALSHIP_KMS_ENDPOINT');
   if (endpoint && !/^https?:\/\/[^\s/]+/.test(endpoint.value)) throw invalid('WALSHIP_KMS_ENDPOINT', endpoint.where, endpoint.value);
   return {
     keyId: keyId?.value.trim(),
+    readKeyIds,
     region: region?.value,
     endpoint: endpoint?.value,
     keyCache: bool(lookup, 'WALSHIP_KMS_KEY_CACHE', true),

@@ -20,6 +20,7 @@ export const SETTINGS = [
   { env: 'WALSHIP_ENCRYPTION', expects: 'none, keyfile or kms', default: 'none' },
   { env: 'WALSHIP_KEY_FILE', expects: 'path of a key file; a comma-separated list keeps older keys readable' },
   { env: 'WALSHIP_KMS_KEY_ID', expects: 'an AWS KMS key id, key ARN, alias/NAME or alias ARN' },
+  { env: 'WALSHIP_KMS_READ_KEY_IDS', expects: 'KMS keys (ids, ARNs or aliases, comma-separated) whose objects reads accept besides WALSHIP_KMS_KEY_ID' },
   { env: 'WALSHIP_KMS_REGION', expects: 'an AWS region name', default: "the key ARN's region, else AWS_REGION, else us-east-1" },
   { env: 'WALSHIP_KMS_ENDPOINT', expects: 'an http(s) URL of a KMS endpoint (unset for AWS)' },
   { env: 'WALSHIP_KMS_KEY_CACHE', expects: 'on or off (off: no data key is kept on disk, one KMS call per file)', default: 'on' },

@@ -15,6 +15,7 @@ export type KeySettings = Pick<Config, 'encryption' | 'keyFiles' | 'kms' | 'spoo
 export function kmsProviderFor(config: KeySettings, warn?: (message: string) => void): KmsProvider {
   return new KmsProvider({
     keyId: config.kms.keyId,
+    trustedKeyIds: trustedKmsKeys(config),
     region: config.kms.region,
     endpoint: config.kms.endpoint,
     timeoutMs: config.timeoutMs,
@@ -23,6 +24,16 @@ export function kmsProviderFor(config: KeySettings, warn?: (message: string) => 
     rotation: { maxAgeMs: config.kms.rotateAgeMs, maxObjects: config.kms.rotateSegments },
     ...(warn ? { warn } : {}),
   });
+}
+
+/**
+ * The KMS keys a reader accepts: the configured key and the read list. With
+ * encryption off and neither set, undefined (any key: such a reader accepts
+ * unencrypted objects, so checking the key would protect nothing).
+ */
+export function trustedKmsKeys(config: KeySettings): readonly string[] | undefined {
+  const keys = [...(config.kms.keyId ? [config.kms.keyId] : []), ...config.kms.readKeyIds];
+  return config.encryption === 'none' && keys.length === 0 ? undefined : [...new Set(keys)];
 }
 
 /**

@@ -42,6 +42,15 @@ export interface KmsRotation {
 export interface KmsProviderOptions {
   /** WALSHIP_KMS_KEY_ID: the key new data keys are generated under; undefined when only reading. */
   readonly keyId: string | undefined;
+  /**
+   * The KMS keys (as configured: id, ARN or alias) whose wrapped data keys
+   * this reader accepts. Undefined: any key an object names (a reader with
+   * encryption off, which accepts plaintext objects anyway). An object's
+   * header is written by whoever can write the store, so the key it names
+   * is never trusted on its own word: KMS is asked to unwrap with a trusted
+   * key, and refuses (IncorrectKeyException) a data key wrapped by another.
+   */
+  readonly trustedKeyIds?: readonly string[] | undefined;
   readonly region: string | undefined;
   readonly endpoint: string | undefined;
   readonly timeoutMs: number;
@@ -283,32 +292,76 @@ export class KmsProvider implements KeyProvider {
     return dk;
   }
 
-  /** The plaintext of a wrapped data key: from this process, the spool caches, or KMS Decrypt. */
+  /** The plaintext of a wrapped data key: from this process, the spool caches, or KMS Decrypt under a trusted key. */
   private async unwrap(wrapped: Buffer, context: EncryptionContext, kmsKeyId: string, file: string): Promise<Buffer> {
-    const canonical = canonicalContext(context);
+    const trusted = this.opts.trustedKeyIds;
+    // The spool cache's name covers the trusted keys too: a key dropped from
+    // WALSHIP_KMS_READ_KEY_IDS stops vouching for what it unwrapped before.
+    const canonical = canonicalContext(context) + (trusted ? `\ntrusted ${[...trusted].sort().join(',')}` : '');
     const mem = this.known.get(knownKey(wrapped, context));
     if (mem) return mem;
     if (this.opts.cache) {
       const cur = await this.cacheFor(context).read().catch(() => undefined);
-      if (cur?.status === 'ok' && cur.key.wrapped.equals(wrapped) && sameContext(cur.key.context, context)) return this.remember(wrapped, context, cur.key.plaintext);
+      if (
+        cur?.status === 'ok' &&
+        cur.key.wrapped.equals(wrapped) &&
+        sameContext(cur.key.context, context) &&
+        (trusted === undefined || trusted.includes(cur.key.configuredKeyId))
+      ) {
+        return this.remember(wrapped, context, cur.key.plaintext);
+      }
       const hit = await this.unwrapped.get(wrapped, canonical).catch(() => undefined);
       if (hit) return this.remember(wrapped, context, hit);
     }
+    const plaintext = trusted === undefined ? await this.decryptAs(wrapped, context, kmsKeyId, file) : await this.decryptTrusted(wrapped, context, kmsKeyId, trusted, file);
+    if (this.opts.cache) {
+      await this.unwrapped.put(wrapped, canonical, plaintext).catch((err) => this.warn(`cannot cache the unwrapped data key: ${String(err)}`));
+    }
+    return this.remember(wrapped, context, plaintext);
+  }
+
+  /** Decrypt naming the key the object names (where KMS can resolve it). */
+  private async decryptAs(wrapped: Buffer, context: EncryptionContext, kmsKeyId: string, file: string): Promise<Buffer> {
     // Name the key only where KMS can resolve it: a multi-region replica in
     // another region decrypts the same ciphertext when no KeyId is given.
     const region = this.opts.region ?? regionOfKeyArn(kmsKeyId) ?? this.region;
     const arnRegion = regionOfKeyArn(kmsKeyId);
     const keyIdForCall = arnRegion === undefined || arnRegion === region ? kmsKeyId : undefined;
-    let plaintext: Buffer;
     try {
-      plaintext = await (await this.api(region)).decrypt(wrapped, context, keyIdForCall);
+      return await (await this.api(region)).decrypt(wrapped, context, keyIdForCall);
     } catch (err) {
       throw kmsError({ op: 'Decrypt', keyId: kmsKeyId, region, endpoint: this.opts.endpoint, file }, err);
     }
-    if (this.opts.cache) {
-      await this.unwrapped.put(wrapped, canonical, plaintext).catch((err) => this.warn(`cannot cache the unwrapped data key: ${String(err)}`));
+  }
+
+  /**
+   * Decrypt with each trusted key in turn (the one the object names first,
+   * when it is trusted by that exact name), so that KMS checks the data key
+   * was wrapped by it. Only "wrong key" moves on to the next; any other
+   * failure (KMS unreachable, access denied) is that failure.
+   */
+  private async decryptTrusted(wrapped: Buffer, context: EncryptionContext, kmsKeyId: string, trusted: readonly string[], file: string): Promise<Buffer> {
+    const order = [...trusted].sort((a, b) => Number(b === kmsKeyId) - Number(a === kmsKeyId));
+    for (const ref of order) {
+      const region = this.opts.region ?? regionOfKeyArn(ref) ?? this.region;
+      try {
+        return await (await this.api(region)).decrypt(wrapped, context, ref);
+      } catch (err) {
+        if ((err as { name?: unknown } | null)?.name === 'IncorrectKeyException') continue;
+        throw kmsError({ op: 'Decrypt', keyId: ref, region, endpoint: this.opts.endpoint, file }, err);
+      }
     }
-    return this.remember(wrapped, context, plaintext);
+    throw new KeyError(
+      trusted.length === 0
+        ? `${file} is encrypted with a data key wrapped by KMS key ${kmsKeyId}, and no KMS key is trusted for reading (WALSHIP_KMS_KEY_ID and WALSHIP_KMS_READ_KEY_IDS are unset)`
+        : `${file} is encrypted with a data key wrapped by KMS key ${kmsKeyId}, which is none of the keys this archive trusts (${trusted.join(', ')}): KMS refused to unwrap it with each of them`,
+      {
+        file,
+        hint:
+          'if that key protected this archive before (an earlier WALSHIP_KMS_KEY_ID, or the key an alias pointed to before it was moved), ' +
+          'add it to WALSHIP_KMS_READ_KEY_IDS; if not, the object was written by someone else: do not trust it, remove it from the store',
+      },
+    );
   }
 
   private remember(wrapped: Buffer, context: EncryptionContext, plaintext: Buffer): Buffer {

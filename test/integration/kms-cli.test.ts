@@ -167,7 +167,7 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
     const denied = await fetchTo(restore, names[0]!);
     expect(denied.code).toBe(200);
     expect(logRecords(denied.stderr).at(-1)).toMatchObject({ level: 'fatal', code: 'KEY' });
-    expect(logRecords(denied.stderr).at(-1)!.msg).toMatch(/Decrypt with key arn:aws:kms:.* failed: AccessDeniedException/);
+    expect(logRecords(denied.stderr).at(-1)!.msg).toMatch(/Decrypt with key (arn:aws:kms:|alias\/).* failed: AccessDeniedException/);
     kms.deny([]);
     expect((await fetchTo(restore, names[0]!)).code).toBe(0);
   });
@@ -233,8 +233,17 @@ describe('KMS envelope encryption through the CLI (push, fetch, cat, key rotate,
     expect((await push(names[4]!, { WALSHIP_KMS_KEY_ID: 'alias/walship-cli-2' })).code).toBe(0);
     expect(kms.calls.GenerateDataKey).toBe(3);
 
-    const restore = { ...archive.env, ...(await freshSpool()), WALSHIP_KMS_KEY_ID: 'alias/walship-cli-2' };
+    // The new key alone does not vouch for the old key's files: a forged
+    // object could name any key. The old key goes into the read list.
+    const newOnly = { ...archive.env, ...(await freshSpool()), WALSHIP_KMS_KEY_ID: 'alias/walship-cli-2' };
+    const refused = await fetchTo(newOnly, names[0]!);
+    expect(refused.code, refused.stderr).toBe(200);
+    expect(refused.stderr).toContain(`wrapped by KMS key ${key.arn}, which is none of the keys this archive trusts (alias/walship-cli-2)`);
+    expect(refused.stderr).toMatch(/WALSHIP_KMS_READ_KEY_IDS/);
+    kms.resetCounters();
+    const restore = { ...archive.env, ...(await freshSpool()), WALSHIP_KMS_KEY_ID: 'alias/walship-cli-2', WALSHIP_KMS_READ_KEY_IDS: key.arn };
     for (const n of names.slice(0, 5)) expect((await fetchTo(restore, n)).code).toBe(0);
+    // One Decrypt per data key: each object names its key, and the read list names it the same way.
     expect(kms.calls.Decrypt).toBe(3);
 
     kms.setKeyState(key.id, 'PendingDeletion');

@@ -7,7 +7,7 @@ const base = { WALSHIP_STORE: 'file:///var/lib/walship', WALSHIP_CONFIG: '/dev/n
 describe('KMS settings', () => {
   it('defaults: no key id, key cache on, rotate every 24 h, no count limit', () => {
     const c = loadConfig({ env: base });
-    expect(c.kms).toEqual({ keyId: undefined, region: undefined, endpoint: undefined, keyCache: true, rotateAgeMs: 86_400_000, rotateSegments: 0 });
+    expect(c.kms).toEqual({ keyId: undefined, readKeyIds: [], region: undefined, endpoint: undefined, keyCache: true, rotateAgeMs: 86_400_000, rotateSegments: 0 });
   });
 
   it.each([

@@ -50,11 +50,14 @@ describe('KMS envelope encryption (KmsProvider, data key caches) against the tes
     cache?: boolean;
     warnings?: string[];
     timeoutMs?: number;
+    /** The keys reads accept (WALSHIP_KMS_KEY_ID + WALSHIP_KMS_READ_KEY_IDS); undefined: any. */
+    trusted?: readonly string[];
   }
   /** A new provider is what a new walship process has: nothing in memory, only the spool. */
   const provider = (spoolDir: string, o: Opts = {}): KmsProvider =>
     new KmsProvider({
       keyId: 'keyId' in o ? o.keyId : 'alias/walship-unit',
+      trustedKeyIds: o.trusted,
       region: kms.region,
       endpoint: kms.endpoint,
       timeoutMs: o.timeoutMs ?? 5000,
@@ -240,16 +243,55 @@ describe('KMS envelope encryption (KmsProvider, data key caches) against the tes
     expect(status.cache.uses).toBe(6);
   });
 
-  it('switching WALSHIP_KMS_KEY_ID makes a data key under the new key; old objects stay readable', async () => {
+  it('switching WALSHIP_KMS_KEY_ID makes a data key under the new key; old objects are read once the old key is in the read list', async () => {
     const dir = await spool();
     const second = kms.createKey({ alias: 'walship-unit-2' });
     const a = await pushOne(provider(dir), 1);
     const b = await pushOne(provider(dir, { keyId: second.arn }), 2);
     expect(b.d.kmsKeyId).toBe(second.arn);
     expect(a.d.kmsKeyId).toBe(key.arn);
+    const onlyNew = { keyId: second.arn, trusted: [second.arn] };
+    await fetchOne(provider(await spool(), onlyNew), b);
+    const refused = await decodeObject(a.bytes, a.name, provider(await spool(), onlyNew), SYSID).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(KeyError);
+    expect((refused as Error).message).toContain(`wrapped by KMS key ${key.arn}, which is none of the keys this archive trusts (${second.arn})`);
+    expect((refused as KeyError).hint).toMatch(/add it to WALSHIP_KMS_READ_KEY_IDS/);
     const restore = await spool();
-    await fetchOne(provider(restore, { keyId: second.arn }), a);
-    await fetchOne(provider(restore, { keyId: second.arn }), b);
+    await fetchOne(provider(restore, { keyId: second.arn, trusted: [second.arn, 'alias/walship-unit'] }), a);
+    await fetchOne(provider(restore, { keyId: second.arn, trusted: [second.arn, 'alias/walship-unit'] }), b);
+  });
+
+  it('a forged object: a data key wrapped by a KMS key the reader may use but does not trust is refused, whatever the header says', async () => {
+    // Someone who can write the bucket and has a KMS key of their own that
+    // this role may decrypt with (kms:Decrypt on "*") builds an object that
+    // authenticates: only the trust list stops it.
+    const theirs = kms.createKey();
+    const forged = await pushOne(provider(await spool(), { keyId: theirs.arn }), 3);
+    expect(forged.d.kmsKeyId).toBe(theirs.arn);
+    await fetchOne(provider(await spool(), { trusted: undefined }), forged); // what a reader without a trust list would accept
+    kms.resetCounters();
+    const err = await decodeObject(forged.bytes, forged.name, provider(await spool(), { trusted: ['alias/walship-unit'] }), SYSID).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(KeyError);
+    expect((err as Error).message).toContain(`${forged.name} is encrypted with a data key wrapped by KMS key ${theirs.arn}, which is none of the keys this archive trusts (alias/walship-unit)`);
+    expect(kms.calls.Decrypt).toBe(1);
+    // A trusted reader still reads its own objects, and a cached unwrap under another trust list does not vouch.
+    const own = await pushOne(provider(await spool()), 4);
+    await fetchOne(provider(await spool(), { trusted: ['alias/walship-unit'] }), own);
+    const shared = await spool();
+    await fetchOne(provider(shared, { trusted: [theirs.arn, 'alias/walship-unit'] }), forged);
+    await expect(decodeObject(forged.bytes, forged.name, provider(shared, { trusted: ['alias/walship-unit'] }), SYSID)).rejects.toThrow(/none of the keys this archive trusts/);
+  });
+
+  it('an alias moved to another key: objects under the old key need it in the read list', async () => {
+    const first = kms.createKey({ alias: 'walship-moving' });
+    const next = kms.createKey();
+    const a = await pushOne(provider(await spool(), { keyId: 'alias/walship-moving' }), 5);
+    kms.updateAlias('walship-moving', next.id);
+    const trust = ['alias/walship-moving'];
+    await expect(decodeObject(a.bytes, a.name, provider(await spool(), { keyId: 'alias/walship-moving', trusted: trust }), SYSID)).rejects.toThrow(
+      new RegExp(`wrapped by KMS key ${first.arn}, which is none of the keys`),
+    );
+    await fetchOne(provider(await spool(), { keyId: 'alias/walship-moving', trusted: [...trust, first.arn] }), a);
   });
 
   it('WALSHIP_KMS_KEY_CACHE=off: nothing on disk, one KMS call per object', async () => {
