@@ -1,11 +1,15 @@
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import { collect } from '../../src/metrics/collect.js';
+import { commonLabels, metricFamilies } from '../../src/metrics/families.js';
+import { renderText } from '../../src/metrics/prom-text.js';
 import { BACKUP_SERIES, promtool, requireMonitoringTools } from '../support/monitoring.js';
+import { parsePromText } from '../support/prom-text.js';
 
 /**
  * The runbooks' alert rules on walship's series (docker/prometheus/
@@ -85,6 +89,76 @@ describe('runbook alerts on walship series (docker/prometheus/walship-compat-rul
       const expr = /\n {8}expr: (.+)\n/.exec(r.body)![1]!;
       for (const m of expr.matchAll(/\b([a-z_]+_(?:seconds|bytes|failed|total))\b/g)) expect(walshipWrites(m[1]!), `${r.name}: ${m[1]}`).toBe(true);
       if (r.name.includes('lag')) expect(expr).toContain('time() - walship_metrics_generated_timestamp_seconds');
+    }
+  });
+});
+
+describe("walship's own report through the compat rules", () => {
+  it('a real report, its writer dead after it: the recorded lag keeps growing from the WAL\'s finish time', async () => {
+    requireMonitoringTools();
+    const dir = await mkdtemp(join(tmpdir(), 'walship-compat-'));
+    try {
+      // promtool's clock starts at Unix time 0: a WAL segment finished at
+      // 300 s, still .ready, and a report computed at 600 s (10m).
+      const wal = join(dir, 'pgdata', 'pg_wal');
+      await mkdir(join(wal, 'archive_status'), { recursive: true });
+      await mkdir(join(dir, 'spool'));
+      const seg = '000000010000000000000001';
+      await writeFile(join(wal, seg), Buffer.alloc(8192));
+      await utimes(join(wal, seg), 300, 300);
+      await writeFile(join(wal, 'archive_status', `${seg}.ready`), '');
+      await utimes(join(wal, 'archive_status', `${seg}.ready`), 310, 310);
+      const report = await collect({ spoolDir: join(dir, 'spool'), pgData: join(dir, 'pgdata'), db: undefined, rpoSeconds: 900, dbTimeoutMs: 1000, compact: false, now: () => 600_000 });
+      expect(report.lagSeconds).toBe(300);
+      const text = renderText(metricFamilies(report, { version: 'v', store: 'file:///archive', encryption: 'none', compression: 'lz4' }), commonLabels(report, 'main'));
+
+      // Every sample of the textfile, as node_exporter would serve it from
+      // 10m on; the writer never rewrites it (dead), so every value stays.
+      const lines = text.split('\n').filter((l) => l !== '' && !l.startsWith('#'));
+      const input = lines.map((l) => {
+        const at = l.lastIndexOf(' ');
+        return { series: l.slice(0, at), values: `_x10 ${l.slice(at + 1)}x50` };
+      });
+      const lag = parsePromText(text).samples.find((x) => x.name === 'walship_wal_archival_lag_seconds')!;
+      const labels = Object.fromEntries(Object.entries(lag.labels).filter(([, v]) => v !== ''));
+      const selector = (name: string) => `${name}{${Object.entries(labels).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(',')}}`;
+      const sample = (name: string, value: number) => ({ labels: selector(name), value });
+      // JSON is YAML: promtool reads this test file as it is.
+      const testFile = {
+        rule_files: [join(prom, 'walship-compat-rules.yml'), join(prom, 'runbook-alerts.yml')],
+        group_eval_order: ['walship-compat-wal', 'walship-compat-backup', 'postgresql_backup', 'backup_alerts'],
+        evaluation_interval: '1m',
+        tests: [
+          {
+            interval: '1m',
+            input_series: input,
+            promql_expr_test: [
+              // As written: the report's own lag.
+              { expr: 'postgres_wal_archival_lag_seconds', eval_time: '10m', exp_samples: [sample('postgres_wal_archival_lag_seconds', 300)] },
+              // 20 minutes later, nobody rewrote it: now − 300 s.
+              { expr: 'postgres_wal_archival_lag_seconds', eval_time: '30m', exp_samples: [sample('postgres_wal_archival_lag_seconds', 1500)] },
+              { expr: 'pg_wal_archive_lag_seconds', eval_time: '30m', exp_samples: [sample('pg_wal_archive_lag_seconds', 1500)] },
+              // walship's own gauge is frozen at what it last said.
+              { expr: 'walship_wal_archival_lag_seconds', eval_time: '30m', exp_samples: [sample('walship_wal_archival_lag_seconds', 300)] },
+            ],
+            alert_rule_test: [
+              { eval_time: '10m', alertname: 'WALArchiveLag', exp_alerts: [] },
+              // > 600 s from 15m on (no `for`).
+              { eval_time: '16m', alertname: 'WALArchiveLag', exp_alerts: [{ exp_labels: { ...labels, severity: 'warning' }, exp_annotations: { summary: 'WAL archiving is more than 10 minutes behind' } }] },
+              // > 900 s from 20m on, then 15 minutes pending.
+              { eval_time: '35m', alertname: 'WALArchivalLag', exp_alerts: [] },
+              { eval_time: '36m', alertname: 'WALArchivalLag', exp_alerts: [{ exp_labels: { ...labels, severity: 'warning' }, exp_annotations: { summary: 'WAL archiving is more than 15 minutes behind' } }] },
+            ],
+          },
+        ],
+      };
+      await writeFile(join(dir, 'report.test.yml'), JSON.stringify(testFile, null, 1));
+      const r = await promtool(['test', 'rules', 'report.test.yml'], dir);
+      expect(r.code, r.output).toBe(0);
+      expect(r.output).toMatch(/SUCCESS/);
+      expect(input.length).toBeGreaterThan(10);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
