@@ -146,8 +146,13 @@ export async function promtoolCheckMetrics(text: string): Promise<{ code: number
 }
 
 export async function promtool(args: string[], cwd?: string): Promise<{ code: number; output: string }> {
+  return runTool(PROMTOOL, args, cwd);
+}
+
+/** Runs a checking tool (promtool, systemd-analyze); returns its exit code and combined output instead of throwing. */
+export async function runTool(bin: string, args: string[], cwd?: string): Promise<{ code: number; output: string }> {
   try {
-    const r = await promisify(execFile)(PROMTOOL, args, { cwd });
+    const r = await promisify(execFile)(bin, args, { cwd });
     return { code: 0, output: r.stdout + r.stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };

@@ -1,14 +1,13 @@
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { copyFile, mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { collect } from '../../src/metrics/collect.js';
 import { commonLabels, metricFamilies } from '../../src/metrics/families.js';
 import { renderText } from '../../src/metrics/prom-text.js';
-import { BACKUP_SERIES, promtool, requireMonitoringTools } from '../support/monitoring.js';
+import { BACKUP_SERIES, promtool, requireMonitoringTools, runTool } from '../support/monitoring.js';
 import { parsePromText } from '../support/prom-text.js';
 
 /**
@@ -199,16 +198,7 @@ describe('daily backup packaging (docker/systemd/walship-backup.*, docker/compos
       // verify checks that ExecStart's program exists: point it at this checkout's launcher.
       await writeFile(join(dir, 'walship-backup.service'), service.replace('/usr/local/bin/walship', join(root, 'bin', 'walship')));
       await copyFile(join(root, 'docker', 'systemd', 'walship-backup.timer'), join(dir, 'walship-backup.timer'));
-      let code = 0;
-      let output = '';
-      try {
-        const r = await promisify(execFile)('/usr/bin/systemd-analyze', ['verify', '--man=no', 'walship-backup.timer', 'walship-backup.service'], { cwd: dir });
-        output = r.stdout + r.stderr;
-      } catch (err) {
-        const e = err as { code?: number; stdout?: string; stderr?: string };
-        code = typeof e.code === 'number' ? e.code : 1;
-        output = `${e.stdout ?? ''}${e.stderr ?? ''}`;
-      }
+      const { code, output } = await runTool('/usr/bin/systemd-analyze', ['verify', '--man=no', 'walship-backup.timer', 'walship-backup.service'], dir);
       expect(code, output).toBe(0);
       // Unknown keys are only warnings (exit 0): none may appear for these units.
       expect(output.split('\n').filter((l) => l.includes('walship-backup'))).toEqual([]);
