@@ -14,6 +14,18 @@ import { basePostgresEnv, RUNUSER, runuserArgv } from './postgres-user.js';
 import { walshipBin } from './walship.js';
 
 export const PROMTOOL = '/usr/bin/promtool';
+
+/**
+ * The series `walship backup` writes into the metrics (issue 11; the names
+ * are fixed, and the alert and recording rules depend on them).
+ */
+export const BACKUP_SERIES: readonly string[] = [
+  'walship_last_backup_timestamp_seconds',
+  'walship_backups_total',
+  'walship_last_backup_size_bytes',
+  'walship_last_backup_duration_seconds',
+  'walship_backup_verification_failed',
+];
 export const NODE_EXPORTER = '/usr/bin/prometheus-node-exporter';
 
 /** Fails with the install hint: .ci/run installs both Debian packages. */
@@ -134,8 +146,13 @@ export async function promtoolCheckMetrics(text: string): Promise<{ code: number
 }
 
 export async function promtool(args: string[], cwd?: string): Promise<{ code: number; output: string }> {
+  return runTool(PROMTOOL, args, cwd);
+}
+
+/** Runs a checking tool (promtool, systemd-analyze); returns its exit code and combined output instead of throwing. */
+export async function runTool(bin: string, args: string[], cwd?: string): Promise<{ code: number; output: string }> {
   try {
-    const r = await promisify(execFile)(PROMTOOL, args, { cwd });
+    const r = await promisify(execFile)(bin, args, { cwd });
     return { code: 0, output: r.stdout + r.stderr };
   } catch (err) {
     const e = err as { code?: number; stdout?: string; stderr?: string };

@@ -5,7 +5,7 @@ import { loadConfig } from '../../src/config/index.js';
 import type { LagReport } from '../../src/metrics/collect.js';
 import { metricFamilies } from '../../src/metrics/families.js';
 import { emptyState } from '../../src/spool/state-model.js';
-import { promtool, requireMonitoringTools } from '../support/monitoring.js';
+import { BACKUP_SERIES, promtool, requireMonitoringTools } from '../support/monitoring.js';
 
 /**
  * docker/ and docs/monitoring.md cannot be run here (no Docker engine, no
@@ -64,7 +64,7 @@ describe('monitoring packaging (docker/, docs/monitoring.md)', () => {
   it('promtool accepts the Prometheus configuration and rules, and the rules pass their unit tests', async () => {
     requireMonitoringTools();
     const config = await promtool(['check', 'config', 'prometheus.yml'], join(docker, 'prometheus'));
-    expect(config.output).toMatch(/SUCCESS: 1 rule files found/);
+    expect(config.output).toMatch(/SUCCESS: 2 rule files found/);
     expect(config.code, config.output).toBe(0);
     const rules = await promtool(['check', 'rules', 'walship-rules.yml'], join(docker, 'prometheus'));
     expect(rules.code, rules.output).toBe(0);
@@ -75,9 +75,14 @@ describe('monitoring packaging (docker/, docs/monitoring.md)', () => {
 
   it('every walship metric the rules and the docs name is one walship writes, and the docs list them all', () => {
     const written = writtenMetricNames();
+    // The backup series are written by `walship backup` (issue 11, names
+    // fixed); until it reports through metricFamilies they count as written.
+    for (const n of BACKUP_SERIES) written.add(n);
     // walship_monitor is the database role of the examples, not a metric.
     const mentioned = (text: string) => new Set([...text.matchAll(/\bwalship_[a-z_]+[a-z]\b/g)].map((m) => m[0]).filter((n) => n !== 'walship_monitor'));
-    const rules = mentioned(read('docker/prometheus/walship-rules.yml') + read('docker/prometheus/walship-rules.test.yml'));
+    const rules = mentioned(
+      ['walship-rules.yml', 'walship-rules.test.yml', 'walship-compat-rules.yml', 'walship-compat-rules.test.yml'].map((f) => read(`docker/prometheus/${f}`)).join('\n'),
+    );
     const docs = mentioned(read('docs/monitoring.md'));
     expect([...rules].filter((n) => !written.has(n))).toEqual([]);
     expect([...docs].filter((n) => !written.has(n))).toEqual([]);
