@@ -115,6 +115,7 @@ export class RecoveryFeeder {
     if (want !== this.lastWant) {
       this.lastWant = want;
       await this.pool.discardStale(want);
+      for (const n of this.retryAfter.keys()) if (n <= want) this.retryAfter.delete(n);
     }
     this.schedule(want, new Set(await this.pool.segments()));
   }
