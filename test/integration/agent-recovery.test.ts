@@ -181,6 +181,21 @@ describe('the resident agent serves recovery', () => {
       // No prefetch worker beside the agent: it holds the pool's lock itself.
       expect(findProcessesIn(standby.dataDir, 'prefetch-worker')).toEqual([]);
       expect(lockHeld(join(standby.dataDir, POOL, 'worker.lock'))).toBe(true);
+      // Visible health: the agent's prefetch numbers reach status and the metrics.
+      const s = await runWalship(['status', '--json', '-D', standby.dataDir], { env: archive.env });
+      const view = JSON.parse(s.stdout) as { agent: { running: boolean; prefetchPooled: number; prefetchInFlight: number } };
+      expect(view.agent.running).toBe(true);
+      expect(typeof view.agent.prefetchPooled).toBe('number');
+      expect(typeof view.agent.prefetchInFlight).toBe('number');
+      const { dir } = await agentFiles(archive, standby);
+      expect(
+        await until(() => (JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')) as { prefetch?: { active: boolean; downloaded: number } }).prefetch?.active === true, 10_000),
+      ).toBe(true);
+      const own = JSON.parse(readFileSync(join(dir, 'status.json'), 'utf8')) as { prefetch: { downloaded: number } };
+      expect(own.prefetch.downloaded).toBeGreaterThan(0);
+      const m = await runWalship(['metrics', '-D', standby.dataDir], { env: archive.env });
+      expect(m.stdout).toMatch(/^walship_agent_prefetch_pooled_files\{[^}]*\} \d+$/m);
+      expect(m.stdout).toMatch(/^walship_agent_prefetch_in_flight_files\{[^}]*\} \d+$/m);
     });
 
     it("kill -9 of the agent during recovery: PostgreSQL's fetch calls still succeed, a new agent takes over, nothing torn is handed over", async () => {
