@@ -1,6 +1,7 @@
 import { mkdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { writeFileAtomic } from '../spool/atomic-file.js';
 import { HEARTBEAT_STALE_MS, type AgentPaths } from './paths.js';
+import type { PrefetchStatus } from './recovery.js';
 
 /** What the agent says about itself in status.json (written atomically). */
 export interface AgentStatus {
@@ -11,6 +12,8 @@ export interface AgentStatus {
   readonly inFlight: number;
   readonly lastCompleted: { readonly file: string; readonly at: string } | undefined;
   readonly lastError: { readonly file: string; readonly code: string; readonly message: string; readonly at: string } | undefined;
+  /** The recovery side (prefetch pool), when the agent serves it. */
+  readonly prefetch?: PrefetchStatus | undefined;
   readonly updated: string;
 }
 

@@ -6,6 +6,7 @@ import { fileIdentity, type FileIdentity, type PushMarkers } from '../spool/push
 import { clearFailure, writeFailure } from './failure-records.js';
 import { writeStatus, type AgentStatus } from './health.js';
 import type { AgentPaths } from './paths.js';
+import type { PrefetchStatus } from './recovery.js';
 import { PushFailed, type Pusher } from './pusher.js';
 import { readyNames, walOrder } from './ready-queue.js';
 
@@ -21,6 +22,10 @@ export interface LoopOptions {
   readonly shouldStop: () => Promise<string | undefined>;
   /** Periodic scan: fs.watch can miss events (overflow, some file systems). */
   readonly scanMs?: number;
+  /** When the agent's other work (recovery, src/agent/recovery.ts) was last busy: no idle exit while it is. */
+  readonly otherActivity?: () => number;
+  /** The recovery side's numbers, for status.json. */
+  readonly prefetchStatus?: () => PrefetchStatus | undefined;
 }
 
 const sameFile = (a: FileIdentity, b: FileIdentity) =>
@@ -71,6 +76,7 @@ export async function runLoop(o: LoopOptions): Promise<string> {
     inFlight: inFlight.size,
     lastCompleted,
     lastError,
+    prefetch: o.prefetchStatus?.(),
     updated: new Date().toISOString(),
   });
   // The heartbeat itself is touched by run.ts for the agent's whole life.
@@ -134,6 +140,7 @@ export async function runLoop(o: LoopOptions): Promise<string> {
       }
       queueDepth = pending.length;
       const now = Date.now();
+      lastBusy = Math.max(lastBusy, o.otherActivity?.() ?? 0);
       if (pending.length > 0 || inFlight.size > 0) lastBusy = now;
       else if (o.idleMs > 0 && now - lastBusy > o.idleMs) {
         reason = 'idle';

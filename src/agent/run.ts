@@ -22,6 +22,7 @@ import { InlinePusher } from './pusher-inline.js';
 import type { Pusher } from './pusher.js';
 import { startThreadPusher } from './pusher-threads.js';
 import { beat, writeStatus } from './health.js';
+import { prefetchParallelism, RecoveryFeeder } from './recovery.js';
 import { loadConfig } from '../config/index.js';
 
 /** flock(1) exit status when the lock is held by someone else (-E). */
@@ -93,6 +94,30 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
     pusher ??= new InlinePusher(opts, slots);
     log.info({ dataDir, slots, archiveId, storeFingerprint: fingerprint }, `agent started for ${dataDir} (archive ${archiveId} at ${store.description})`);
 
+    // The recovery side runs beside the archiving loop: a standby with
+    // archive_mode=always does both, a promoted server moves from one to the other.
+    const feeder = new RecoveryFeeder({
+      dataDir,
+      store,
+      // As restore_command's own fetch gets them, so that a pooled segment is verified exactly as fetch verifies.
+      keys,
+      archiveId,
+      storeFingerprint: fingerprint,
+      segmentSize: archive.manifest.segmentSize,
+      depth: config.prefetch,
+      parallel: prefetchParallelism(config.prefetch, availableParallelism()),
+      log,
+    });
+    let archivingDone = false;
+    const recovery = (async () => {
+      while (!archivingDone) {
+        await feeder.tick().catch((err: unknown) => log.warn(`prefetch round failed: ${errorMessage(err)}`));
+        // Quick rounds while PostgreSQL is being fed: a finished download starts the next within 100 ms.
+        await sleepUnless(feeder.status().active ? 100 : 500, () => archivingDone);
+      }
+      await feeder.close();
+    })();
+
     const reason = await runLoop({
       dataDir,
       paths,
@@ -100,6 +125,8 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
       pusher,
       log,
       idleMs: config.agentIdleMs,
+      otherActivity: () => feeder.lastActivity(),
+      prefetchStatus: () => feeder.status(),
       shouldStop: async () => {
         if (stopRequested) return `signal ${stopRequested}`;
         if (!(await postmasterAlive(dataDir, postmaster))) return 'the PostgreSQL server is gone';
@@ -110,6 +137,8 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
         return undefined;
       },
     });
+    archivingDone = true;
+    await recovery;
     log.info(`agent exits: ${reason}`);
     return 0;
   } catch (err) {
@@ -129,6 +158,20 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
     clearInterval(heartbeat);
     await pusher?.close();
   }
+}
+
+function sleepUnless(ms: number, stop: () => boolean): Promise<void> {
+  return new Promise((resolve) => {
+    const step = Math.min(ms, 100);
+    let left = ms;
+    const t = setInterval(() => {
+      left -= step;
+      if (left <= 0 || stop()) {
+        clearInterval(t);
+        resolve();
+      }
+    }, step);
+  });
 }
 
 /** Runs this same command again under `flock -xn LOCK`; 0 when another agent already holds it. */

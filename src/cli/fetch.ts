@@ -112,8 +112,8 @@ async function expectedOwner(store: Store, fingerprint: string, log: Logger): Pr
 }
 
 /**
- * Tells the prefetch worker where recovery is, and starts one if none is
- * alive. The worker runs under flock(1), which holds the pool's lock for the
+ * Tells the prefetch worker (or the agent) where recovery is, and starts a
+ * worker if none is alive and the agent is off. The worker runs under flock(1), which holds the pool's lock for the
  * worker's whole life (the lock belongs to the open file the node child
  * inherits), so a second one started meanwhile exits at once. It is
  * detached (it outlives this call and is reaped by init) and writes its log
@@ -124,6 +124,9 @@ async function startPrefetch(pool: PrefetchPool, name: string, globals: GlobalOp
   try {
     await pool.ensure();
     await pool.setWant(name);
+    // With the resident agent on, bin/walship (agent_fetch) starts the agent,
+    // which fills the pool instead of a worker (src/agent/recovery.ts).
+    if (process.env.WALSHIP_AGENT === 'on') return;
     if (await pool.workerAlive()) return;
     const args = [process.argv[1]!, ...(globals.config ? ['--config', globals.config] : []), 'prefetch-worker'];
     const child = spawn('flock', ['-xn', pool.lockPath, process.execPath, ...process.execArgv, ...args], {

@@ -33,7 +33,7 @@ export const SETTINGS = [
   { env: 'WALSHIP_RETRIES', expects: 'how many times fetch retries a failed read (0-10)', default: '3' },
   { env: 'WALSHIP_PUSH_CONCURRENCY', expects: 'how many .ready files one push call archives (1-16; 1 = no look-ahead)', default: '8' },
   { env: 'WALSHIP_PREFETCH', expects: 'how many segments fetch downloads ahead during recovery (0-64; 0 = off)', default: '8' },
-  { env: 'WALSHIP_AGENT', expects: 'on or off: push through the resident agent (preview; read by bin/walship from the environment)', default: 'off' },
+  { env: 'WALSHIP_AGENT', expects: 'on or off: push through the resident agent, which also prefetches during recovery (preview; read by bin/walship from the environment)', default: 'off' },
   { env: 'WALSHIP_AGENT_WAIT', expects: 'seconds a push call waits for the agent before archiving in-process (1-3600)', default: '30' },
   { env: 'WALSHIP_AGENT_IDLE', expects: 'a duration such as 60s or 5m the agent stays without work before it exits (0 = never)', default: '60s' },
   { env: 'WALSHIP_AGENT_JOBS', expects: 'files the agent archives at once (1-64)', default: 'the number of cores' },

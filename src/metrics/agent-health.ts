@@ -20,6 +20,9 @@ export interface AgentHealth {
   readonly lastCompletedAt: number | undefined;
   readonly lastCompletedFile: string | undefined;
   readonly lastError: { readonly file: string; readonly code: string; readonly message: string; readonly at: number } | undefined;
+  /** Recovery side: verified segments waiting in the prefetch pool, and downloads running (0 when not serving recovery). */
+  readonly prefetchPooled: number;
+  readonly prefetchInFlight: number;
 }
 
 export async function readAgentHealth(clusterDir: string): Promise<AgentHealth> {
@@ -36,5 +39,7 @@ export async function readAgentHealth(clusterDir: string): Promise<AgentHealth> 
     lastCompletedAt: at(status?.lastCompleted?.at),
     lastCompletedFile: status?.lastCompleted?.file,
     lastError: status?.lastError ? { ...status.lastError, at: at(status.lastError.at) ?? 0 } : undefined,
+    prefetchPooled: running && status?.prefetch?.active ? status.prefetch.pooled : 0,
+    prefetchInFlight: running && status?.prefetch?.active ? status.prefetch.inFlight : 0,
   };
 }

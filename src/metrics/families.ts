@@ -115,6 +115,8 @@ export function metricFamilies(r: LagReport, info: InfoLabels): MetricFamily[] {
       g('walship_agent_stuck', '1 if the agent holds its lock but its heartbeat is stale (stuck or stopped; calls archive in-process), else 0.', [{ value: a.stuck ? 1 : 0 }]),
       g('walship_agent_queue_files', '.ready files the running agent has not confirmed yet (in flight excluded).', [{ value: a.queueDepth }]),
       g('walship_agent_in_flight_files', 'Files the running agent is archiving right now.', [{ value: a.inFlight }]),
+      g('walship_agent_prefetch_pooled_files', 'Recovery: verified segments the agent holds in the prefetch pool ahead of PostgreSQL (0 when not in recovery).', [{ value: a.prefetchPooled }]),
+      g('walship_agent_prefetch_in_flight_files', 'Recovery: segments the agent is downloading into the prefetch pool right now.', [{ value: a.prefetchInFlight }]),
       g('walship_agent_last_completed_timestamp_seconds', 'When the agent last had a file confirmed by the store (Unix time), 0 if never.', [{ value: (a.lastCompletedAt ?? 0) / 1000 }]),
     );
   }

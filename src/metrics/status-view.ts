@@ -62,6 +62,9 @@ export interface StatusView {
     readonly pid: number | null;
     readonly queueDepth: number;
     readonly inFlight: number;
+    /** Recovery: segments pooled ahead of PostgreSQL, and downloads running. */
+    readonly prefetchPooled: number;
+    readonly prefetchInFlight: number;
     readonly lastCompleted: Event | null;
     readonly fallbacks: number;
   } | null;
@@ -160,6 +163,8 @@ export function statusView(r: LagReport, ctx: StatusContext): StatusView {
           pid: r.agent.pid ?? null,
           queueDepth: r.agent.queueDepth,
           inFlight: r.agent.inFlight,
+          prefetchPooled: r.agent.prefetchPooled,
+          prefetchInFlight: r.agent.prefetchInFlight,
           lastCompleted: r.agent.lastCompletedAt !== undefined ? event({ file: r.agent.lastCompletedFile ?? '', t: r.agent.lastCompletedAt }) : null,
           fallbacks: Object.values(st?.state.agentFallbacks ?? {}).reduce((x, y) => x + y, 0),
         }

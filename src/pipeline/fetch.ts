@@ -168,11 +168,23 @@ export type RestoreResult =
  * Same answers as readArchived: "not-found" only from a real archive that
  * lacks the object; everything else throws.
  */
-export async function restoreArchived(opts: ReadOptions & { readonly target: string }): Promise<RestoreResult> {
+export async function restoreArchived(
+  opts: ReadOptions & {
+    readonly target: string;
+    /**
+     * A unique temporary name in the target's directory, created exclusively
+     * (never following or reusing a file someone else made), for writers that
+     * may run side by side in one directory (the agent's prefetch downloads).
+     * Default: `<target>.walship-tmp`, truncated, for restore_command's one call.
+     */
+    readonly exclusiveTmp?: string;
+  },
+): Promise<RestoreResult> {
   const { file, key, ctx, controlId, backoff, plaintext } = await readSetup(opts);
   const target = checkPathArgument(opts.target, 'target path');
   await checkTargetDirectory(target);
-  const tmp = `${target}.walship-tmp`;
+  const tmp = opts.exclusiveTmp ?? `${target}.walship-tmp`;
+  const createFlags = opts.exclusiveTmp ? constants.O_EXCL | constants.O_NOFOLLOW : constants.O_TRUNC;
 
   for (let attempt = 0; ; attempt++) {
     let body: Readable | undefined;
@@ -188,7 +200,7 @@ export async function restoreArchived(opts: ReadOptions & { readonly target: str
       // Refused before decoding, as in readArchived.
       const allowed: AllowedPlaintext | undefined =
         plaintext.required && stored?.encryption === 'none' ? await plaintext.admit(file.name, key, boundTo) : undefined;
-      const { summary, first } = await decodeToFile(source, tmp, target, file, key, opts.keys, boundTo);
+      const { summary, first } = await decodeToFile(source, tmp, createFlags, target, file, key, opts.keys, boundTo);
       const { header } = summary;
       if (allowed) plaintext.checkDigest(allowed, key, header.blake3);
       if (header.systemIdentifier !== undefined && boundTo !== undefined && header.systemIdentifier !== boundTo) {
@@ -283,6 +295,8 @@ function localWriteError(target: string, err: unknown): LocalIoError {
 async function decodeToFile(
   source: AsyncIterable<Buffer>,
   tmp: string,
+  /** O_TRUNC (a leftover under the fixed name is overwritten) or O_EXCL|O_NOFOLLOW (a unique name). */
+  createFlags: number,
   /** For messages: the name the operator knows. */
   target: string,
   file: WalFileName,
@@ -292,8 +306,7 @@ async function decodeToFile(
 ): Promise<{ summary: DecodedSummary; first: Buffer }> {
   let fh: FileHandle;
   try {
-    // O_TRUNC: a leftover of a killed run under the fixed name is overwritten.
-    fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+    fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | createFlags, 0o600);
   } catch (err) {
     throw localWriteError(target, err);
   }

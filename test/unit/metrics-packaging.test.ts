@@ -52,7 +52,7 @@ function writtenMetricNames(): Set<string> {
     unswitchedBytes: 1,
     pushFailing: false,
     stateDir: undefined,
-    agent: { running: true, stuck: false, pid: 1, queueDepth: 0, inFlight: 0, lastCompletedAt: 0, lastCompletedFile: '000000010000000000000001', lastError: undefined },
+    agent: { running: true, stuck: false, pid: 1, queueDepth: 0, inFlight: 0, lastCompletedAt: 0, lastCompletedFile: '000000010000000000000001', lastError: undefined, prefetchPooled: 0, prefetchInFlight: 0 },
   };
   // Families whose samples appear only with data (by code, last positions) are declared all the same.
   const names = new Set(metricFamilies(report, { version: 'v', store: 's', encryption: 'none', compression: 'lz4' }).map((f) => f.name));
