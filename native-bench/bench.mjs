@@ -92,6 +92,7 @@ function aggregate(runs) {
     mbPerS: med('mbPerS'),
     allWallS: runs.map((r) => r.wallS),
     cpuMsPerSeg: med('cpuMsPerSeg'),
+    callCpuMsPerSeg: med('callCpuMsPerSeg'),
     machineCpuMsPerSeg: med('machineCpuMsPerSeg'),
     walshipSumKb: max('walshipSumKb'),
     walshipSumHwmKb: max('walshipSumHwmKb'),

@@ -8,11 +8,34 @@
 // Each set-up has its own data directory and store. Timed from spawn to
 // exit of `sh -c '<archive_command> pg_wal/<segment>'`, as PostgreSQL's
 // system() sees it; the first round is a warm-up and is not counted.
-import { closeSync, openSync, renameSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import { agentIdle, agentPaths, agentPid, agentRunning, countFallbacks, standInPostmaster, stopAgent } from './agent.mjs';
 import { addSegment, prepareTool, skeletonDataDir } from './archive.mjs';
 import { chownPg, run } from './proc.mjs';
+
+/** Epoch ms of the agent's last start-up line and of its "archived <seg>" line, from its JSON log. */
+function agentLogTimes(log, seg) {
+  const out = {};
+  let text = '';
+  try {
+    text = readFileSync(log, 'utf8');
+  } catch {
+    return out;
+  }
+  for (const line of text.split('\n')) {
+    if (!line) continue;
+    try {
+      const r = JSON.parse(line);
+      if (typeof r.msg !== 'string') continue;
+      if (r.msg.startsWith('agent started')) out.started = Date.parse(r.time);
+      if (r.file === seg && r.msg === `archived ${seg}`) out.archived = Date.parse(r.time);
+    } catch {
+      /* a line being written */
+    }
+  }
+  return out;
+}
 
 export const MODES = ['warm', 'cold', 'inproc'];
 
@@ -38,6 +61,8 @@ export async function pushLatencyRun(ctx, runs) {
       group: ctx.acct.group(`b-${mode}`),
       postmaster: spec.agent ? standInPostmaster(data) : undefined,
       samples: [],
+      startMs: [],
+      archivedMs: [],
     };
   }
   const segs = ctx.corpus.segments;
@@ -48,6 +73,7 @@ export async function pushLatencyRun(ctx, runs) {
   const ratios = [];
 
   const call = async (s, seg) => {
+    const at = Date.now();
     addSegment(ctx.corpus, s.data, seg);
     const out = openSync(join(s.dir, 'calls.log'), 'a');
     const shell = s.group.wrap(`${s.tool.command.join(' ')} pg_wal/${seg}`);
@@ -55,6 +81,13 @@ export async function pushLatencyRun(ctx, runs) {
     if (r.code !== 0) throw new Error(`${s.mode} push of ${seg} failed (exit ${r.code}); see ${join(s.dir, 'calls.log')}`);
     const status = join(s.data, 'pg_wal', 'archive_status', seg);
     renameSync(`${status}.ready`, `${status}.done`);
+    if (s.mode !== 'inproc') {
+      // Where the time went, from the agent's log (ms since the .ready file
+      // was created): its start-up (cold only) and its "archived" line.
+      const t = agentLogTimes(paths(s).log, seg);
+      if (t.started !== undefined && t.started >= at) s.startMs.push(t.started - at);
+      if (t.archived !== undefined) s.archivedMs.push(t.archived - at);
+    }
     return r.ms;
   };
 
@@ -77,6 +110,9 @@ export async function pushLatencyRun(ctx, runs) {
         if (i > 0) {
           s.samples.push(ms);
           round[mode] = ms;
+        } else {
+          s.startMs.length = 0;
+          s.archivedMs.length = 0;
         }
         if (mode === 'warm' && i === 0) {
           await agentIdle(paths(s));
@@ -96,6 +132,8 @@ export async function pushLatencyRun(ctx, runs) {
       minMs: Math.min(...s.samples),
       maxMs: Math.max(...s.samples),
       samples: s.samples,
+      agentStartMedianMs: median(s.startMs),
+      agentArchivedMedianMs: median(s.archivedMs),
       leftovers,
       fallbacks: s.mode === 'inproc' ? undefined : countFallbacks(join(s.dir, 'calls.log')),
     };

@@ -91,6 +91,7 @@ export function targets(res) {
         thr && thr.median < 1.5
           ? [
               busy !== undefined ? `the agent's run kept ${f(busy, 2)} of ${cores} cores busy (CPU ${f(agentA.cpuMsPerSeg)} ms/segment × ${f(agentA.segPerS, 1)} segments/s)${busy > 0.8 * cores ? ': CPU-bound, so throughput follows CPU per segment' : ': not CPU-bound, the time goes to waiting'}` : undefined,
+              agentA?.callCpuMsPerSeg !== undefined ? `of the agent row's ${f(agentA.cpuMsPerSeg)} ms CPU per segment, ${f(agentA.callCpuMsPerSeg)} ms are PostgreSQL's calls themselves (bin/walship in sh and the processes it starts while it waits and checks, /usr/bin/time of each call), the rest the agent` : undefined,
               fb.length > 0 ? `the launcher fell back to in-process archiving ${fb.map(([k, n]) => `${n}× ${k}`).join(', ')}` : undefined,
             ].filter(Boolean).join('; ')
           : undefined,
@@ -109,7 +110,9 @@ export function targets(res) {
       cause:
         warm && warm.medianMs > 50
           ? [
-              `bin/walship polls for the status record 10, 30, 70, 150, 310 ms after it starts waiting, so an answer is seen at the first of those after the agent's`,
+              warm.agentArchivedMedianMs !== undefined
+                ? `the agent logged "archived" ${f(warm.agentArchivedMedianMs, 0)} ms (median) after the .ready file appeared, and the call exited ${f(warm.medianMs - warm.agentArchivedMedianMs, 0)} ms later (bin/walship polls for the record 10, 30, 70, 150, 310, 510 ms after it starts waiting, then checks it with a dozen short-lived processes)`
+                : undefined,
               floor !== undefined ? `one segment's codec work alone is ${f(floor, 0)} ms on one core (LZ4 compress + BLAKE3 + AES-GCM, codec table), and the agent gives one file to one worker thread` : undefined,
               agentA?.cpuMsPerSeg !== undefined ? `the agent spends ${f(agentA.cpuMsPerSeg)} ms CPU per segment in (a)` : undefined,
               Object.keys(warm.fallbacks ?? {}).length ? `fallbacks: ${JSON.stringify(warm.fallbacks)}` : undefined,
@@ -126,7 +129,7 @@ export function targets(res) {
       met: cold && inproc ? push.medianColdOverInproc <= 1 : undefined,
       cause:
         cold && inproc && push.medianColdOverInproc > 1
-          ? `a cold call pays the agent's start-up (Node, then ${cores} worker threads that each load the bundle, configuration and keys) before the first file: ${f(cold.medianMs - inproc.medianMs, 0)} ms more than the in-process push at the median${Object.keys(cold.fallbacks ?? {}).length ? `; fallbacks: ${JSON.stringify(cold.fallbacks)}` : ''}`
+          ? `a cold call pays the agent's start-up (Node, then ${cores} worker threads that each load the bundle, configuration and keys) before the first file: ${f(cold.medianMs - inproc.medianMs, 0)} ms more than the in-process push at the median${cold.agentStartMedianMs !== undefined ? `; the agent logged its start ${f(cold.agentStartMedianMs, 0)} ms and the file archived ${f(cold.agentArchivedMedianMs, 0)} ms after the .ready file appeared (medians)` : ''}${Object.keys(cold.fallbacks ?? {}).length ? `; fallbacks: ${JSON.stringify(cold.fallbacks)}` : ''}`
           : undefined,
     });
   }
@@ -141,8 +144,11 @@ export function targets(res) {
         : 'not measured',
       met: cpu ? cpu.median <= 1 : undefined,
       cause:
-        cpu && cpu.median > 1 && floor !== undefined
-          ? `walship's codec work alone is ${f(floor, 0)} ms per segment (LZ4 compress + BLAKE3 + AES-GCM, codec table) before push's decode check; pgBackRest compresses and encrypts once`
+        cpu && cpu.median > 1
+          ? [
+              agentA.callCpuMsPerSeg !== undefined ? `${f(agentA.callCpuMsPerSeg)} ms per segment are the calls (bin/walship), ${f(agentA.cpuMsPerSeg - agentA.callCpuMsPerSeg)} ms the agent (pgBackRest: ${f(pA.callCpuMsPerSeg)} ms in its calls)` : undefined,
+              floor !== undefined ? `walship's codec work alone is ${f(floor, 0)} ms per segment (LZ4 compress + BLAKE3 + AES-GCM, codec table) before push's decode check` : undefined,
+            ].filter(Boolean).join('; ')
           : undefined,
     });
     const fcpu = paired(res.c, 'walship-enc', 'pgbackrest-enc', 'cpuMsPerSeg');
@@ -228,7 +234,7 @@ export function renderReport(res) {
     L.push('');
     L.push(`Each call is \`sh -c '<archive_command> pg_wal/<segment>'\` in the data directory, as PostgreSQL runs it; .ready becomes .done after exit 0. Local store; LZ4; walship: AES-256-GCM keyfile, pgBackRest: aes-256-cbc, archive-async=y, process-max=2. The agent row runs with WALSHIP_AGENT=on and a stand-in postmaster (a \`sleep\` named in postmaster.pid, since the agent serves a running server only); the first call starts the agent. Rows marked "every pass" ran ${passesOf(res.a.filter((r) => r.every))}, the others once (first pass); figures are medians over the runs (wall times of every run in brackets, pass order), peak RSS the largest. ÷ pgBackRest is the median of per-pass ratios. CPU: every process the calls started (cgroup), then the whole machine from /proc/stat (includes anything else running).`);
     L.push('');
-    L.push('| tool | encryption | mode | runs | wall s, median (each) | segments/s | MB/s | ÷ pgBackRest (throughput) | CPU ms/segment (tool; whole machine) | peak RSS MB (process) | all walship MB | agent fallbacks | stored MiB |');
+    L.push('| tool | encryption | mode | runs | wall s, median (each) | segments/s | MB/s | ÷ pgBackRest (throughput) | CPU ms/segment: tool (its calls); whole machine | peak RSS MB (process) | all walship MB | agent fallbacks | stored MiB |');
     L.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
     for (const r of res.a) {
       const peerId = `pgbackrest-${r.encrypt ? 'enc' : 'plain'}`;
@@ -237,7 +243,7 @@ export function renderReport(res) {
       const vs = r.tool === 'pgbackrest' ? '1.00×' : pr ? x(pr.median) : x(ratio(r.segPerS, single?.segPerS));
       const mode = r.tool === 'walship' ? (r.agent ? 'agent' : r.lookAhead ? 'in-process, look-ahead default' : 'in-process, look-ahead off') : 'async';
       L.push(
-        `| ${r.toolLabel} | ${r.encrypt ? 'on' : 'off'} | ${mode} | ${r.passes}${r.every ? '' : ' (once)'} | ${wallCell(r)} | ${f(r.segPerS, 2)} | ${f(r.mbPerS, 0)} | ${vs} | ${f(r.cpuMsPerSeg)}; ${f(r.machineCpuMsPerSeg)} | ${peakCell(r.peaks)} | ${r.tool === 'walship' ? mb(r.walshipSumHwmKb) : '–'} | ${fallbackCell(r.fallbacks)} | ${f(r.storedBytes / 1048576, 0)} |`,
+        `| ${r.toolLabel} | ${r.encrypt ? 'on' : 'off'} | ${mode} | ${r.passes}${r.every ? '' : ' (once)'} | ${wallCell(r)} | ${f(r.segPerS, 2)} | ${f(r.mbPerS, 0)} | ${vs} | ${f(r.cpuMsPerSeg)} (${f(r.callCpuMsPerSeg)}); ${f(r.machineCpuMsPerSeg)} | ${peakCell(r.peaks)} | ${r.tool === 'walship' ? mb(r.walshipSumHwmKb) : '–'} | ${fallbackCell(r.fallbacks)} | ${f(r.storedBytes / 1048576, 0)} |`,
       );
     }
     L.push('');
@@ -246,13 +252,13 @@ export function renderReport(res) {
     const runs = res.push?.modes?.warm?.samples.length ?? res.b[0]?.runs ?? '–';
     L.push(`## (b) One push call, encryption on (${runs} calls per row, a fresh segment each, after one warm-up)`);
     L.push('');
-    L.push('Timed from spawn to exit of `sh -c \'<archive_command> pg_wal/<segment>\'`. Agent warm: the agent runs and is idle; the .ready file is created and the call started at the same moment. Agent cold: no agent runs, the call starts it. In-process: WALSHIP_AGENT off, nothing to look ahead at. The three ran in the same rounds, the order rotating each round; pgBackRest and `node -e 0` ran after them.');
+    L.push('Timed from spawn to exit of `sh -c \'<archive_command> pg_wal/<segment>\'`. Agent warm: the agent runs and is idle; the .ready file is created and the call started at the same moment. Agent cold: no agent runs, the call starts it. In-process: WALSHIP_AGENT off, nothing to look ahead at. The three ran in the same rounds, the order rotating each round; pgBackRest and `node -e 0` ran after them. The agent columns are medians of the times in the agent\'s log, counted from the creation of the .ready file.');
     L.push('');
-    L.push('| push | median ms | min ms | max ms | agent fallbacks |');
-    L.push('|---|---|---|---|---|');
+    L.push('| push | median ms | min ms | max ms | agent logged its start, ms | agent logged "archived", ms | agent fallbacks |');
+    L.push('|---|---|---|---|---|---|---|');
     const names = { warm: 'walship, agent running (warm)', cold: 'walship, agent started by the call (cold)', inproc: 'walship in-process (WALSHIP_AGENT off)' };
-    for (const [mode, m] of Object.entries(res.push?.modes ?? {})) L.push(`| ${names[mode]} | ${f(m.medianMs, 0)} | ${f(m.minMs, 0)} | ${f(m.maxMs, 0)} | ${fallbackCell(m.fallbacks)} |`);
-    for (const r of res.b) L.push(`| ${r.tool === 'node' ? r.toolLabel : `${r.toolLabel} (async)`} | ${f(r.medianMs, 0)} | ${f(r.minMs, 0)} | ${f(r.maxMs, 0)} | – |`);
+    for (const [mode, m] of Object.entries(res.push?.modes ?? {})) L.push(`| ${names[mode]} | ${f(m.medianMs, 0)} | ${f(m.minMs, 0)} | ${f(m.maxMs, 0)} | ${f(m.agentStartMedianMs, 0)} | ${f(m.agentArchivedMedianMs, 0)} | ${fallbackCell(m.fallbacks)} |`);
+    for (const r of res.b) L.push(`| ${r.tool === 'node' ? r.toolLabel : `${r.toolLabel} (async)`} | ${f(r.medianMs, 0)} | ${f(r.minMs, 0)} | ${f(r.maxMs, 0)} | – | – | – |`);
     L.push('');
     if (res.push) {
       L.push(`Cold ÷ in-process, per round: ${res.push.coldOverInproc.map((v) => v.toFixed(2)).join(', ')} (median ${x(res.push.medianColdOverInproc)}).${res.push.warmRestarts ? ` The warm agent was restarted ${res.push.warmRestarts} time(s) between rounds.` : ''}`);
