@@ -114,7 +114,6 @@ export function targets(res) {
                 ? `the agent logged "archived" ${f(warm.agentArchivedMedianMs, 0)} ms (median) after the .ready file appeared, and the call exited ${f(warm.medianMs - warm.agentArchivedMedianMs, 0)} ms later (bin/walship polls for the record 10, 30, 70, 150, 310, 510 ms after it starts waiting, then checks it with a dozen short-lived processes)`
                 : undefined,
               floor !== undefined ? `one segment's codec work alone is ${f(floor, 0)} ms on one core (LZ4 compress + BLAKE3 + AES-GCM, codec table), and the agent gives one file to one worker thread` : undefined,
-              agentA?.cpuMsPerSeg !== undefined ? `the agent spends ${f(agentA.cpuMsPerSeg)} ms CPU per segment in (a)` : undefined,
               Object.keys(warm.fallbacks ?? {}).length ? `fallbacks: ${JSON.stringify(warm.fallbacks)}` : undefined,
             ].filter(Boolean).join('; ')
           : undefined,
@@ -162,7 +161,7 @@ export function targets(res) {
     });
   }
   {
-    const m16 = walshipMemory([...res.a, ...res.c].filter((r) => r.tool === 'walship'));
+    const m16 = walshipMemory([...res.a.map((r) => ({ ...r, label: `(a) ${r.label}` })), ...res.c.map((r) => ({ ...r, label: `(c) ${r.label}` }))].filter((r) => r.tool === 'walship'));
     const both = (m) => m.peak && m.sum && m.peak.kb / 1024 <= 150 && m.sum.kb / 1024 <= 300;
     const cell = (m) =>
       m.peak ? `largest process ${mb(m.peak.kb)} MB (${m.peak.label}, ${m.peak.row}); all walship processes together ${m.sum ? `${mb(m.sum.kb)} MB (${m.sum.row}; sampled RSS sum ${mb(m.sum.rssKb)} MB)` : '–'}` : 'not measured';
@@ -226,7 +225,7 @@ export function renderReport(res) {
   if (causes.length > 0) {
     L.push('Measured causes of the misses:');
     L.push('');
-    for (const t of causes) L.push(`- *${t.target.split(' ≤')[0].split(' ≥')[0].split(' never')[0]}*: ${t.cause}.`);
+    for (const t of causes) L.push(`- *${t.target.split(' ≤')[0].split(' ≥')[0].split(' never')[0].replace(/:$/, '')}*: ${t.cause}.`);
     L.push('');
   }
   if (res.a.length > 0) {
