@@ -4,10 +4,10 @@
 //
 // Settings (environment):
 //   BENCH_SEGMENTS=200      corpus size in 16 MiB segments (cached per size)
-//   BENCH_LATENCY_RUNS=11   pushes per row in (b)
-//   BENCH_REPEAT=2          runs per row in (a) and (c); the best wall time counts
+//   BENCH_LATENCY_RUNS=9    rounds in (b) (warm agent, cold agent, in-process push each)
+//   BENCH_REPEAT=5          passes over the target rows of (a) and (c); medians of per-pass ratios count
 //   BENCH_MAX_MINUTES=30    budget for the measurements; past it the rest is skipped
-//   BENCH_ONLY=a,b,c,codecs run only these parts
+//   BENCH_ONLY=a,b,c,extra,codecs  run only these parts (extra: the comparison-only rows)
 //   BENCH_RESULTS=path      where to write the table (default native-bench/results/latest.md)
 //   BENCH_CORPUS_DIR=dir    corpus cache (default native-bench/.corpus)
 //   BENCH_KEEP=1            keep the work directory (for debugging)
@@ -19,6 +19,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Accounting } from './lib/accounting.mjs';
 import { archiveRun, latencyRun, nodeStartupFloor } from './lib/archive.mjs';
+import { pushLatencyRun } from './lib/latency.mjs';
 import { codecBench } from './lib/codecs.mjs';
 import { ensureCorpus } from './lib/corpus.mjs';
 import { AS_ROOT, chownPg, cleanupAll, installCleanupHandlers, onCleanup, PG_BIN, pgEnv, run, sleepSync } from './lib/proc.mjs';
@@ -30,10 +31,10 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..');
 const int = (v, d) => (v === undefined || v === '' ? d : Number.parseInt(v, 10));
 const SEGMENTS = int(process.env.BENCH_SEGMENTS, 200);
-const LATENCY_RUNS = int(process.env.BENCH_LATENCY_RUNS, 11);
-const REPEAT = int(process.env.BENCH_REPEAT, 2);
+const LATENCY_RUNS = int(process.env.BENCH_LATENCY_RUNS, 9);
+const REPEAT = int(process.env.BENCH_REPEAT, 5);
 const MAX_MINUTES = Number(process.env.BENCH_MAX_MINUTES ?? 30);
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c,codecs').split(',').map((s) => s.trim()));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c,extra,codecs').split(',').map((s) => s.trim()));
 const KEEP = process.env.BENCH_KEEP === '1';
 const RESULTS = process.env.BENCH_RESULTS ?? join(here, 'results', 'latest.md');
 const CACHE = process.env.BENCH_CORPUS_DIR ?? join(here, '.corpus');
@@ -66,17 +67,37 @@ function reapStrays(work) {
   }
 }
 
-/** One row from several runs of it: best wall time, mean CPU, largest peaks, all failures and leftovers. */
+const median = (xs) => {
+  const s = xs.filter((v) => v !== undefined && !Number.isNaN(v)).sort((a, b) => a - b);
+  return s.length === 0 ? undefined : s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/**
+ * One row from several runs of it: the median of each figure, the largest
+ * peaks, all failures and leftovers, and every run's own figures (`runs`),
+ * from which the report pairs rows measured in the same pass.
+ */
 function aggregate(runs) {
-  const best = runs.reduce((a, b) => (b.wallS < a.wallS ? b : a));
-  const mean = (k) => (runs.every((r) => r[k] !== undefined) ? runs.reduce((sum, r) => sum + r[k], 0) / runs.length : undefined);
+  const med = (k) => median(runs.map((r) => r[k]));
   const peaks = {};
   for (const r of runs) for (const [label, kb] of Object.entries(r.peaks ?? {})) peaks[label] = Math.max(peaks[label] ?? 0, kb);
+  const max = (k) => (runs.some((r) => r[k] !== undefined) ? Math.max(...runs.map((r) => r[k] ?? 0)) : undefined);
+  const fallbacks = {};
+  for (const r of runs) for (const [why, n] of Object.entries(r.fallbacks ?? {})) fallbacks[why] = (fallbacks[why] ?? 0) + n;
   return {
-    ...best,
+    ...runs[0],
     passes: runs.length,
+    wallS: med('wallS'),
+    segPerS: med('segPerS'),
+    mbPerS: med('mbPerS'),
     allWallS: runs.map((r) => r.wallS),
-    cpuMsPerSeg: mean('cpuMsPerSeg'),
+    cpuMsPerSeg: med('cpuMsPerSeg'),
+    callCpuMsPerSeg: med('callCpuMsPerSeg'),
+    machineCpuMsPerSeg: med('machineCpuMsPerSeg'),
+    walshipSumKb: max('walshipSumKb'),
+    walshipSumHwmKb: max('walshipSumHwmKb'),
+    fallbacks: runs[0].fallbacks ? fallbacks : undefined,
+    runs: runs.map((r) => ({ pass: r.pass, wallS: r.wallS, segPerS: r.segPerS, cpuMsPerSeg: r.cpuMsPerSeg, machineCpuMsPerSeg: r.machineCpuMsPerSeg })),
     peaks: Object.fromEntries(Object.entries(peaks).sort((a, b) => b[1] - a[1])),
     failures: runs.reduce((sum, r) => sum + (r.failures ?? 0), 0),
     leftovers: runs.flatMap((r) => r.leftovers ?? []),
@@ -120,8 +141,9 @@ async function main() {
   const corpus = await ensureCorpus({ cacheDir: CACHE, work, segments: SEGMENTS, log });
   const deadline = Date.now() + MAX_MINUTES * 60_000;
   const ctx = { work, corpus, acct, walship: { bin: walship.bin, keyFile }, pgbackrest, deadline, keep: KEEP, log };
-  const res = { a: [], b: [], c: [], codecs: undefined, notes: [], errors: [] };
+  const res = { a: [], b: [], c: [], push: undefined, gib: undefined, codecs: undefined, notes: [], errors: [] };
   if (!pgbackrest.bin) res.notes.push(`pgBackRest not measured: ${pgbackrest.reason}.`);
+  res.gibReason = 'the bench has no 1 GiB-segment corpus yet (test/integration/large-segments.test.ts measures push and fetch peak RSS with initdb --wal-segsize=1024 under /usr/bin/time)';
   if (pgbackrest.installed) res.notes.push(`pgBackRest was installed by this run (${pgbackrest.version}).`);
   const loadStart = os.loadavg().map((l) => l.toFixed(2)).join(' ');
 
@@ -142,35 +164,42 @@ async function main() {
     }
   };
   const label = { walship: 'walship', pgbackrest: 'pgBackRest', cp: 'cp' };
-  const spec = (tool, encrypt, lookAhead = true) => ({
-    id: `${tool}-${encrypt ? 'enc' : 'plain'}${lookAhead ? '' : '-off'}`,
+  // `every`: the row feeds a target and runs in every pass; the others are
+  // for comparison and run once (in the first pass), to keep within the budget.
+  const spec = (tool, encrypt, { lookAhead = true, agent = false, every = false } = {}) => ({
+    id: `${tool}${agent ? '-agent' : ''}-${encrypt ? 'enc' : 'plain'}${lookAhead ? '' : '-off'}`,
     tool,
-    toolLabel: label[tool],
+    toolLabel: `${label[tool]}${agent ? ' agent' : ''}`,
     encrypt,
     lookAhead,
-    label: `${label[tool]} ${encrypt ? 'encrypted' : 'plain'}${lookAhead ? '' : ' look-ahead/prefetch off'}`,
+    agent,
+    every,
+    label: `${label[tool]}${agent ? ' agent' : ''} ${encrypt ? 'encrypted' : 'plain'}${lookAhead ? '' : ' look-ahead/prefetch off'}`,
   });
   const tools = pgbackrest.bin ? ['walship', 'pgbackrest'] : ['walship'];
 
   if (ONLY.has('codecs')) res.codecs = await step('codec micro-benchmarks', () => codecBench(root, corpus));
 
   if (ONLY.has('b')) {
-    for (const encrypt of [true, false]) {
-      for (const tool of tools) {
-        const r = await step(`(b) single push latency, ${tool}, encryption ${encrypt ? 'on' : 'off'}`, () => latencyRun(ctx, spec(tool, encrypt), LATENCY_RUNS));
-        if (r) res.b.push(r);
-      }
+    const lat = await step(`(b) push latency: agent warm, agent cold, in-process, ${LATENCY_RUNS} rounds`, () => pushLatencyRun(ctx, LATENCY_RUNS));
+    if (lat) res.push = lat;
+    if (tools.includes('pgbackrest')) {
+      const r = await step('(b) single push latency, pgBackRest, encryption on', () => latencyRun(ctx, spec('pgbackrest', true), LATENCY_RUNS));
+      if (r) res.b.push(r);
     }
     const floor = await step('(b) node start-up floor', () => nodeStartupFloor(ctx, LATENCY_RUNS));
     if (floor) res.b.push(floor);
   }
 
-  // (a) and (c) run every row REPEAT times, in alternating order (forward,
-  // then backward), so slow drift in the machine's load hits every row alike;
-  // a row reports its best wall time (interference only ever slows a run
-  // down), the mean CPU per segment and the largest peak RSS.
+  // (a) and (c) run every target row REPEAT times, in alternating order
+  // (forward, then backward), so slow drift in the machine's load hits every
+  // row alike; the rows a target compares run back to back in each pass, and
+  // the report takes the median of the per-pass ratios.
   const passes = (rows, count, run) => {
-    const order = (pass) => (pass % 2 === 1 ? rows : [...rows].reverse());
+    const order = (pass) => {
+      const these = rows.filter((r) => r.every || pass === 1);
+      return pass % 2 === 1 ? these : [...these].reverse();
+    };
     return (async () => {
       const byId = new Map();
       for (let pass = 1; pass <= count; pass++) {
@@ -185,9 +214,15 @@ async function main() {
 
   const sources = new Map();
   if (ONLY.has('a') || ONLY.has('c')) {
+    const extra = ONLY.has('extra');
     const rows = ONLY.has('a')
-      ? [spec('walship', false), spec('pgbackrest', false), spec('walship', true), spec('pgbackrest', true), spec('walship', true, false)]
-      : [spec('walship', true), spec('pgbackrest', true)];
+      ? [
+          spec('walship', true, { agent: true, every: true }),
+          spec('pgbackrest', true, { every: true }),
+          spec('walship', true, { every: true }),
+          ...(extra ? [spec('walship', false), spec('pgbackrest', false), spec('walship', true, { lookAhead: false })] : []),
+        ]
+      : [spec('walship', true, { agent: true, every: true }), spec('pgbackrest', true, { every: true })];
     const count = ONLY.has('a') ? REPEAT : 1;
     const rowsA = await passes(
       rows.filter((r) => tools.includes(r.tool)),
@@ -195,7 +230,7 @@ async function main() {
       (s) =>
         step(`(a) archive ${corpus.segments.length} segments, ${s.label}, pass ${s.pass}/${count}`, async () => {
           const r = await archiveRun(ctx, s);
-          log(`    ${r.segPerS.toFixed(2)} segments/s, CPU ${r.cpuMsPerSeg?.toFixed(1)} ms/segment`);
+          log(`    ${r.segPerS.toFixed(2)} segments/s, CPU ${r.cpuMsPerSeg?.toFixed(1)} ms/segment${r.fallbacks && Object.keys(r.fallbacks).length ? `, agent fallbacks ${JSON.stringify(r.fallbacks)}` : ''}`);
           // The first pass's archives are what (c) restores from; later ones can go.
           if (s.pass === 1) sources.set(s.id, r);
           else if (!KEEP) rmSync(join(work, `a-${s.id}-${s.pass}`), { recursive: true, force: true });
@@ -206,16 +241,24 @@ async function main() {
   }
 
   if (ONLY.has('c')) {
+    const extra = ONLY.has('extra');
+    // What the agent archived is what a server with the agent on restores from.
+    const walshipEnc = sources.get('walship-agent-enc') ?? sources.get('walship-enc');
     const rows = [
-      { ...spec('cp', false), id: 'cp', label: 'cp', toolLabel: 'cp' },
-      { ...spec('walship', true), source: sources.get('walship-enc') },
-      { ...spec('pgbackrest', true), source: sources.get('pgbackrest-enc') },
-      { ...spec('walship', false), source: sources.get('walship-plain') },
-      { ...spec('pgbackrest', false), source: sources.get('pgbackrest-plain') },
-      { ...spec('walship', true, false), source: sources.get('walship-enc') },
+      { ...spec('walship', true, { every: true }), source: walshipEnc },
+      { ...spec('pgbackrest', true, { every: true }), source: sources.get('pgbackrest-enc') },
+      { ...spec('redo', false, { every: true }), id: 'redo', label: 'redo limit (segments in pg_wal)', toolLabel: 'every segment in pg_wal, restore_command /bin/false' },
+      ...(extra
+        ? [
+            { ...spec('cp', false), id: 'cp', label: 'cp', toolLabel: 'cp' },
+            { ...spec('walship', false), source: sources.get('walship-plain') },
+            { ...spec('pgbackrest', false), source: sources.get('pgbackrest-plain') },
+            { ...spec('walship', true, { lookAhead: false }), source: walshipEnc },
+          ]
+        : []),
     ];
     res.c = await passes(
-      rows.filter((r) => r.tool === 'cp' || (tools.includes(r.tool) && r.source)),
+      rows.filter((r) => r.tool === 'cp' || r.tool === 'redo' || (tools.includes(r.tool) && r.source)),
       REPEAT,
       (s) =>
         step(`(c) replay ${replayedSegments(corpus).length} segments, ${s.label}, pass ${s.pass}/${REPEAT}`, async () => {

@@ -13,6 +13,7 @@
 // CPU and RSS fall back to /usr/bin/time of the direct calls and the table
 // says so.
 import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { basename, join } from 'node:path';
 import { AS_ROOT, alive, onCleanup, pgIds, sleep, sleepSync } from './proc.mjs';
 
@@ -173,6 +174,13 @@ class Group {
     this.peaks = new Map(); // label -> max VmHWM kB
     this.seen = new Map(); // pid -> label
     this.timer = undefined;
+    // All walship processes together (launchers, calls, the agent, helpers),
+    // per sample: the largest sum of their current RSS, and the largest sum
+    // of the VmHWM of those alive at the same moment (an upper bound: each
+    // process's own peak, as if they had all peaked together).
+    this.walshipSumKb = 0;
+    this.walshipSumHwmKb = 0;
+    this.machine = undefined;
   }
 
   /** Wrap a shell command so it runs in this group under /usr/bin/time, as PostgreSQL's `sh -c` would run it. */
@@ -186,12 +194,15 @@ class Group {
   }
 
   start() {
+    this.machine = machineCpu();
     if (!this.dir) return;
     this.timer = setInterval(() => this.sample(), SAMPLE_MS);
     this.timer.unref();
   }
 
   sample() {
+    let rss = 0;
+    let hwm = 0;
     for (const pid of groupPids(this.dir)) {
       let label = this.seen.get(pid);
       try {
@@ -204,12 +215,25 @@ class Group {
           if (label === 'sh' || label === 'dash' || label === 'time') continue;
           this.seen.set(pid, label);
         }
-        const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+        const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+        const m = /VmHWM:\s+(\d+) kB/.exec(status);
         if (m) this.peaks.set(label, Math.max(this.peaks.get(label) ?? 0, Number(m[1])));
+        if (m && isWalship(label)) {
+          hwm += Number(m[1]);
+          rss += Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0);
+        }
       } catch {
         /* exited between the listing and the read */
       }
     }
+    this.walshipSumKb = Math.max(this.walshipSumKb, rss);
+    this.walshipSumHwmKb = Math.max(this.walshipSumHwmKb, hwm);
+  }
+
+  /** Busy CPU ms of the whole machine since start() (/proc/stat: everything, other users' work included). */
+  machineCpuMs() {
+    const now = this.machineEnd ?? machineCpu();
+    return this.machine === undefined || now === undefined ? undefined : now - this.machine;
   }
 
   /**
@@ -218,12 +242,18 @@ class Group {
    * the next measurement.
    */
   async settle(waitMs) {
-    if (!this.dir) return [];
+    if (!this.dir) {
+      this.machineEnd = machineCpu();
+      return [];
+    }
     const deadline = Date.now() + waitMs;
     while (groupPids(this.dir).some(alive) && Date.now() < deadline) {
       this.sample();
       await sleep(50);
     }
+    // The machine's count stops when the tool's last process has gone (or
+    // is about to be killed), not after the bookkeeping that follows.
+    this.machineEnd = machineCpu();
     const left = groupPids(this.dir)
       .filter(alive)
       .map((pid) => `${this.seen.get(pid) ?? labelFor(readArgv(pid))} (pid ${pid})`);
@@ -242,6 +272,30 @@ class Group {
     }
     const stat = readFileSync(join(this.dir, 'cpu.stat'), 'utf8');
     return Number(/usage_usec (\d+)/.exec(stat)?.[1] ?? NaN) / 1e3;
+  }
+}
+
+/** walship's own processes: the launcher, the Node calls, the agent and its helpers. */
+export const isWalship = (label) => label.startsWith('walship') || label.startsWith('node');
+
+const CLK_TCK = (() => {
+  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+  const n = Number.parseInt(r.stdout ?? '', 10);
+  return Number.isInteger(n) && n > 0 ? n : 100;
+})();
+
+/**
+ * Busy CPU time of the whole machine in ms, from the first line of
+ * /proc/stat: user, nice, system, irq, softirq and steal, not idle or
+ * iowait (guest time is already inside user).
+ */
+function machineCpu() {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const busy = f[0] + f[1] + f[2] + (f[5] ?? 0) + (f[6] ?? 0) + (f[7] ?? 0);
+    return (busy * 1000) / CLK_TCK;
+  } catch {
+    return undefined;
   }
 }
 
@@ -275,6 +329,9 @@ export function summarise(group, timeLog, leftovers) {
   const cg = group.cpuMs();
   return {
     cpuMs: cg ?? (calls.length > 0 ? callCpuMs : undefined),
+    machineCpuMs: group.machineCpuMs(),
+    walshipSumKb: group.dir ? group.walshipSumKb : undefined,
+    walshipSumHwmKb: group.dir ? group.walshipSumHwmKb : undefined,
     callCpuMs: calls.length > 0 ? callCpuMs : undefined,
     calls: calls.length,
     peaks: Object.fromEntries([...peaks].filter(([label]) => !['sh', 'dash', 'time'].includes(label)).sort((a, b) => b[1] - a[1])),

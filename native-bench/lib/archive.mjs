@@ -6,6 +6,7 @@
 import { copyFileSync, existsSync, linkSync, mkdirSync, openSync, closeSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { summarise } from './accounting.mjs';
+import { agentPaths, agentRunning, countFallbacks, standInPostmaster } from './agent.mjs';
 import { chownPg, pgEnv, run, runOk, sleep } from './proc.mjs';
 import { pgbackrestConfig, stanzaCreate, walshipEnv } from './tools.mjs';
 
@@ -22,27 +23,27 @@ export function linkOrCopy(from, to) {
 }
 
 /** A data directory as far as archiving needs one: pg_control, PG_VERSION, pg_wal/archive_status. */
-function skeletonDataDir(corpus, data) {
+export function skeletonDataDir(corpus, data) {
   mkdirSync(join(data, 'global'), { recursive: true });
   mkdirSync(join(data, 'pg_wal', 'archive_status'), { recursive: true });
   copyFileSync(join(corpus.dir, 'base', 'global', 'pg_control'), join(data, 'global', 'pg_control'));
   copyFileSync(join(corpus.dir, 'base', 'PG_VERSION'), join(data, 'PG_VERSION'));
 }
 
-function addSegment(corpus, data, seg) {
+export function addSegment(corpus, data, seg) {
   linkOrCopy(join(corpus.dir, 'wal', seg), join(data, 'pg_wal', seg));
   writeFileSync(join(data, 'pg_wal', 'archive_status', `${seg}.ready`), '');
 }
 
 /** Set up one tool's store for a run; returns the archive command template and environment. */
-async function prepareTool(ctx, spec, dir, data) {
+export async function prepareTool(ctx, spec, dir, data) {
   if (spec.tool === 'walship') {
     const store = join(dir, 'store');
     const spool = join(dir, 'spool');
     mkdirSync(store);
     mkdirSync(spool);
     chownPg(dir);
-    const env = walshipEnv({ home: dir, store, spool, keyFile: spec.encrypt ? ctx.walship.keyFile : undefined, lookAhead: spec.lookAhead });
+    const env = walshipEnv({ home: dir, store, spool, keyFile: spec.encrypt ? ctx.walship.keyFile : undefined, lookAhead: spec.lookAhead, agent: spec.agent });
     // walship init, untimed like pgBackRest's stanza-create: it reads
     // pg_control and one segment header, so the first segment is lent to
     // pg_wal for the moment.
@@ -53,7 +54,7 @@ async function prepareTool(ctx, spec, dir, data) {
     chownPg(dir);
     await runOk(ctx.walship.bin, ['init', '-D', data], { pg: true, env, cwd: data });
     if (lend) rmSync(lent);
-    return { command: [ctx.walship.bin, 'push'], env, store };
+    return { command: [ctx.walship.bin, 'push'], env, store, spool };
   }
   const repo = join(dir, 'repo');
   const cfg = pgbackrestConfig({ dir: join(dir, 'pgbackrest'), repo, pgPath: data, encrypt: spec.encrypt });
@@ -83,6 +84,9 @@ export async function archiveRun(ctx, spec) {
   const out = openSync(join(dir, 'calls.log'), 'a');
   const template = tool.command.join(' ');
   let failures = 0;
+  // The agent serves a running server only (see agent.mjs).
+  const postmaster = spec.agent ? standInPostmaster(data) : undefined;
+  let agentSeen = false;
   group.start();
   const started = performance.now();
   try {
@@ -104,14 +108,19 @@ export async function archiveRun(ctx, spec) {
         await sleep(1000);
       }
       renameSync(`${status}.ready`, `${status}.done`);
+      if (postmaster && !agentSeen) agentSeen = agentRunning(agentPaths(tool.spool));
     }
   } finally {
     closeSync(out);
   }
   const wallMs = performance.now() - started;
+  // A server shutdown ends the agent: it notices within its scan interval.
+  postmaster?.stop();
   const leftovers = await group.settle(10_000);
   const acct = summarise(group, timeLog, leftovers);
   const n = ctx.corpus.segments.length;
+  const fallbacks = spec.agent ? countFallbacks(join(dir, 'calls.log')) : undefined;
+  if (spec.agent && !agentSeen) throw new Error(`no agent ran during the run (fallbacks: ${JSON.stringify(fallbacks)}); see ${join(dir, 'calls.log')}`);
   return {
     ...spec,
     segments: n,
@@ -120,6 +129,10 @@ export async function archiveRun(ctx, spec) {
     mbPerS: (n * SEG_BYTES) / 1e6 / (wallMs / 1000),
     cpuMsPerSeg: acct.cpuMs === undefined ? undefined : acct.cpuMs / n,
     callCpuMsPerSeg: acct.callCpuMs === undefined ? undefined : acct.callCpuMs / n,
+    machineCpuMsPerSeg: acct.machineCpuMs === undefined ? undefined : acct.machineCpuMs / n,
+    walshipSumKb: acct.walshipSumKb,
+    walshipSumHwmKb: acct.walshipSumHwmKb,
+    fallbacks,
     peaks: acct.peaks,
     leftovers: acct.leftovers,
     failures,

@@ -2,7 +2,7 @@
 // tool's restore command, timed from starting PostgreSQL until recovery has
 // ended and the promoted server accepts connections.
 import { spawn, spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { summarise } from './accounting.mjs';
 import { linkOrCopy } from './archive.mjs';
@@ -35,6 +35,14 @@ const quoteConf = (s) => `'${s.replace(/'/g, "''")}'`;
 
 function restoreSetup(ctx, spec, dir, data) {
   if (spec.tool === 'cp') return { command: `cp ${rawSegmentDir(ctx)}/%f %p`, env: pgEnv(dir) };
+  if (spec.tool === 'redo') {
+    // The redo limit: every segment already in pg_wal and a restore_command
+    // that always fails, so PostgreSQL reads pg_wal after each (cheap) call.
+    // Copies, never links: PostgreSQL recycles and rewrites pg_wal files in
+    // place, which would write through a hard link into the corpus.
+    for (const seg of replayedSegments(ctx.corpus)) copyFileSync(join(ctx.corpus.dir, 'wal', seg), join(data, 'pg_wal', seg));
+    return { command: '/bin/false', env: pgEnv(dir) };
+  }
   if (spec.tool === 'walship') {
     const spool = join(dir, 'spool');
     mkdirSync(spool);
@@ -150,6 +158,9 @@ export async function replayRun(ctx, spec) {
     wallS: wallMs / 1000,
     mbPerS: (replayed.length * SEG_BYTES) / 1e6 / (wallMs / 1000),
     cpuMsPerSeg: acct.cpuMs === undefined ? undefined : acct.cpuMs / replayed.length,
+    machineCpuMsPerSeg: acct.machineCpuMs === undefined ? undefined : acct.machineCpuMs / replayed.length,
+    walshipSumKb: acct.walshipSumKb,
+    walshipSumHwmKb: acct.walshipSumHwmKb,
     calls: acct.calls,
     peaks: acct.peaks,
     leftovers: acct.leftovers,

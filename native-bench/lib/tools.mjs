@@ -85,9 +85,11 @@ export async function walshipKey(bin, path) {
 
 /**
  * Environment for one walship run. `lookAhead: false` turns off look-ahead
- * push and the prefetch pool; otherwise walship's defaults apply.
+ * push and the prefetch pool; `agent: true` sends push through the resident
+ * agent (WALSHIP_AGENT=on, its other settings at their defaults); otherwise
+ * walship's defaults apply.
  */
-export function walshipEnv({ home, store, spool, keyFile, lookAhead = true }) {
+export function walshipEnv({ home, store, spool, keyFile, lookAhead = true, agent = false }) {
   return pgEnv(home, {
     WALSHIP_STORE: `file://${store}`,
     WALSHIP_SPOOL_DIR: spool,
@@ -95,6 +97,7 @@ export function walshipEnv({ home, store, spool, keyFile, lookAhead = true }) {
     WALSHIP_ENCRYPTION: keyFile ? 'keyfile' : 'none',
     ...(keyFile ? { WALSHIP_KEY_FILE: keyFile } : {}),
     ...(lookAhead ? {} : { WALSHIP_PUSH_CONCURRENCY: '1', WALSHIP_PREFETCH: '0' }),
+    ...(agent ? { WALSHIP_AGENT: 'on' } : {}),
   });
 }
 
