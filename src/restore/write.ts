@@ -4,7 +4,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { mapLimit } from '../archive/pool.js';
 import { readPart, type BackupDescriptor, type PartReader, type TarEntry } from '../backup/index.js';
 import { fsyncDir } from '../fsutil/index.js';
-import { InvalidInputError, LocalIoError } from '../errors.js';
+import { InvalidInputError, LocalIoError, WalshipError } from '../errors.js';
 
 /** Refused before anything is written: the target is not an empty directory, or a server runs there. */
 export class TargetNotEmptyError extends InvalidInputError {}
@@ -106,7 +106,12 @@ export async function writeParts(o: WriteOptions): Promise<MetaFiles> {
       await readPart(o.reader, o.backup, p, writeEntry);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (typeof code === 'string' && !(err instanceof LocalIoError)) throw new LocalIoError(`cannot write the files of part ${p.n} (${code})`, { cause: err });
+      if (typeof code === 'string' && !(err instanceof WalshipError)) {
+        throw new LocalIoError(`cannot write the files of part ${p.n} (${code})`, {
+          hint: code === 'ENOSPC' ? 'the file system is full: free space and restore again into an empty directory' : undefined,
+          cause: err,
+        });
+      }
       throw err;
     }
     o.onPart?.(++done, parts.length, p.rawSize);
