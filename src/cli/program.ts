@@ -126,6 +126,68 @@ function build(setExit: (code: number) => void): Command {
       setExit(await runPrune(opts, globals(program)));
     });
 
+  const backup = program
+    .command('backup')
+    .description('take a base backup of the running cluster into the archive (see also: backup list, backup verify)')
+    .option('--label <label>', 'label passed to pg_backup_start (default: walship <id>)')
+    .option('--fast', 'request an immediate checkpoint instead of a spread one')
+    .option('--part-size <size>', 'target size of one part, e.g. 256MiB (default 1GiB)')
+    .option('-j, --jobs <n>', 'parts read and uploaded at once (default 2)')
+    .addHelpText(
+      'after',
+      '\nRun it as the PostgreSQL OS user on the database host, with the configuration archive_command uses; it connects\nlike the metrics reporter (WALSHIP_PG_DSN, else PGHOST/PGPORT/PGUSER, else the local socket).\nExit status: 0 complete (the id is printed on stdout), 1 failed (nothing usable left), 2 bad arguments or configuration.',
+    )
+    .action(async (opts: { label?: string; fast?: boolean; partSize?: string; jobs?: string }) => {
+      const { runBackup } = await import('./backup.js');
+      setExit(await runBackup(opts, globals(program)));
+    });
+  backup
+    .command('list')
+    .description('list the usable base backups (oldest first), and unfinished ones')
+    .option('--json', 'machine-readable output')
+    .action(async (opts: { json?: boolean }) => {
+      const { runBackupList } = await import('./backup.js');
+      setExit(await runBackupList(opts, globals(program)));
+    });
+  backup
+    .command('verify')
+    .description('check a backup: its descriptor, every part, and that its WAL is in the archive')
+    .argument('<id>', 'backup id, or latest')
+    .option('--deep', 'download every part and check every file against backup_manifest')
+    .option('-D, --pgdata <dir>', 'data directory whose metrics record the outcome; env WALSHIP_PGDATA or PGDATA')
+    .option('--json', 'machine-readable report')
+    .addHelpText('after', '\nExit status: 0 sound, 1 problems found (each named), 2 bad arguments or configuration, 3 could not check.')
+    .action(async (id: string, opts: { deep?: boolean; pgdata?: string; json?: boolean }) => {
+      const { runBackupVerify } = await import('./backup-verify.js');
+      setExit(await runBackupVerify(id, opts, globals(program)));
+    });
+
+  program
+    .command('restore')
+    .description('restore a base backup into an empty directory and set up point-in-time recovery')
+    .requiredOption('-D, --pgdata <dir>', 'the directory to restore into (absent or empty)')
+    .option('--backup <id>', 'backup id or latest (default: chosen from the target)')
+    .option('--target-time <time>', "recover to this time, e.g. '2026-12-01 14:30:00+00'")
+    .option('--target-lsn <lsn>', 'recover to this WAL position, e.g. 0/3000060')
+    .option('--target-name <name>', 'recover to this restore point (pg_create_restore_point)')
+    .option('--target-xid <xid>', 'recover to this transaction id')
+    .option('--target <immediate>', 'immediate: stop as soon as the backup is consistent')
+    .option('--target-timeline <tli>', 'latest, current or a number (default latest); always written explicitly')
+    .option('--target-action <action>', 'promote, pause or shutdown once the target is reached (default promote)')
+    .option('--archive-mode <mode>', 'preserve (default) or off: off writes archive_mode = off, so the copy does not archive into this archive')
+    .option('--standby', 'write standby.signal instead of recovery.signal: a standby that keeps following the archive')
+    .option('--start', 'start the server (as the data directory owner) and wait until recovery is promoted, paused or failed')
+    .option('--tablespace-map <oid=dir>', 'restore tablespace OID into DIR instead of its original location (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
+    .option('-j, --jobs <n>', 'parts downloaded at once (default 4)')
+    .addHelpText(
+      'after',
+      '\nWithout a target, recovery replays all archived WAL (the latest state).\nExit status: 0 restored (and, with --start, promoted or paused at the target), 1 refused or failed (see the message;\na failed restore leaves no global/pg_control, so the directory cannot be started), 2 bad arguments or configuration.',
+    )
+    .action(async (opts: Record<string, unknown>) => {
+      const { runRestore } = await import('./restore.js');
+      setExit(await runRestore(opts, globals(program)));
+    });
+
   // Started by fetch during recovery; hidden from --help.
   program.command('prefetch-worker', { hidden: true }).action(async () => {
     const { runPrefetchWorkerCommand } = await import('./prefetch-worker.js');

@@ -7,6 +7,7 @@ import type { DbTarget } from './conninfo.js';
 import { readDatabase, type DbResult } from './database.js';
 import { segmentEndPosition } from './wal-position.js';
 import { readAgentHealth, type AgentHealth } from './agent-health.js';
+import { readBackupState, type BackupState } from '../spool/backup-state.js';
 
 /**
  * One look at everything the lag reporter knows, from local sources only
@@ -54,6 +55,8 @@ export interface LagReport {
   readonly pushFailing: boolean;
   /** The resident agent of this cluster (undefined without a data directory). */
   readonly agent?: AgentHealth | undefined;
+  /** What walship backup and backup verify recorded (undefined without a data directory, or unreadable). */
+  readonly backups?: BackupState | undefined;
 }
 
 export async function collect(opts: CollectOptions): Promise<LagReport> {
@@ -105,9 +108,11 @@ export async function collect(opts: CollectOptions): Promise<LagReport> {
   const pushFailing = push?.lastFailure !== undefined && (push.last === undefined || push.lastFailure.t > push.last.t);
 
   const agent = stateDir ? await readAgentHealth(stateDir).catch(() => undefined) : undefined;
+  const backups = stateDir ? await readBackupState(stateDir).catch(() => undefined) : undefined;
 
   return {
     agent,
+    backups,
     generatedAt,
     rpoSeconds: opts.rpoSeconds,
     systemIdentifier,

@@ -121,6 +121,22 @@ export function metricFamilies(r: LagReport, info: InfoLabels): MetricFamily[] {
     );
   }
 
+  const bk = r.backups;
+  if (bk) {
+    out.push(
+      g('walship_last_backup_timestamp_seconds', 'When the newest successful walship backup ended (Unix time), 0 until the first: alert when it gets old.', [
+        { value: (bk.last?.endedAt ?? 0) / 1000 },
+      ]),
+      c('walship_backups_total', 'walship backup runs by outcome (success, failure).', [
+        { labels: { outcome: 'success' }, value: bk.success },
+        { labels: { outcome: 'failure' }, value: bk.failure },
+      ]),
+      g('walship_last_backup_size_bytes', 'Size of the newest successful backup (bytes read from the data directory).', one(bk.last?.sizeBytes)),
+      g('walship_last_backup_duration_seconds', 'How long the newest successful backup took.', one(bk.last?.durationSeconds)),
+      g('walship_backup_verification_failed', '1 if the last walship backup verify found problems or could not check, else 0.', [{ value: bk.verify?.failed ? 1 : 0 }]),
+    );
+  }
+
   if (r.db) {
     out.push(g('walship_pg_up', '1 if the configured database connection answered, else 0.', [{ value: r.db.ok ? 1 : 0 }]));
   }

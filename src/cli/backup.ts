@@ -1,0 +1,173 @@
+import { bytes } from '../archive/index.js';
+import { progressLine, readCatalog, takeBackup, type BackupCatalog, type BackupDescriptor } from '../backup/index.js';
+import { ConfigError, errorMessage } from '../errors.js';
+import { dbTarget, parseDsn } from '../metrics/conninfo.js';
+import { requireManifest } from '../pipeline/manifest.js';
+import { recordBackupFailure, recordBackupSuccess } from '../spool/backup-state.js';
+import { tryOpenClusterSpool } from '../spool/cluster.js';
+import { CREATED_BY } from '../version.js';
+import { commandContext, commandLogger, type GlobalOptions } from './context.js';
+import { EXIT } from './exit-codes.js';
+import { reportError } from './report.js';
+
+export interface BackupCliOptions {
+  readonly label?: string;
+  readonly fast?: boolean;
+  readonly partSize?: string;
+  readonly jobs?: string;
+}
+
+const SIZE = /^(\d+)\s*(k|m|g|kib|mib|gib|kb|mb|gb)?$/i;
+
+export function parseSize(text: string): number | undefined {
+  const m = SIZE.exec(text.trim());
+  if (!m) return undefined;
+  const unit = (m[2] ?? '').toLowerCase()[0];
+  const mult = unit === 'k' ? 1024 : unit === 'm' ? 1024 ** 2 : unit === 'g' ? 1024 ** 3 : 1;
+  return Number(m[1]) * mult;
+}
+
+/**
+ * walship backup: a base backup of the running cluster into the archive.
+ * Exit: 0 the backup is complete (its descriptor written); 1 it failed
+ * (nothing usable was left; the outcome is recorded for metrics);
+ * 2 bad arguments or configuration.
+ */
+export async function runBackup(opts: BackupCliOptions, globals: GlobalOptions): Promise<number> {
+  const log = commandLogger('backup');
+  const partBytes = opts.partSize === undefined ? 1024 ** 3 : parseSize(opts.partSize);
+  if (partBytes === undefined || partBytes < 64 * 1024) {
+    log.error(`--part-size ${opts.partSize} is invalid: expected a size such as 512MiB or 1GiB (at least 64KiB)`);
+    return EXIT.USAGE;
+  }
+  const jobs = opts.jobs === undefined ? 2 : Number(opts.jobs);
+  if (!Number.isInteger(jobs) || jobs < 1 || jobs > 32) {
+    log.error(`--jobs ${opts.jobs} is invalid: expected 1 to 32`);
+    return EXIT.USAGE;
+  }
+  let ctx;
+  let db;
+  try {
+    ctx = await commandContext(globals, log);
+    db = dbTarget(ctx.config.pgDsn) ?? parseDsn('');
+  } catch (err) {
+    reportError(log, err);
+    return EXIT.USAGE;
+  }
+  const { config, store, keys } = ctx;
+  let dataDirectory = config.pgData;
+  const began = Date.now();
+  try {
+    const manifest = await requireManifest(store);
+    const result = await takeBackup({
+      store,
+      keys: config.encryption === 'none' ? undefined : keys,
+      compression: config.compression,
+      systemIdentifier: manifest.systemIdentifier,
+      db,
+      label: opts.label,
+      fast: opts.fast === true,
+      partBytes,
+      jobs,
+      createdBy: CREATED_BY,
+      warn: (m) => log.warn(m),
+      onConnected: (dir) => (dataDirectory = dir),
+      onLeftoverRemoved: (id, n) => log.info({ backup: id, objects: n }, `removed the leftovers of interrupted backup ${id} (${n} objects)`),
+      onStart: (i) => {
+        log.info({ backup: i.id, startLsn: i.startLsn, dataDirectory: i.dataDirectory }, `backup ${i.id} started at ${i.startLsn}: ${bytes(i.totalBytes)} in ${i.parts} parts`);
+        return progressLine('backup', i.totalBytes);
+      },
+      onPart: (p, total) => {
+        if (!process.stderr.isTTY) log.info({ part: p.n, rawBytes: p.rawSize, storedBytes: p.storedSize }, `part ${p.n}/${total} stored: ${bytes(p.rawSize)} (${bytes(p.storedSize)} stored)`);
+      },
+    });
+    const d = result.descriptor;
+    const spool = await tryOpenClusterSpool(config.spoolDir, result.dataDirectory, (m) => log.warn(m));
+    if (spool) {
+      await recordBackupSuccess(spool.dir, { id: d.id, endedAt: Date.parse(d.stopTime), sizeBytes: d.rawBytes, durationSeconds: (Date.now() - began) / 1000 }).catch((err: unknown) =>
+        log.warn(`the backup's outcome was not recorded for metrics: ${errorMessage(err)}`),
+      );
+    }
+    log.info(
+      { backup: d.id, startLsn: d.startLsn, stopLsn: d.stopLsn, rawBytes: d.rawBytes, storedBytes: d.storedBytes },
+      `backup ${d.id} complete: ${d.files} files, ${bytes(d.rawBytes)} (${bytes(d.storedBytes)} stored) in ${d.parts.length} parts, WAL ${d.wal.first} … ${d.wal.last}`,
+    );
+    process.stdout.write(`${d.id}\n`);
+    return EXIT.OK;
+  } catch (err) {
+    reportError(log, err);
+    // Recorded under the data directory the server named (else WALSHIP_PGDATA), when known.
+    if (dataDirectory) {
+      const spool = await tryOpenClusterSpool(config.spoolDir, dataDirectory, (m) => log.warn(m));
+      if (spool) await recordBackupFailure(spool.dir).catch((e: unknown) => log.warn(`the failure was not recorded for metrics: ${errorMessage(e)}`));
+    }
+    return EXIT.FAILED;
+  }
+}
+
+export interface BackupListOptions {
+  readonly json?: boolean;
+}
+
+/** walship backup list: usable backups, oldest first. 0 listed; 2 configuration; 3 could not read. */
+export async function runBackupList(opts: BackupListOptions, globals: GlobalOptions): Promise<number> {
+  const log = commandLogger('backup');
+  try {
+    const { store, keys } = await commandContext(globals, log);
+    const manifest = await requireManifest(store);
+    const cat = await readCatalog(store, keys, manifest.systemIdentifier);
+    process.stdout.write(opts.json ? `${JSON.stringify(catalogJson(cat), null, 2)}\n` : renderCatalog(store.description, cat));
+    return EXIT.OK;
+  } catch (err) {
+    reportError(log, err);
+    return err instanceof ConfigError ? EXIT.USAGE : EXIT.ERROR;
+  }
+}
+
+function catalogJson(c: BackupCatalog) {
+  return {
+    backups: c.backups.map(summary),
+    unfinished: c.unfinished.map((u) => ({ id: u.id, objects: u.keys.length, storedBytes: u.storedBytes, lastWrite: u.newest.toISOString() })),
+    unreadable: c.unreadable,
+  };
+}
+
+function summary(d: BackupDescriptor) {
+  return {
+    id: d.id,
+    label: d.label,
+    timeline: d.timeline,
+    startLsn: d.startLsn,
+    stopLsn: d.stopLsn,
+    startTime: d.startTime,
+    stopTime: d.stopTime,
+    wal: d.wal,
+    files: d.files,
+    rawBytes: d.rawBytes,
+    storedBytes: d.storedBytes,
+    parts: d.parts.length,
+    tablespaces: d.tablespaces,
+    pgVersion: d.pgVersion,
+  };
+}
+
+function renderCatalog(where: string, c: BackupCatalog): string {
+  const out: string[] = [`backups in ${where}`];
+  if (c.backups.length === 0) out.push('  none');
+  for (const d of c.backups) {
+    out.push(
+      `  ${d.id}  timeline ${d.timeline}  ${d.startLsn} … ${d.stopLsn}  ended ${d.stopTime}  ${bytes(d.rawBytes)} (${bytes(d.storedBytes)} stored)  ${d.parts.length} parts${
+        d.label !== `walship ${d.id}` ? `  '${d.label}'` : ''
+      }`,
+    );
+  }
+  if (c.unfinished.length > 0) {
+    out.push('', 'unfinished (running now, or interrupted: the next `walship backup` removes those whose session is gone); never used by restore');
+    for (const u of c.unfinished) out.push(`  ${u.id}  ${u.keys.length} objects, ${bytes(u.storedBytes)}, last write ${u.newest.toISOString()}`);
+  }
+  if (c.unreadable.length > 0) {
+    out.push('', 'descriptors that cannot be read (not used by restore)');
+    for (const u of c.unreadable) out.push(`  ${u.id}: ${u.reason}`);
+  }
+  return `${out.join('\n')}\n`;
+}
