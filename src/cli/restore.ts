@@ -4,22 +4,15 @@ import { bytes } from '../archive/index.js';
 import { progressLine, readCatalog } from '../backup/index.js';
 import { ConfigError, InvalidInputError } from '../errors.js';
 import { requireManifest } from '../pipeline/manifest.js';
-import { describeTarget, outsideRecoverySettings, parseTarget, restoreBackup, startAndWait, type RecoveryTarget } from '../restore/index.js';
+import { describeTarget, outsideRecoverySettings, parseTarget, restoreBackup, startAndWait, type RecoveryTarget, type TargetOptions } from '../restore/index.js';
 import { CREATED_BY } from '../version.js';
 import { commandContext, commandLogger, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
 import { reportError } from './report.js';
 
-interface RestoreCliOptions {
+interface RestoreCliOptions extends TargetOptions {
   readonly pgdata?: string;
   readonly backup?: string;
-  readonly targetTime?: string;
-  readonly targetLsn?: string;
-  readonly targetName?: string;
-  readonly targetXid?: string;
-  readonly target?: string;
-  readonly targetTimeline?: string;
-  readonly targetAction?: string;
   readonly archiveMode?: string;
   readonly standby?: boolean;
   readonly start?: boolean;

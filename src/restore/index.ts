@@ -1,5 +1,5 @@
 export { restoreBackup, type RestoreOptions, type RestoreResult } from './restore.js';
-export { parseTarget, describeTarget, type RecoveryTarget, type TimelineChoice, type TargetAction } from './target.js';
+export { parseTarget, describeTarget, type RecoveryTarget, type TimelineChoice, type TargetAction, type TargetOptions } from './target.js';
 export { RestoreRefusedError, type Choice } from './choose.js';
 export { TargetNotEmptyError } from './write.js';
 export { outsideRecoverySettings } from './recovery-conf.js';
