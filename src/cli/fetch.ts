@@ -113,8 +113,9 @@ async function expectedOwner(store: Store, fingerprint: string, log: Logger): Pr
 
 /**
  * Tells the prefetch worker (or the agent) where recovery is, and starts a
- * worker if none is alive and the agent is off. The worker runs under flock(1), which holds the pool's lock for the
- * worker's whole life (the lock belongs to the open file the node child
+ * worker if none is alive and the agent is off (bin/walship's agent_fetch
+ * starts the agent). The worker runs under flock(1), which holds the pool's
+ * lock for the worker's whole life (the lock belongs to the open file the node child
  * inherits), so a second one started meanwhile exits at once. It is
  * detached (it outlives this call and is reaped by init) and writes its log
  * lines to the same stderr, PostgreSQL's log.

@@ -125,16 +125,24 @@ export async function readArchived(opts: ReadOptions): Promise<ReadResult> {
       }
       return { status: 'found', file, data, header, storedBytes: bytes.length };
     } catch (err) {
-      // A refused plaintext object is a decision, not a transient fault.
-      const retryable =
-        err instanceof StoreUnavailableError ||
-        (err instanceof CorruptObjectError && !(err instanceof UnencryptedObjectError)) ||
-        err instanceof KeyUnavailableError;
-      if (!retryable || attempt >= opts.retries) throw err;
-      opts.onRetry?.(attempt + 1, err as Error);
-      await new Promise((r) => setTimeout(r, backoff(attempt + 1)));
+      await retryOrThrow(err, attempt, opts, backoff);
     }
   }
+}
+
+/**
+ * After a failed attempt: throws what cannot be retried (or the last
+ * attempt's error), else reports the retry and waits out its back-off.
+ * A refused plaintext object is a decision, not a transient fault.
+ */
+async function retryOrThrow(err: unknown, attempt: number, opts: ReadOptions, backoff: (attempt: number) => number): Promise<void> {
+  const retryable =
+    err instanceof StoreUnavailableError ||
+    (err instanceof CorruptObjectError && !(err instanceof UnencryptedObjectError)) ||
+    err instanceof KeyUnavailableError;
+  if (!retryable || attempt >= opts.retries) throw err;
+  opts.onRetry?.(attempt + 1, err as Error);
+  await new Promise((r) => setTimeout(r, backoff(attempt + 1)));
 }
 
 function checkCluster(m: ArchiveManifest, controlId: string | undefined, where: string, file: string): void {
@@ -223,13 +231,7 @@ export async function restoreArchived(
     } catch (err) {
       body?.destroy();
       await unlink(tmp).catch(() => undefined);
-      const retryable =
-        err instanceof StoreUnavailableError ||
-        (err instanceof CorruptObjectError && !(err instanceof UnencryptedObjectError)) ||
-        err instanceof KeyUnavailableError;
-      if (!retryable || attempt >= opts.retries) throw err;
-      opts.onRetry?.(attempt + 1, err as Error);
-      await new Promise((r) => setTimeout(r, backoff(attempt + 1)));
+      await retryOrThrow(err, attempt, opts, backoff);
     }
   }
 }
