@@ -132,6 +132,9 @@ export async function runRestore(raw: Record<string, unknown>, globals: GlobalOp
       case 'failed':
         log.error(`recovery failed; the server log says:\n${outcome.lines.join('\n')}`);
         return EXIT.FAILED;
+      case 'not-started':
+        log.error(`restored but not started: ${outcome.lines.join('\n')}`);
+        return EXIT.FAILED;
     }
   } catch (err) {
     reportError(log, err);

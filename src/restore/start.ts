@@ -37,7 +37,9 @@ export type StartOutcome =
   | { readonly state: 'paused'; readonly lines: string[] }
   | { readonly state: 'shut-down'; readonly lines: string[] }
   | { readonly state: 'standby'; readonly lines: string[] }
-  | { readonly state: 'failed'; readonly lines: string[] };
+  | { readonly state: 'failed'; readonly lines: string[] }
+  /** Not started at all: the directory is restored, but walship cannot start it (why). */
+  | { readonly state: 'not-started'; readonly lines: string[] };
 
 const INTERESTING = /recovery stopping|pausing at the end of recovery|recovery has paused|selected new timeline|archive recovery complete|consistent recovery state|ready to accept|shutdown at recovery target|FATAL|PANIC|redo done/;
 
@@ -48,6 +50,18 @@ const INTERESTING = /recovery stopping|pausing at the end of recovery|recovery h
  * say which are returned. No time limit: a long recovery is not a failure.
  */
 export async function startAndWait(dataDir: string, pgVersion: number, standby: boolean, onLine: (line: string) => void): Promise<StartOutcome> {
+  // Debian and Ubuntu keep postgresql.conf in /etc/postgresql/<version>/<cluster>,
+  // outside the data directory, so neither a base backup nor the restore has
+  // it: pg_ctl would only fail with "cannot access the server configuration file".
+  if (!existsSync(join(dataDir, 'postgresql.conf'))) {
+    return {
+      state: 'not-started',
+      lines: [
+        `${dataDir} has no postgresql.conf (the backed-up cluster keeps its configuration outside its data directory, as Debian's /etc/postgresql/<version>/<cluster> does), so walship cannot start it. ` +
+          `The restore itself is complete: start it the way that cluster is started (e.g. pg_ctlcluster <version> <cluster> start, after pointing its data_directory here), or copy a postgresql.conf into ${dataDir} and run pg_ctl -D ${dataDir} start`,
+      ],
+    };
+  }
   const log = join(dataDir, 'walship-restore-start.log');
   const r = await runProgram(pgProgram('pg_ctl', pgVersion), ['-D', dataDir, '-l', log, '-W', 'start'], dataDir);
   if (r.code !== 0) return { state: 'failed', lines: [`pg_ctl start failed (exit ${r.code}): ${r.output.trim()}`] };
