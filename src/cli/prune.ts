@@ -75,7 +75,9 @@ export async function runPrune(opts: PruneCliOptions, globals: GlobalOptions): P
     });
     log.info(
       { backupsDeleted: result.backupsDeleted, deleted: result.walDeleted, storedBytes: plan.wal.storedBytes, keepFrom: plan.wal.keepFrom.reason },
-      `pruned ${result.backupsDeleted > 0 ? `${result.backupsDeleted} backup${result.backupsDeleted === 1 ? '' : 's'} and ` : ''}${result.walDeleted} WAL objects (${bytes(plan.wal.storedBytes)}) from ${inv.store}; kept ${plan.wal.kept}${plan.keptBackups.length > 0 ? ` and ${plan.keptBackups.length} backup${plan.keptBackups.length === 1 ? '' : 's'}` : ''}`,
+      `pruned ${result.walDeleted} objects (${bytes(plan.wal.storedBytes)}) from ${inv.store}; kept ${plan.wal.kept}${
+        result.backupsDeleted > 0 ? `; deleted ${result.backupsDeleted} backup${result.backupsDeleted === 1 ? '' : 's'}` : ''
+      }${plan.keptBackups.length > 0 ? `; kept ${plan.keptBackups.length} backup${plan.keptBackups.length === 1 ? '' : 's'}` : ''}`,
     );
     if (opts.json) process.stdout.write(`${JSON.stringify(planJson(plan, false, progress), null, 2)}\n`);
     return EXIT.OK;
