@@ -1,6 +1,6 @@
 import { createInterface } from 'node:readline/promises';
 import { bytes, readSmallFiles, takeInventory } from '../archive/index.js';
-import { readCatalog, type BackupDescriptor } from '../backup/index.js';
+import { readCatalog, readStarted, type BackupDescriptor } from '../backup/index.js';
 import { ConfigError } from '../errors.js';
 import { executeRetention, planRetention, type RetentionPlan, type RetentionRequest } from '../retention/index.js';
 import { commandContext, commandLogger, type GlobalOptions } from './context.js';
@@ -36,9 +36,16 @@ export async function runPrune(opts: PruneCliOptions, globals: GlobalOptions): P
     const { store, keys } = await commandContext(globals, log);
     const inv = await takeInventory(store);
     const catalog = await readCatalog(store, keys, inv.manifest.systemIdentifier);
+    // A backup without a descriptor may be running now: its marker says since when.
+    const unfinished: { id: string; startedAt: Date }[] = [];
+    for (const u of catalog.unfinished) {
+      const m = await readStarted(store, u.id);
+      const at = m ? Date.parse(m.startedAt) : Number.NaN;
+      if (!Number.isNaN(at)) unfinished.push({ id: u.id, startedAt: new Date(at) });
+    }
     // PostgreSQL's .backup files guard an age only when walship has no backup of its own.
     const labels = request.kind === 'keep-days' && catalog.backups.length === 0 && inv.timelines.size > 0 ? (await readSmallFiles(inv, store, keys)).backups : [];
-    const outcome = planRetention({ inv, backups: catalog.backups, unreadable: catalog.unreadable, labels, request, now: new Date() });
+    const outcome = planRetention({ inv, backups: catalog.backups, unreadable: catalog.unreadable, unfinished, labels, request, now: new Date() });
     if (!outcome.ok) {
       log.error({ hint: outcome.hint }, `not pruning: ${outcome.refusal}`);
       return outcome.kind === 'usage' ? EXIT.USAGE : EXIT.FAILED;

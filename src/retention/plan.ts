@@ -1,4 +1,5 @@
 import { backupFilesGuard, keepFromAge, keepFromSegment, planPrune, type KeepFrom, type PrunePlan, type RetentionGuard } from '../archive/index.js';
+import { segmentStart } from '../archive/describe.js';
 import { parseLsn } from '../archive/history.js';
 import type { Inventory, KnownBackup } from '../archive/index.js';
 import type { BackupDescriptor } from '../backup/index.js';
@@ -29,6 +30,8 @@ export interface RetentionInput {
   readonly backups: readonly BackupDescriptor[];
   /** Backups whose descriptor exists but could not be read: which WAL they need is unknown. */
   readonly unreadable: readonly { readonly id: string; readonly reason: string }[];
+  /** Backups without a descriptor (running now, or interrupted) and when their `started` marker says they began. */
+  readonly unfinished?: readonly { readonly id: string; readonly startedAt: Date }[];
   /** PostgreSQL's .backup files, read (only needed for keep-days without walship backups). */
   readonly labels: readonly KnownBackup[];
   readonly request: RetentionRequest;
@@ -79,6 +82,43 @@ export function walshipBackupsGuard(backups: readonly BackupDescriptor[]): Reten
   };
 }
 
+/**
+ * Clocks differ (walship's host writes `startedAt`, the store stamps the
+ * segments): this much earlier is assumed, so the guard keeps more, not less.
+ */
+const CLOCK_MARGIN_MS = 3_600_000;
+
+/**
+ * A backup still running has no descriptor, so where its WAL starts is not
+ * known yet. It began after its `started` marker was written, and the
+ * segment holding its start was still being filled then, so it was archived
+ * afterwards: everything from the oldest segment archived since then (less
+ * the clock margin) stays. An interrupted backup holds WAL back the same way
+ * until the next `walship backup` removes its leftovers.
+ */
+export function unfinishedBackupsGuard(unfinished: readonly { readonly id: string; readonly startedAt: Date }[]): RetentionGuard {
+  return {
+    name: 'unfinished walship backups',
+    mustKeepFrom(inv, proposed) {
+      let best: KeepFrom | undefined;
+      for (const u of unfinished) {
+        const cutoff = new Date(u.startedAt.getTime() - CLOCK_MARGIN_MS);
+        let segno: bigint | undefined;
+        for (const t of inv.timelines.values()) {
+          for (const f of [...t.segments, ...t.partials]) if (f.lastModified >= cutoff && (segno === undefined || f.segno! < segno)) segno = f.segno!;
+        }
+        if (segno !== undefined && segno < proposed.segno && (!best || segno < best.segno)) {
+          best = {
+            segno,
+            reason: `backup ${u.id} has no descriptor yet (running since ${u.startedAt.toISOString()}, or interrupted): its WAL may start anywhere from the oldest segment archived since ${cutoff.toISOString()}, at ${segmentStart(segno, inv.segmentSize)}`,
+          };
+        }
+      }
+      return best;
+    },
+  };
+}
+
 export function planRetention(input: RetentionInput): RetentionOutcome {
   const { inv, request } = input;
   const ss = inv.segmentSize;
@@ -92,6 +132,7 @@ export function planRetention(input: RetentionInput): RetentionOutcome {
     };
   }
 
+  const running = unfinishedBackupsGuard(input.unfinished ?? []);
   if (request.kind === 'keep-backups' || request.kind === 'keep-backup-days') {
     if (input.backups.length === 0) {
       return {
@@ -108,16 +149,27 @@ export function planRetention(input: RetentionInput): RetentionOutcome {
     );
     const kept = selection.keep.map((k) => k.backup);
     const o = oldestStart(kept, ss)!;
-    return { ok: true, plan: { wal: planPrune(inv, o.keep, [], { keepHistoriesFrom: minTimeline(kept) }), backups: selection, keptBackups: kept } };
+    return { ok: true, plan: { wal: planPrune(inv, o.keep, [running], { keepHistoriesFrom: minTimeline(kept) }), backups: selection, keptBackups: kept } };
   }
 
   const wanted = request.kind === 'keep-days' ? keepFromAge(inv, request.days, input.now) : keepFromSegment(inv, request.segment);
   if (!wanted.ok) return wanted;
+  if (request.kind === 'before') {
+    const held = running.mustKeepFrom(inv, wanted.keepFrom);
+    if (held) {
+      return {
+        ok: false,
+        kind: 'unsafe',
+        refusal: `--before ${request.segment} may delete WAL that an unfinished backup needs: ${held.reason}`,
+        hint: `wait until it has finished; if it was interrupted, the next walship backup removes its leftovers (walship backup list shows it as unfinished); or pass --before ${segmentName(Number.parseInt(request.segment.slice(0, 8), 16), held.segno, ss)} or earlier`,
+      };
+    }
+  }
   const all = input.backups;
   if (all.length === 0) {
     // Today's rule: an age is moved back to the .backup file before it;
     // --before already names where a restore starts.
-    const guards: RetentionGuard[] = request.kind === 'keep-days' ? [backupFilesGuard(input.labels)] : [];
+    const guards: RetentionGuard[] = request.kind === 'keep-days' ? [backupFilesGuard(input.labels), running] : [];
     return { ok: true, plan: { wal: planPrune(inv, wanted.keepFrom, guards), backups: undefined, keptBackups: [] } };
   }
   const o = oldestStart(all, ss)!;
@@ -130,7 +182,7 @@ export function planRetention(input: RetentionInput): RetentionOutcome {
       hint: `pass --before ${first} or an earlier segment; to let go of old backups and their WAL, use --keep-backups N or --keep-backup-days N`,
     };
   }
-  return { ok: true, plan: { wal: planPrune(inv, wanted.keepFrom, [walshipBackupsGuard(all)], { keepHistoriesFrom: minTimeline(all) }), backups: undefined, keptBackups: all } };
+  return { ok: true, plan: { wal: planPrune(inv, wanted.keepFrom, [walshipBackupsGuard(all), running], { keepHistoriesFrom: minTimeline(all) }), backups: undefined, keptBackups: all } };
 }
 
 function minTimeline(backups: readonly BackupDescriptor[]): number {

@@ -203,6 +203,26 @@ describe('retention plans', () => {
     }
   });
 
+  it('a backup without a descriptor holds back the WAL archived since it started (with a clock margin)', async () => {
+    // Segment n archived n hours ago-ish: 21 - n hours before NOW.
+    const hoursAgo = (h: number) => new Date(NOW.getTime() - h * 3_600_000);
+    const inv = await takeInventory(new MemoryStore(segs(1, 1, 20, (n) => hoursAgo(21 - n))));
+    // Started 5 hours ago: with an hour's margin, segments archived since 6 hours ago (15 on) stay.
+    const running = [{ id: '20261201T070000Z-0000000a', startedAt: hoursAgo(5) }];
+    const refused = planRetention({ inv, backups: [], unreadable: [], unfinished: running, labels: [], request: { kind: 'before', segment: seg(1, 18) }, now: NOW });
+    expect(refused.ok).toBe(false);
+    if (!refused.ok) {
+      expect(refused.refusal).toContain('20261201T070000Z-0000000a');
+      expect(refused.hint).toContain(`--before ${seg(1, 15)}`);
+    }
+    expect(planRetention({ inv, backups: [], unreadable: [], unfinished: running, labels: [], request: { kind: 'before', segment: seg(1, 15) }, now: NOW }).ok).toBe(true);
+    // With finished backups, --keep-backups is moved back too.
+    const p = ok(planRetention({ inv, backups: [backup(1, 17, 17, hoursAgo(2))], unreadable: [], unfinished: running, labels: [], request: { kind: 'keep-backups', count: 1 }, now: NOW }));
+    expect(p.wal.requested.segno).toBe(17n);
+    expect(p.wal.keepFrom.segno).toBe(15n);
+    expect(p.wal.keepFrom.reason).toMatch(/no descriptor yet/);
+  });
+
   it('refuses when a descriptor cannot be read', async () => {
     const inv = await takeInventory(new MemoryStore(segs(1, 1, 20)));
     const o = plan(inv, [b2], { kind: 'keep-days', days: 3 }, [{ id: b1.id, reason: 'no key' }]);
