@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PG_BIN, PgCluster, runAsPostgres } from '../support/pg-cluster.js';
@@ -165,5 +165,14 @@ describe('retention with three walship backups', () => {
     expect(await snapshot({ sql: psql })).toBe(expected);
     expect(await psql('select pg_is_in_recovery()')).toBe('f');
     await runAsPostgres(join(PG_BIN, 'pg_ctl'), ['-D', dir, 'stop', '-m', 'fast', '-w']);
+
+    // Backup 2's first WAL file lost by hand: not a gap in what is left (it
+    // was the oldest segment), but backup 2 can no longer be restored.
+    await rm(join(archive.dir, 'wal', '00000001', b2.wal.first));
+    const v3 = await runWalship(['verify'], { env });
+    expect(v3.code, v3.stdout + v3.stderr).toBe(1);
+    expect(v3.stdout).toContain(`backup ${ids[1]} cannot reach the newest WAL`);
+    expect(v3.stdout).toContain(`the first ${b2.wal.first}`);
+    expect(v3.stdout).toContain(`backup ${ids[2]} reaches the newest WAL`);
   }, 900_000);
 });
