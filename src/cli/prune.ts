@@ -141,8 +141,8 @@ function describePlan(store: string, plan: RetentionPlan, dryRun: boolean): stri
   const out = [`prune ${store}`];
   if (plan.backups) {
     out.push(`  backups    ${plan.backups.policy}`);
-    for (const k of plan.backups.keep) out.push(`    keep    ${describeBackup(k.backup)}`, `            (${k.why})`);
-    for (const b of plan.backups.remove) out.push(`    ${dryRun ? 'would delete' : 'delete'}  ${describeBackup(b)}`);
+    for (const k of plan.backups.keep) out.push(`    keep          ${describeBackup(k.backup)}`, `                  (${k.why})`);
+    for (const b of plan.backups.remove) out.push(`    ${dryRun ? 'would delete' : 'deleting    '}  ${describeBackup(b)}`);
   } else if (plan.keptBackups.length > 0) {
     out.push(`  backups    all ${plan.keptBackups.length} walship backups stay (--keep-backups N or --keep-backup-days N let old ones go)`);
   }

@@ -37,7 +37,7 @@ export function selectBackups(backups: readonly BackupDescriptor[], policy: Back
   if (policy.kind === 'count') {
     if (!Number.isInteger(policy.count) || policy.count < 1) throw new RangeError(`keep at least one backup, not ${policy.count}`);
     words = `--keep-backups ${policy.count}: the newest ${policy.count === 1 ? 'backup' : `${policy.count} backups`}`;
-    sorted.slice(-policy.count).forEach((b, i, kept) => keep.set(b.id, `one of the newest ${policy.count} (${kept.length - i}${ordinal(kept.length - i)} newest)`));
+    sorted.slice(-policy.count).forEach((b, i, kept) => keep.set(b.id, kept.length - i === 1 ? 'the newest backup' : `the ${kept.length - i}${ordinal(kept.length - i)} newest backup`));
   } else {
     if (!(policy.days > 0)) throw new RangeError(`a window of at least one day, not ${policy.days}`);
     const cutoff = new Date(now.getTime() - policy.days * 86_400_000);
