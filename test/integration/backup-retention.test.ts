@@ -117,6 +117,12 @@ describe('retention with three walship backups', () => {
     expect(atStart.backups.remove).toEqual([]);
     expect(atStart.backups.kept.map((b) => b.id)).toEqual(ids);
 
+    // Every backup ended within the last day: --keep-backup-days 1 keeps them all, and their WAL.
+    const byDays = JSON.parse((await runWalship(['prune', '--keep-backup-days', '1', '--dry-run', '--json'], { env })).stdout) as PrunePlanJson;
+    expect(byDays.backups.kept.map((b) => b.id)).toEqual(ids);
+    expect(byDays.backups.remove).toEqual([]);
+    expect(byDays.remove.every((k) => k.split('/')[2]!.slice(0, 24) < b1.wal.first)).toBe(true);
+
     // The plan, then the prune.
     const dry = await runWalship(['prune', '--keep-backups', '2', '--dry-run'], { env });
     expect(dry.code, dry.stderr).toBe(0);
