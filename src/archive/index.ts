@@ -7,5 +7,5 @@ export type { Inventory, ArchivedFile } from './inventory.js';
 export { readSmallFiles } from './small-files.js';
 export type { KnownBackup } from './small-files.js';
 export { keepFromSegment, keepFromAge, backupFilesGuard, planPrune, executePrune } from './prune.js';
-export type { KeepFrom, RetentionGuard, PrunePlan, PruneRequest } from './prune.js';
+export type { KeepFrom, RetentionGuard, PrunePlan, PruneRequest, PlanOptions } from './prune.js';
 export { bytes } from './describe.js';

@@ -11,8 +11,8 @@ import { runs } from './timelines.js';
  *
  * The operator names a position from which everything must stay
  * restorable (--before SEG, or --keep-days N turned into a position);
- * retention guards may move it back, never forward (today the .backup
- * files; a base backup catalogue later). Then, as pg_archivecleanup does,
+ * retention guards may move it back, never forward (the .backup files, or
+ * walship's backup catalogue: src/retention/). Then, as pg_archivecleanup does,
  * every file whose position is before it goes, on every timeline; nothing
  * at or after it is touched. History files go only when no kept WAL can
  * lead to them: PostgreSQL finds the newest timeline by probing history
@@ -137,7 +137,16 @@ export interface PrunePlan {
   readonly summary: readonly string[];
 }
 
-export function planPrune(inv: Inventory, requested: KeepFrom, guards: readonly RetentionGuard[]): PrunePlan {
+export interface PlanOptions {
+  /**
+   * History files of this timeline and later stay whatever WAL is kept:
+   * a base backup on this timeline needs its history (and those of every
+   * timeline it can reach) to be restored along it.
+   */
+  readonly keepHistoriesFrom?: number;
+}
+
+export function planPrune(inv: Inventory, requested: KeepFrom, guards: readonly RetentionGuard[], opts: PlanOptions = {}): PrunePlan {
   let keepFrom = requested;
   for (const g of guards) {
     const k = g.mustKeepFrom(inv, keepFrom);
@@ -149,7 +158,7 @@ export function planPrune(inv: Inventory, requested: KeepFrom, guards: readonly 
     for (const f of [...t.segments, ...t.partials, ...t.backups]) (f.segno! < keepFrom.segno ? walFiles : keptWal).push(f);
   }
   walFiles.sort((a, b) => (a.segno! < b.segno! ? -1 : a.segno! > b.segno! ? 1 : a.file.timeline - b.file.timeline));
-  const oldestKeptTimeline = keptWal.reduce((m, f) => Math.min(m, f.file.timeline), Number.POSITIVE_INFINITY);
+  const oldestKeptTimeline = keptWal.reduce((m, f) => Math.min(m, f.file.timeline), opts.keepHistoriesFrom ?? Number.POSITIVE_INFINITY);
   const histories = [...inv.histories.values()].filter((h) => h.file.timeline < oldestKeptTimeline);
   const remove = [...walFiles, ...histories];
   const ss = inv.segmentSize;

@@ -7,6 +7,9 @@ import { PlaintextPolicy } from '../pipeline/plaintext-policy.js';
 import type { Store } from '../store/index.js';
 import { count, describeLoss, nameOf, type LossContext } from './describe.js';
 import { historiesAgree } from './history.js';
+import { readCatalog } from '../backup/list.js';
+import { descriptorKey } from '../backup/layout.js';
+import { backupReach, type BackupReach } from './backup-reach.js';
 import { allFiles, takeInventory, type ArchivedFile, type Inventory } from './inventory.js';
 import { mapLimit } from './pool.js';
 import { readSmallFiles } from './small-files.js';
@@ -35,7 +38,7 @@ export interface VerifyOptions {
   readonly onProgress?: (done: number, total: number, bytes: number) => void;
 }
 
-export type ProblemKind = 'gap' | 'bad-object' | 'missing-history' | 'history-mismatch';
+export type ProblemKind = 'gap' | 'bad-object' | 'missing-history' | 'history-mismatch' | 'backup-unreachable';
 
 export interface Problem {
   readonly kind: ProblemKind;
@@ -60,6 +63,19 @@ export interface VerifyReport {
   readonly problems: readonly Problem[];
   readonly unchecked: readonly { readonly key: string; readonly reason: string }[];
   readonly strays: readonly string[];
+  /** Per walship base backup (oldest first): can it be restored up to the newest archived WAL? */
+  readonly backups: readonly BackupReachReport[];
+}
+
+export interface BackupReachReport {
+  readonly id: string;
+  readonly timeline: number;
+  readonly target: number;
+  readonly from: string;
+  readonly to: string | undefined;
+  readonly reachesNewest: boolean;
+  readonly missing: readonly { readonly timeline: number; readonly first: string; readonly last: string }[];
+  readonly message: string;
 }
 
 type ObjectOutcome = { ok: true } | { ok: false; damaged: boolean; message: string };
@@ -107,6 +123,26 @@ export async function verifyArchive(opts: VerifyOptions): Promise<VerifyReport> 
     else unchecked.push({ key: p.key, reason: p.message });
   }
   for (const g of gaps) problems.push(gapProblem(g, loss, inv.segmentSize));
+
+  // walship backups: each must reach the newest WAL. WAL missing inside
+  // the checked range is already a gap above; what is missing before it
+  // (a backup whose start was pruned or lost) is only seen here.
+  const catalog = await readCatalog(opts.store, opts.keys, inv.manifest.systemIdentifier);
+  for (const u of catalog.unreadable) unchecked.push({ key: descriptorKey(u.id), reason: `backup ${u.id}: ${u.reason}` });
+  const reaches: BackupReach[] = catalog.backups.map((b) => backupReach(inv, small.histories, b));
+  for (const r of reaches) {
+    const covered = r.missing.every((m) => gaps.some((g) => g.timeline === m.timeline && g.fromSegno <= m.fromSegno && g.toSegno >= m.toSegno));
+    if (!r.reachesNewest && !covered) {
+      problems.push({
+        kind: 'backup-unreachable',
+        timeline: r.timeline,
+        first: r.from,
+        key: descriptorKey(r.id),
+        message: r.message,
+        pitr: `Restores from backup ${r.id} stop at the first missing segment; restores to later points need a later backup.`,
+      });
+    }
+  }
 
   // Segments and .partial files in the range asked for. History and .backup
   // files were already read and fully verified above.
@@ -156,6 +192,16 @@ export async function verifyArchive(opts: VerifyOptions): Promise<VerifyReport> 
     problems,
     unchecked: unchecked.sort((a, b) => (a.key < b.key ? -1 : 1)),
     strays: inv.strays.map((s) => s.key),
+    backups: reaches.map((r) => ({
+      id: r.id,
+      timeline: r.timeline,
+      target: r.target,
+      from: r.from,
+      to: r.to,
+      reachesNewest: r.reachesNewest,
+      missing: r.missing.map((m) => ({ timeline: m.timeline, first: m.first, last: m.last })),
+      message: r.message,
+    })),
   };
 }
 

@@ -1,5 +1,5 @@
 export { takeBackup, removeBackupKeys, type TakeOptions, type TakeResult } from './take.js';
-export { readCatalog, listBackupKeys, type BackupCatalog, type StoredBackupKeys } from './list.js';
+export { readCatalog, listBackupKeys, readStarted, type BackupCatalog, type StoredBackupKeys, type StartedMarker } from './list.js';
 export type { BackupDescriptor, BackupPart } from './descriptor.js';
 export { progressLine, formatSeconds, type Progress } from './progress.js';
 export { BackupSessionError } from './pg-session.js';

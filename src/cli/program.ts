@@ -111,17 +111,19 @@ function build(setExit: (code: number) => void): Command {
 
   program
     .command('prune')
-    .description('delete archived WAL older than what must stay restorable')
-    .option('--keep-days <n>', 'keep the WAL of the last N days (and back to the base backup before that, per .backup files)')
-    .option('--before <segment>', 'delete what comes before this segment (on every timeline), e.g. the first WAL file of your oldest base backup')
-    .option('-n, --dry-run', 'list what would be deleted and how much space it frees; delete nothing')
+    .description('delete old walship backups and the archived WAL no kept backup (or window) needs')
+    .option('--keep-backups <n>', 'keep the newest N walship backups (N >= 1) and the WAL from the oldest kept one\'s start on; delete older backups and WAL')
+    .option('--keep-backup-days <n>', 'keep the walship backups that ended in the last N days, plus the newest one before (the newest is always kept), and their WAL')
+    .option('--keep-days <n>', 'keep the WAL of the last N days (and back to the oldest walship backup, or without any to the .backup file before that); deletes no backup')
+    .option('--before <segment>', 'delete the WAL before this segment (on every timeline); refused if a walship backup needs it; deletes no backup')
+    .option('-n, --dry-run', 'list the backups and WAL that would be deleted and how much space it frees; delete nothing')
     .option('-y, --yes', 'do not ask for confirmation (cron)')
-    .option('--json', 'machine-readable plan and result')
+    .option('--json', 'machine-readable plan and result (backups kept and removed included)')
     .addHelpText(
       'after',
-      '\nNever deletes anything at or after the kept position, history files a kept timeline needs, or walship.json.\nExit status: 0 done (or nothing to do, or dry run), 1 refused as unsafe (nothing deleted),\n2 bad arguments or configuration, 3 failed part way (oldest first: what is left stays contiguous).',
+      '\nExactly one of --keep-backups, --keep-backup-days, --keep-days, --before. The last walship backup is never removed.\nWith walship backups in the archive, no request deletes WAL a kept backup needs to be restored up to now: backups go\nfirst (descriptor first, so a half-deleted backup is never listed), then the WAL before the oldest kept backup\'s start.\nNever deletes anything at or after the kept position, history files a kept timeline or backup needs, or walship.json.\nExit status: 0 done (or nothing to do, or dry run), 1 refused as unsafe (nothing deleted),\n2 bad arguments or configuration, 3 failed part way (what is left stays usable).',
     )
-    .action(async (opts: { keepDays?: string; before?: string; dryRun?: boolean; yes?: boolean; json?: boolean }) => {
+    .action(async (opts: { keepDays?: string; keepBackups?: string; keepBackupDays?: string; before?: string; dryRun?: boolean; yes?: boolean; json?: boolean }) => {
       const { runPrune } = await import('./prune.js');
       setExit(await runPrune(opts, globals(program)));
     });

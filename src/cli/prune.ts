@@ -1,23 +1,16 @@
 import { createInterface } from 'node:readline/promises';
-import {
-  backupFilesGuard,
-  bytes,
-  executePrune,
-  keepFromAge,
-  keepFromSegment,
-  planPrune,
-  readSmallFiles,
-  takeInventory,
-  type PrunePlan,
-  type RetentionGuard,
-} from '../archive/index.js';
+import { bytes, readSmallFiles, takeInventory } from '../archive/index.js';
+import { readCatalog, readStarted, type BackupDescriptor } from '../backup/index.js';
 import { ConfigError } from '../errors.js';
+import { executeRetention, planRetention, type RetentionPlan, type RetentionRequest } from '../retention/index.js';
 import { commandContext, commandLogger, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
 import { reportError } from './report.js';
 
 export interface PruneCliOptions {
   readonly keepDays?: string;
+  readonly keepBackups?: string;
+  readonly keepBackupDays?: string;
   readonly before?: string;
   readonly dryRun?: boolean;
   readonly yes?: boolean;
@@ -32,34 +25,38 @@ export interface PruneCliOptions {
  */
 export async function runPrune(opts: PruneCliOptions, globals: GlobalOptions): Promise<number> {
   const log = commandLogger('prune');
-  if ((opts.keepDays === undefined) === (opts.before === undefined)) {
-    log.error('say what must stay: exactly one of --keep-days N or --before SEGMENT');
+  const request = parseRequest(opts);
+  if (typeof request === 'string') {
+    log.error(request);
     return EXIT.USAGE;
   }
-  const days = opts.keepDays === undefined ? undefined : Number(opts.keepDays);
-  if (days !== undefined && (!Number.isInteger(days) || days < 1 || days > 36500)) {
-    log.error(`--keep-days ${opts.keepDays} is invalid: expected a whole number of days, at least 1`);
-    return EXIT.USAGE;
-  }
-  let plan: PrunePlan | undefined;
-  let deleted = 0;
+  let plan: RetentionPlan | undefined;
+  let progress = { backups: 0, wal: 0 };
   try {
     const { store, keys } = await commandContext(globals, log);
     const inv = await takeInventory(store);
-    const request = days !== undefined ? keepFromAge(inv, days, new Date()) : keepFromSegment(inv, opts.before!);
-    if (!request.ok) {
-      log.error({ hint: request.hint }, `not pruning: ${request.refusal}`);
-      return request.kind === 'usage' ? EXIT.USAGE : EXIT.FAILED;
+    const catalog = await readCatalog(store, keys, inv.manifest.systemIdentifier);
+    // A backup without a descriptor may be running now: its marker says since when.
+    const unfinished: { id: string; startedAt: Date }[] = [];
+    for (const u of catalog.unfinished) {
+      const m = await readStarted(store, u.id);
+      const at = m ? Date.parse(m.startedAt) : Number.NaN;
+      if (!Number.isNaN(at)) unfinished.push({ id: u.id, startedAt: new Date(at) });
     }
-    // Only an age needs the base backup guard: --before already names where
-    // a restore starts (usually a backup_label's first WAL file).
-    const guards: RetentionGuard[] = [];
-    if (days !== undefined) guards.push(backupFilesGuard(inv.timelines.size > 0 ? (await readSmallFiles(inv, store, keys)).backups : []));
-    plan = planPrune(inv, request.keepFrom, guards);
+    // PostgreSQL's .backup files guard an age only when walship has no backup of its own.
+    const labels = request.kind === 'keep-days' && catalog.backups.length === 0 && inv.timelines.size > 0 ? (await readSmallFiles(inv, store, keys)).backups : [];
+    const outcome = planRetention({ inv, backups: catalog.backups, unreadable: catalog.unreadable, unfinished, labels, request, now: new Date() });
+    if (!outcome.ok) {
+      log.error({ hint: outcome.hint }, `not pruning: ${outcome.refusal}`);
+      return outcome.kind === 'usage' ? EXIT.USAGE : EXIT.FAILED;
+    }
+    plan = outcome.plan;
+    const removeBackups = plan.backups?.remove ?? [];
+    const nothing = plan.wal.remove.length === 0 && removeBackups.length === 0;
 
     if (!opts.json) process.stdout.write(describePlan(inv.store, plan, opts.dryRun === true));
-    if (plan.remove.length === 0 || opts.dryRun) {
-      if (opts.json) process.stdout.write(`${JSON.stringify(planJson(plan, opts.dryRun === true, 0), null, 2)}\n`);
+    if (nothing || opts.dryRun) {
+      if (opts.json) process.stdout.write(`${JSON.stringify(planJson(plan, opts.dryRun === true, progress), null, 2)}\n`);
       return EXIT.OK;
     }
     if (!opts.yes) {
@@ -68,7 +65,10 @@ export async function runPrune(opts: PruneCliOptions, globals: GlobalOptions): P
         return EXIT.USAGE;
       }
       const rl = createInterface({ input: process.stdin, output: process.stderr });
-      const answer = await rl.question(`Delete these ${plan.remove.length} objects (${bytes(plan.storedBytes)})? [y/N] `);
+      const what = [removeBackups.length > 0 ? `${removeBackups.length} backup${removeBackups.length === 1 ? '' : 's'}` : '', plan.wal.remove.length > 0 ? `${plan.wal.remove.length} WAL objects (${bytes(plan.wal.storedBytes)})` : '']
+        .filter(Boolean)
+        .join(' and ');
+      const answer = await rl.question(`Delete ${what}? [y/N] `);
       rl.close();
       if (!/^y(es)?$/i.test(answer.trim())) {
         process.stderr.write('nothing deleted\n');
@@ -76,43 +76,110 @@ export async function runPrune(opts: PruneCliOptions, globals: GlobalOptions): P
       }
     }
     const tty = process.stderr.isTTY;
-    deleted = await executePrune(store, plan, (p) => {
-      if (tty) process.stderr.write(`\rprune: deleted ${p.deleted}/${p.total}   ${p.deleted === p.total ? '\n' : ''}`);
+    const result = await executeRetention(store, plan, (p) => {
+      progress = { ...progress, [p.phase]: p.done };
+      if (tty) process.stderr.write(`\rprune: deleted ${p.done}/${p.total} ${p.phase === 'wal' ? 'WAL objects' : 'backups'}   ${p.done === p.total ? '\n' : ''}`);
     });
     log.info(
-      { deleted, storedBytes: plan.storedBytes, keepFrom: plan.keepFrom.reason },
-      `pruned ${deleted} objects (${bytes(plan.storedBytes)}) from ${inv.store}; kept ${plan.kept}`,
+      { backupsDeleted: result.backupsDeleted, deleted: result.walDeleted, storedBytes: plan.wal.storedBytes, keepFrom: plan.wal.keepFrom.reason },
+      `pruned ${result.walDeleted} objects (${bytes(plan.wal.storedBytes)}) from ${inv.store}; kept ${plan.wal.kept}${
+        result.backupsDeleted > 0 ? `; deleted ${result.backupsDeleted} backup${result.backupsDeleted === 1 ? '' : 's'}` : ''
+      }${plan.keptBackups.length > 0 ? `; kept ${plan.keptBackups.length} backup${plan.keptBackups.length === 1 ? '' : 's'}` : ''}`,
     );
-    if (opts.json) process.stdout.write(`${JSON.stringify(planJson(plan, false, deleted), null, 2)}\n`);
+    if (opts.json) process.stdout.write(`${JSON.stringify(planJson(plan, false, progress), null, 2)}\n`);
     return EXIT.OK;
   } catch (err) {
-    reportError(log, err, 'error', plan && plan.remove.length > 0 && !opts.dryRun ? `prune stopped after deleting ${deleted} of ${plan.remove.length} objects (oldest first, so what is left is still contiguous): ` : '');
+    const started = plan !== undefined && !opts.dryRun && (progress.backups > 0 || progress.wal > 0 || (plan.backups?.remove.length ?? 0) + plan.wal.remove.length > 0);
+    reportError(
+      log,
+      err,
+      'error',
+      started
+        ? `prune stopped after deleting ${progress.backups} of ${plan!.backups?.remove.length ?? 0} backups and ${progress.wal} of ${plan!.wal.remove.length} WAL objects (backups descriptor first, WAL oldest first, so what is left is still usable): `
+        : '',
+    );
     return err instanceof ConfigError ? EXIT.USAGE : EXIT.ERROR;
   }
 }
 
-function describePlan(store: string, plan: PrunePlan, dryRun: boolean): string {
-  const out = [`prune ${store}`, `  keep from  ${plan.requested.reason}`];
-  if (plan.keepFrom !== plan.requested) out.push(`  moved back ${plan.keepFrom.reason}`);
-  if (plan.remove.length === 0) {
-    out.push('', `nothing to prune: no archived WAL before that point (${plan.kept} objects kept)`);
+/** The one retention rule asked for, or what is wrong with the arguments. */
+function parseRequest(opts: PruneCliOptions): RetentionRequest | string {
+  const given = [
+    opts.keepDays !== undefined && '--keep-days',
+    opts.keepBackups !== undefined && '--keep-backups',
+    opts.keepBackupDays !== undefined && '--keep-backup-days',
+    opts.before !== undefined && '--before',
+  ].filter((x): x is string => typeof x === 'string');
+  if (given.length !== 1) {
+    return `say what must stay: exactly one of --keep-backups N, --keep-backup-days N, --keep-days N or --before SEGMENT${given.length > 1 ? ` (got ${given.join(' and ')})` : ''}`;
+  }
+  const whole = (flag: string, text: string, min: number): number | string => {
+    const n = Number(text);
+    return Number.isInteger(n) && n >= min && n <= 36500 ? n : `${flag} ${text} is invalid: expected a whole number, at least ${min}${min === 1 && flag === '--keep-backups' ? ' (the last backup is never removed; to drop every backup, delete backups/ by hand)' : ''}`;
+  };
+  if (opts.keepBackups !== undefined) {
+    const n = whole('--keep-backups', opts.keepBackups, 1);
+    return typeof n === 'string' ? n : { kind: 'keep-backups', count: n };
+  }
+  if (opts.keepBackupDays !== undefined) {
+    const n = whole('--keep-backup-days', opts.keepBackupDays, 1);
+    return typeof n === 'string' ? n : { kind: 'keep-backup-days', days: n };
+  }
+  if (opts.keepDays !== undefined) {
+    const n = whole('--keep-days', opts.keepDays, 1);
+    return typeof n === 'string' ? n : { kind: 'keep-days', days: n };
+  }
+  return { kind: 'before', segment: opts.before! };
+}
+
+function describeBackup(b: BackupDescriptor): string {
+  return `${b.id}  timeline ${b.timeline}, ${b.startLsn} … ${b.stopLsn}, ended ${b.stopTime}${b.label && b.label !== `walship ${b.id}` ? `, '${b.label}'` : ''}`;
+}
+
+function describePlan(store: string, plan: RetentionPlan, dryRun: boolean): string {
+  const wal = plan.wal;
+  const out = [`prune ${store}`];
+  if (plan.backups) {
+    out.push(`  backups    ${plan.backups.policy}`);
+    for (const k of plan.backups.keep) out.push(`    keep          ${describeBackup(k.backup)}`, `                  (${k.why})`);
+    for (const b of plan.backups.remove) out.push(`    ${dryRun ? 'would delete' : 'deleting    '}  ${describeBackup(b)}`);
+  } else if (plan.keptBackups.length > 0) {
+    out.push(`  backups    all ${plan.keptBackups.length} walship backups stay (--keep-backups N or --keep-backup-days N let old ones go)`);
+  }
+  out.push(`  keep from  ${wal.requested.reason}`);
+  if (wal.keepFrom !== wal.requested) out.push(`  moved back ${wal.keepFrom.reason}`);
+  if (wal.remove.length === 0) {
+    const n = plan.backups?.remove.length ?? 0;
+    if (n === 0) out.push('', `nothing to prune: no archived WAL before that point (${wal.kept} objects kept)`);
+    else out.push('', `${dryRun ? 'would delete' : 'deleting'} ${n} backup${n === 1 ? '' : 's'}; no archived WAL before that point (${wal.kept} objects kept)${dryRun ? '; dry run: nothing deleted' : ''}`);
     return `${out.join('\n')}\n`;
   }
-  out.push('', `${dryRun ? 'would delete' : 'deleting'} ${plan.remove.length} objects, freeing ${bytes(plan.storedBytes)} (${bytes(plan.rawBytes)} of WAL):`);
-  for (const line of plan.summary) out.push(`  ${line}`);
-  out.push('', `keeping ${plan.kept} objects${dryRun ? '; dry run: nothing deleted' : ''}`);
+  out.push('', `${dryRun ? 'would delete' : 'deleting'} ${wal.remove.length} objects, freeing ${bytes(wal.storedBytes)} (${bytes(wal.rawBytes)} of WAL):`);
+  for (const line of wal.summary) out.push(`  ${line}`);
+  out.push('', `keeping ${wal.kept} WAL objects${plan.keptBackups.length > 0 ? ` and ${plan.keptBackups.length} backup${plan.keptBackups.length === 1 ? '' : 's'}` : ''}${dryRun ? '; dry run: nothing deleted' : ''}`);
   return `${out.join('\n')}\n`;
 }
 
-function planJson(plan: PrunePlan, dryRun: boolean, deleted: number) {
+function backupJson(b: BackupDescriptor) {
+  return { id: b.id, label: b.label, timeline: b.timeline, startLsn: b.startLsn, stopLsn: b.stopLsn, stopTime: b.stopTime, firstWal: b.wal.first };
+}
+
+function planJson(plan: RetentionPlan, dryRun: boolean, done: { backups: number; wal: number }) {
+  const wal = plan.wal;
   return {
     dryRun,
-    keepFrom: { position: plan.keepFrom.segno.toString(), reason: plan.keepFrom.reason },
-    requested: { position: plan.requested.segno.toString(), reason: plan.requested.reason },
-    remove: plan.remove.map((f) => f.key),
-    storedBytes: plan.storedBytes,
-    rawBytes: plan.rawBytes,
-    kept: plan.kept,
-    deleted,
+    keepFrom: { position: wal.keepFrom.segno.toString(), reason: wal.keepFrom.reason },
+    requested: { position: wal.requested.segno.toString(), reason: wal.requested.reason },
+    remove: wal.remove.map((f) => f.key),
+    storedBytes: wal.storedBytes,
+    rawBytes: wal.rawBytes,
+    kept: wal.kept,
+    deleted: done.wal,
+    backups: {
+      policy: plan.backups?.policy ?? null,
+      kept: plan.backups ? plan.backups.keep.map((k) => ({ ...backupJson(k.backup), why: k.why })) : plan.keptBackups.map((b) => ({ ...backupJson(b), why: 'every backup stays with this request' })),
+      remove: (plan.backups?.remove ?? []).map(backupJson),
+      deleted: done.backups,
+    },
   };
 }

@@ -71,6 +71,10 @@ function render(r: VerifyReport): string {
       `  timeline ${t.timeline}: ${t.from ? `${t.from} … ${t.to}` : 'nothing in range'}${t.path.length > 1 ? ` (restore path: timeline ${t.path.join(' → ')})` : ''}`,
     );
   }
+  if (r.backups.length > 0) {
+    out.push(`  walship backups (restored up to the newest WAL?):`);
+    for (const b of r.backups) out.push(`    ${b.reachesNewest ? 'yes' : 'NO '}  ${b.message}`);
+  }
   for (const p of r.problems) {
     out.push('', `PROBLEM  ${p.message}`);
     if (p.pitr) for (const line of p.pitr.split('\n')) out.push(`         ${line}`);
