@@ -78,6 +78,11 @@ export class KeyUnavailableError extends WalshipError {
   readonly code = 'KEY_UNAVAILABLE';
 }
 
+/** Another walship process is doing the same exclusive job on this cluster now (a second `walship backup`). */
+export class BusyError extends WalshipError {
+  readonly code = 'BUSY';
+}
+
 /** The same name is archived with different content: split brain or a second cluster. */
 export class ArchiveConflictError extends WalshipError {
   readonly code = 'ARCHIVE_CONFLICT';

@@ -1,5 +1,5 @@
 import type { KeyProvider } from '../crypto/index.js';
-import { CorruptObjectError } from '../errors.js';
+import { CorruptObjectError, StoreUnavailableError } from '../errors.js';
 import type { Store } from '../store/index.js';
 import { descriptorKey, descriptorName } from './layout.js';
 import { readObject, writeObject } from './objects.js';
@@ -62,7 +62,33 @@ export async function writeDescriptor(store: Store, keys: KeyProvider | undefine
     compression,
     createdBy: d.createdBy,
   });
+  await checkWritten(store, keys, d, body);
   return r.storedBytes;
+}
+
+/**
+ * The descriptor is what makes a backup usable, so success is reported only
+ * once it reads back from the store, through the reader restore uses, as
+ * exactly the bytes written: a store that acknowledged a write it lost, or
+ * serves another object under the key, fails the backup now.
+ */
+async function checkWritten(store: Store, keys: KeyProvider | undefined, d: BackupDescriptor, body: Buffer): Promise<void> {
+  const key = descriptorKey(d.id);
+  const hint = 'the backup is not usable as written: check the store, then take the backup again (the next backup cleans up this one)';
+  const chunks: Buffer[] = [];
+  let r;
+  try {
+    r = await readObject(store, { key, name: descriptorName(d.id), keys, systemIdentifier: d.systemIdentifier, plaintextRequired: keys !== undefined }, async (c) => {
+      chunks.push(Buffer.from(c));
+    });
+  } catch (err) {
+    throw new CorruptObjectError(`the descriptor of backup ${d.id} was written but does not read back: ${(err as Error).message}`, { key, hint, cause: err });
+  }
+  if (r === 'not-found') throw new StoreUnavailableError(`the store acknowledged the descriptor of backup ${d.id}, but it is not there on reading it back`, { key, hint });
+  const back = Buffer.concat(chunks);
+  if (!back.equals(body)) {
+    throw new CorruptObjectError(`the descriptor of backup ${d.id} reads back as other bytes than were written (${back.length} bytes read, ${body.length} written)`, { key, hint });
+  }
 }
 
 /** The descriptor, read and authenticated; undefined when there is none (an unfinished backup). */

@@ -3,6 +3,7 @@ import { decodeObjectStream, ObjectDecodeError, ObjectEncoder, type DecodedSumma
 import { decodeHeader } from '../codec/format.js';
 import type { KeyProvider } from '../crypto/index.js';
 import { CorruptObjectError, KeyError, StoreUnavailableError, UnencryptedObjectError } from '../errors.js';
+import { DecodeCheck } from '../pipeline/decode-check.js';
 import type { Store } from '../store/index.js';
 
 /**
@@ -28,6 +29,8 @@ export interface Written {
   readonly blake3: string;
 }
 
+const HINT_SELF_CHECK = "a codec or memory fault on this host; this backup is not recorded (it has no descriptor and is cleaned up): take it again, and check the machine's memory if it repeats";
+
 export async function writeObject(store: Store, w: WriteInput): Promise<Written> {
   const encoder = await ObjectEncoder.create({
     name: w.name,
@@ -37,7 +40,15 @@ export async function writeObject(store: Store, w: WriteInput): Promise<Written>
     archiveSystemIdentifier: w.systemIdentifier,
     createdBy: w.createdBy,
   });
-  const r = await store.putStreamIfAbsent(w.key, encoder.encode(w.source), undefined, { format: '2' });
+  // Decode-checked as push checks WAL (pipeline/decode-check.ts): a part
+  // whose object would not decode to what was read fails here, before the
+  // store commits it and before the descriptor can vouch for it.
+  const check = new DecodeCheck({ name: w.name, keys: w.keys, clusterId: w.systemIdentifier, context: { key: w.key }, hint: HINT_SELF_CHECK });
+  const encoded = check.tee(encoder.encode(w.source), () => {
+    const s = encoder.summary();
+    return { blake3: s.blake3, rawSize: s.rawSize };
+  });
+  const r = await store.putStreamIfAbsent(w.key, encoded, undefined, { format: '2' });
   if (r === 'exists') {
     // Ids are random: only a bug or a forger can make this happen.
     throw new StoreUnavailableError(`${w.key} already exists in the store: refusing to reuse a backup's key`, { key: w.key });

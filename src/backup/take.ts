@@ -37,6 +37,12 @@ export interface TakeOptions {
   readonly now?: () => Date;
   /** Called once the server is known: where its data directory is (for recording the outcome). */
   readonly onConnected?: (dataDirectory: string) => void;
+  /**
+   * Called once the server is checked and before anything is written or
+   * started; throwing refuses the backup (another one of this cluster is
+   * running). The caller owns what it takes, and releases it.
+   */
+  readonly claim?: (dataDirectory: string) => Promise<void>;
   readonly onStart?: (info: { id: string; dataDirectory: string; startLsn: string; totalBytes: number; parts: number }) => Progress | undefined;
   readonly onPart?: (p: BackupPart, totalParts: number) => void;
   readonly onLeftoverRemoved?: (id: string, keys: number) => void;
@@ -87,6 +93,7 @@ export async function takeBackup(opts: TakeOptions): Promise<TakeResult> {
     if (!/walship/.test(facts.archiveCommand)) {
       opts.warn?.(`archive_command is '${facts.archiveCommand}', not walship push: the WAL this backup needs must reach this archive for it to be restorable`);
     }
+    await opts.claim?.(facts.dataDirectory);
     await removeLeftovers(opts.store, session, opts.onLeftoverRemoved);
 
     const started = (opts.now ?? (() => new Date()))();

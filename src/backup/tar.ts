@@ -144,6 +144,11 @@ class Pieces {
   }
 
   private take(n: number): Buffer {
+    // A member whose data (or padding) ends exactly where a piece ended
+    // leaves nothing buffered, and the next read asks for 0 bytes (no
+    // padding, an empty file, a directory): there is no first piece to
+    // slice then.
+    if (n === 0) return Buffer.alloc(0);
     const all = this.buf.length === 1 || this.buf[0]!.length >= n ? this.buf[0]! : Buffer.concat(this.buf, this.have);
     if (all !== this.buf[0]) this.buf = [all];
     const out = all.subarray(0, n);

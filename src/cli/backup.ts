@@ -1,8 +1,9 @@
 import { bytes } from '../archive/index.js';
 import { progressLine, readCatalog, takeBackup, type BackupCatalog, type BackupDescriptor } from '../backup/index.js';
-import { ConfigError, errorMessage } from '../errors.js';
+import { BusyError, ConfigError, errorMessage } from '../errors.js';
 import { dbTarget, parseDsn } from '../metrics/conninfo.js';
 import { requireManifest } from '../pipeline/manifest.js';
+import { takeBackupLock, type BackupLock } from '../spool/backup-lock.js';
 import { recordBackupFailure, recordBackupSuccess } from '../spool/backup-state.js';
 import { tryOpenClusterSpool } from '../spool/cluster.js';
 import { CREATED_BY } from '../version.js';
@@ -57,6 +58,8 @@ export async function runBackup(opts: BackupCliOptions, globals: GlobalOptions):
   const { config, store, keys } = ctx;
   let dataDirectory = config.pgData;
   const began = Date.now();
+  let lock: BackupLock | undefined;
+  let refused = false;
   try {
     const manifest = await requireManifest(store);
     const result = await takeBackup({
@@ -72,6 +75,19 @@ export async function runBackup(opts: BackupCliOptions, globals: GlobalOptions):
       createdBy: CREATED_BY,
       warn: (m) => log.warn(m),
       onConnected: (dir) => (dataDirectory = dir),
+      claim: async (dir) => {
+        const spool = await tryOpenClusterSpool(config.spoolDir, dir, (m) => log.warn(m));
+        // Without a usable spool there is nothing to lock: the backup goes on
+        // (PostgreSQL itself allows concurrent non-exclusive backups; the lock
+        // is about not running two at once by mistake), and the warning says why.
+        if (!spool) return;
+        try {
+          lock = await takeBackupLock(spool.dir, dir);
+        } catch (err) {
+          refused = err instanceof BusyError;
+          throw err;
+        }
+      },
       onLeftoverRemoved: (id, n) => log.info({ backup: id, objects: n }, `removed the leftovers of interrupted backup ${id} (${n} objects)`),
       onStart: (i) => {
         log.info({ backup: i.id, startLsn: i.startLsn, dataDirectory: i.dataDirectory }, `backup ${i.id} started at ${i.startLsn}: ${bytes(i.totalBytes)} in ${i.parts} parts`);
@@ -96,12 +112,17 @@ export async function runBackup(opts: BackupCliOptions, globals: GlobalOptions):
     return EXIT.OK;
   } catch (err) {
     reportError(log, err);
-    // Recorded under the data directory the server named (else WALSHIP_PGDATA), when known.
-    if (dataDirectory) {
+    // Recorded under the data directory the server named (else WALSHIP_PGDATA),
+    // when known. A backup refused because another is running is no failure of
+    // the cluster's backups (the running one's outcome counts).
+    if (dataDirectory && !refused) {
       const spool = await tryOpenClusterSpool(config.spoolDir, dataDirectory, (m) => log.warn(m));
       if (spool) await recordBackupFailure(spool.dir).catch((e: unknown) => log.warn(`the failure was not recorded for metrics: ${errorMessage(e)}`));
     }
     return EXIT.FAILED;
+  } finally {
+    // Held until the outcome is recorded: the next backup's record comes after this one's.
+    await lock?.release();
   }
 }
 

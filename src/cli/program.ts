@@ -181,6 +181,7 @@ function build(setExit: (code: number) => void): Command {
     .option('--start', 'start the server (as the data directory owner) and wait until recovery is promoted, paused or failed')
     .option('--tablespace-map <oid=dir>', 'restore tablespace OID into DIR instead of its original location (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
     .option('-j, --jobs <n>', 'parts downloaded at once (default 4)')
+    .option('--owner <user[:group]>', 'run as root: give everything restored to USER (and GROUP, else its primary group); never root')
     .addHelpText(
       'after',
       '\nWithout a target, recovery replays all archived WAL (the latest state).\nExit status: 0 restored (and, with --start, promoted or paused at the target), 1 refused or failed (see the message;\na failed restore leaves no global/pg_control, so the directory cannot be started), 2 bad arguments or configuration.',

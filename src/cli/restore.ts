@@ -4,7 +4,7 @@ import { bytes } from '../archive/index.js';
 import { progressLine, readCatalog } from '../backup/index.js';
 import { ConfigError, InvalidInputError } from '../errors.js';
 import { requireManifest } from '../pipeline/manifest.js';
-import { describeTarget, outsideRecoverySettings, parseTarget, restoreBackup, startAndWait, type RecoveryTarget, type TargetOptions } from '../restore/index.js';
+import { describeTarget, outsideRecoverySettings, parseTarget, resolveOwner, restoreBackup, startAndWait, type Owner, type RecoveryTarget, type TargetOptions } from '../restore/index.js';
 import { CREATED_BY } from '../version.js';
 import { commandContext, commandLogger, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
@@ -18,6 +18,7 @@ interface RestoreCliOptions extends TargetOptions {
   readonly start?: boolean;
   readonly tablespaceMap?: string[];
   readonly jobs?: string;
+  readonly owner?: string;
 }
 
 /** The restore_command walship writes: this walship, the same config file, never credentials. */
@@ -41,6 +42,7 @@ export async function runRestore(raw: Record<string, unknown>, globals: GlobalOp
   const log = commandLogger('restore');
   let parsed;
   let dataDir: string;
+  let owner: Owner | undefined;
   const jobs = opts.jobs === undefined ? 4 : Number(opts.jobs);
   try {
     if (!opts.pgdata) throw new InvalidInputError('--pgdata DIR is required: the (empty) directory to restore into');
@@ -50,6 +52,7 @@ export async function runRestore(raw: Record<string, unknown>, globals: GlobalOp
       throw new InvalidInputError(`--archive-mode ${opts.archiveMode}: expected preserve or off`);
     }
     if (!Number.isInteger(jobs) || jobs < 1 || jobs > 32) throw new InvalidInputError(`--jobs ${opts.jobs}: expected 1 to 32`);
+    if (opts.owner !== undefined) owner = await resolveOwner(opts.owner);
   } catch (err) {
     reportError(log, err);
     return EXIT.USAGE;
@@ -62,6 +65,9 @@ export async function runRestore(raw: Record<string, unknown>, globals: GlobalOp
     return EXIT.USAGE;
   }
   const { config, store, keys } = ctx;
+  if (!owner && process.getuid?.() === 0) {
+    log.warn('walship restore runs as root without --owner: the restored files will belong to root, and PostgreSQL refuses to start as root; pass --owner postgres (the OS user PostgreSQL runs as)');
+  }
   const command = restoreCommand(globals);
   if (!globals.config && !process.env.WALSHIP_CONFIG && !existsSync('/etc/walship/walship.conf')) {
     log.warn(`no config file is in use: the restore_command "${command}" finds the archive only if the server's environment has the same WALSHIP_* settings (a config file, --config, is simpler)`);
@@ -88,6 +94,7 @@ export async function runRestore(raw: Record<string, unknown>, globals: GlobalOp
       comment: (b) =>
         `Written by ${CREATED_BY} restore at ${new Date().toISOString()} from backup ${b.id}: restore_command and the recovery target (earlier recovery lines are commented out above).`,
       warn: (m) => log.warn(m),
+      owner,
       onChosen: (c) => {
         log.info(
           { backup: c.backup.id, timeline: c.timeline },

@@ -9,6 +9,7 @@ import {
   PROLOGUE_BYTES,
   type DecodedSummary,
 } from '../codec/index.js';
+import { DecodeCheck } from './decode-check.js';
 import { blake3Hasher } from '../codec/native.js';
 import type { KeyProvider } from '../crypto/index.js';
 import { backupVariantKey } from '../archive/backup-variants.js';
@@ -137,8 +138,8 @@ async function pushOpen(opts: PushOptions, file: WalFileName, input: InputFile):
   // The check completes before the source ends, and the store commits
   // (link, PUT, Complete) only after the source has ended: a failed check
   // fails the write, so a bad object never lands in the store.
-  const check = new DecodeCheck(file.name, opts.keys, clusterId);
-  const stored = check.tee(encoder.encode(readChunks(input)), () => encoder.summary().blake3, input.size);
+  const check = new DecodeCheck({ name: file.name, keys: opts.keys, clusterId, context: { file: file.name }, hint: HINT_SELF_CHECK });
+  const stored = check.tee(encoder.encode(readChunks(input)), () => ({ blake3: encoder.summary().blake3, rawSize: input.size }));
   const result = await opts.store.putStreamIfAbsent(target, stored, input.size, {
     'raw-size': String(input.size),
     format: '2',
@@ -200,89 +201,6 @@ async function hashInput(input: InputFile): Promise<string> {
 }
 
 const HINT_SELF_CHECK = 'a codec or memory fault on this host; PostgreSQL keeps the segment and retries (check the machine\'s memory if it repeats)';
-
-/**
- * Runs the decoder beside the upload: `tee` hands each encoded piece both
- * to the store and to a decoder that consumes them from a short queue.
- */
-class DecodeCheck {
-  private readonly queue: Buffer[] = [];
-  private ended = false;
-  private wake: (() => void) | undefined;
-  private readonly done: Promise<DecodedSummary>;
-
-  constructor(
-    private readonly name: string,
-    keys: KeyProvider | undefined,
-    clusterId: string,
-  ) {
-    const self = this;
-    async function* pieces(): AsyncGenerator<Buffer> {
-      for (;;) {
-        const next = self.queue.shift();
-        if (next) yield next;
-        else if (self.ended) return;
-        else await new Promise<void>((r) => (self.wake = r));
-      }
-    }
-    this.done = (async () => {
-      let summary: DecodedSummary | undefined;
-      // The decoded chunks are only hashed (inside the decoder): nothing is kept.
-      for await (const _ of decodeObjectStream(pieces(), name, keys, clusterId, (s) => (summary = s))) void _;
-      return summary!;
-    })();
-    // A decoder that has given up consumes nothing more: the writer must not wait for it.
-    this.done.catch(() => (this.failed = true));
-  }
-
-  private failed = false;
-
-  private feed(piece: Buffer | undefined): void {
-    if (piece) this.queue.push(piece);
-    else this.ended = true;
-    const w = this.wake;
-    this.wake = undefined;
-    w?.();
-  }
-
-  /**
-   * Yields `source`'s pieces; once it has ended, waits for the decoder and
-   * throws if what it decoded is not the input (`digest()` of what the
-   * encoder read, `size` bytes), before reporting the end to the consumer.
-   */
-  async *tee(source: AsyncIterable<Buffer>, digest: () => string, size: number): AsyncGenerator<Buffer> {
-    try {
-      for await (const piece of source) {
-        this.feed(piece);
-        yield piece;
-        // Let the decoder catch up, so the queue stays a piece or two long.
-        while (this.queue.length > 2 && !this.failed) await new Promise((r) => setImmediate(r));
-        // Fail the write at once rather than upload the rest of a bad object.
-        if (this.failed) break;
-      }
-    } finally {
-      this.feed(undefined);
-    }
-    await this.verify(digest, size);
-  }
-
-  private async verify(digest: () => string, expectedSize: number): Promise<void> {
-    let s: DecodedSummary;
-    try {
-      s = await this.done;
-    } catch (err) {
-      throw new CorruptObjectError(`the object encoded for ${this.name} does not decode (${(err as Error).message}); nothing is acknowledged`, { file: this.name, cause: err, hint: HINT_SELF_CHECK });
-    }
-    // Only now: the encoder has finished (a failed decode above may have cut it short).
-    const expectedDigest = digest();
-    if (s.header.blake3 !== expectedDigest || s.header.rawSize !== expectedSize) {
-      throw new CorruptObjectError(
-        `the object encoded for ${this.name} decodes to other bytes than the input (${s.header.rawSize} bytes, BLAKE3 ${s.header.blake3.slice(0, 16)}…; input ${expectedSize} bytes, ${expectedDigest.slice(0, 16)}…)`,
-        { file: this.name, hint: HINT_SELF_CHECK },
-      );
-    }
-  }
-}
 
 async function openInput(path: string, name: string): Promise<InputFile> {
   try {

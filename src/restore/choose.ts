@@ -97,6 +97,7 @@ export async function chooseBackup(opts: {
 
   if (target.kind === 'time' || target.kind === 'lsn') {
     const before = pairs.filter(({ b }) => (target.kind === 'time' ? Date.parse(b.stopTime) < target.ms : parseLsn(b.stopLsn) <= target.lsn));
+    refuseAmbiguousCurrent(opts.timeline, before, requested);
     const pick = before.at(-1);
     if (!pick) {
       const oldest = pairs[0]!.b;
@@ -129,8 +130,31 @@ export async function chooseBackup(opts: {
     }
     if (pairs.length === 0) throw new RestoreRefusedError('the only backup is not on the history of the target timeline');
   }
+  refuseAmbiguousCurrent(opts.timeline, pairs, requested);
   const pick = pairs.at(-1)!;
   return { backup: pick.b, timeline: pick.tl, reason: requested ? 'asked for with --backup' : `the newest backup on timeline ${pick.tl}'s history` };
+}
+
+/**
+ * --target-timeline current recovers along the timeline of the backup
+ * restored, so the backup decides the timeline. When the backups that
+ * qualify lie on more than one timeline, "the newest" would pick a branch
+ * silently (after a promotion both branches hold valid, different data
+ * for the same time): refused, naming the newest candidate on each
+ * timeline, until --backup says which. `pairs` are sorted by end time.
+ */
+function refuseAmbiguousCurrent(timeline: TimelineChoice, pairs: readonly { b: BackupDescriptor }[], requested: BackupDescriptor | undefined): void {
+  if (timeline.kind !== 'current' || requested) return;
+  const newestPerTimeline = new Map<number, BackupDescriptor>();
+  for (const { b } of pairs) newestPerTimeline.set(b.timeline, b);
+  if (newestPerTimeline.size < 2) return;
+  const each = [...newestPerTimeline.values()]
+    .sort((a, c) => a.timeline - c.timeline)
+    .map((b) => `${b.id} on timeline ${b.timeline} (ended ${b.stopTime})`);
+  throw new RestoreRefusedError(
+    `--target-timeline current follows the timeline of the backup restored, and backups on ${newestPerTimeline.size} timelines qualify: ${each.join(' and ')}; walship will not choose a branch for you`,
+    { hint: 'pass --backup ID naming one of them (its timeline is then the one followed), or --target-timeline N / latest to name the timeline itself' },
+  );
 }
 
 async function archiveEnd(inv: Inventory, tl: number, h: TimelineHistory | undefined): Promise<ArchiveEnd | undefined> {

@@ -4,3 +4,4 @@ export { RestoreRefusedError, type Choice } from './choose.js';
 export { TargetNotEmptyError } from './write.js';
 export { outsideRecoverySettings } from './recovery-conf.js';
 export { startAndWait, type StartOutcome } from './start.js';
+export { resolveOwner, chownTree, type Owner } from './owner.js';

@@ -5,6 +5,7 @@ import type { KeyProvider } from '../crypto/index.js';
 import { CorruptObjectError, errorMessage } from '../errors.js';
 import type { Store } from '../store/index.js';
 import { chooseBackup, type Choice } from './choose.js';
+import { chownTree, type Owner } from './owner.js';
 import { rewriteAutoConf } from './recovery-conf.js';
 import { pgProgram, runProgram } from './start.js';
 import type { RecoveryTarget, TargetAction, TimelineChoice } from './target.js';
@@ -28,6 +29,8 @@ export interface RestoreOptions {
   readonly onChosen?: (c: Choice) => Progress | undefined;
   readonly onPart?: (n: number, total: number, rawBytes: number) => void;
   readonly warn: (message: string) => void;
+  /** --owner: everything restored is given to this user (walship runs as root). */
+  readonly owner?: Owner;
 }
 
 export interface RestoreResult {
@@ -49,8 +52,8 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const choice = await chooseBackup({ store: o.store, keys: o.keys, backups: o.backups, requested: o.requested, target: o.target, timeline: o.timeline });
   const b = choice.backup;
   const tablespaceDirs = await tablespaceTargets(b, o.tablespaceMap);
-  await prepareEmptyDir(o.dataDir, 'the data directory');
-  for (const [oid, dir] of tablespaceDirs) await prepareEmptyDir(dir, `the directory of tablespace ${oid}`);
+  const roots = [await prepareEmptyDir(o.dataDir, 'the data directory')];
+  for (const [oid, dir] of tablespaceDirs) roots.push(await prepareEmptyDir(dir, `the directory of tablespace ${oid}`));
   const progress = o.onChosen?.(choice);
   try {
     const meta = await writeParts({
@@ -93,6 +96,10 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     await writeSmallFile(join(o.dataDir, o.standby ? 'standby.signal' : 'recovery.signal'), '');
     // Last: without pg_control nothing can start this directory.
     await writeSmallFile(join(o.dataDir, 'global', 'pg_control'), meta.pgControl);
+    // After pg_control, so that a failed chown goes through the cleanup below
+    // (pg_control removed); until it is done the files are root's, which
+    // PostgreSQL cannot start either.
+    if (o.owner) for (const r of roots) await chownTree(r, o.owner);
 
     const verifier = pgProgram('pg_verifybackup', b.pgVersion);
     const r = await runProgram(verifier, ['-n', '-q', ...(remapped ? ['-i', 'tablespace_map'] : []), o.dataDir]);

@@ -9,15 +9,19 @@ import { InvalidInputError, LocalIoError, WalshipError } from '../errors.js';
 /** Refused before anything is written: the target is not an empty directory, or a server runs there. */
 export class TargetNotEmptyError extends InvalidInputError {}
 
-/** An empty directory (created if absent, mode 0700). A running server's directory is never empty. */
-export async function prepareEmptyDir(dir: string, what: string): Promise<void> {
+/**
+ * An empty directory (created if absent, mode 0700). A running server's
+ * directory is never empty. Returns the topmost directory this created (a
+ * missing parent, or `dir` itself), everything restore then owns: --owner
+ * hands it all over, or PostgreSQL could not even reach `dir`.
+ */
+export async function prepareEmptyDir(dir: string, what: string): Promise<string> {
   let names: string[];
   try {
     names = await readdir(dir);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new LocalIoError(`cannot read ${dir} (${(err as NodeJS.ErrnoException).code})`, { cause: err });
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    return;
+    return (await mkdir(dir, { recursive: true, mode: 0o700 })) ?? dir;
   }
   if (names.includes('postmaster.pid')) {
     throw new TargetNotEmptyError(`${dir} holds postmaster.pid: a PostgreSQL server may be running there; refusing to restore over it`, {
@@ -30,6 +34,7 @@ export async function prepareEmptyDir(dir: string, what: string): Promise<void> 
     });
   }
   await chmod(dir, 0o700);
+  return dir;
 }
 
 export interface WriteOptions {

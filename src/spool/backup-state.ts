@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic-file.js';
+import { LockHolder } from './lock-holder.js';
 
 /**
  * What `walship backup` and `walship backup verify` leave for
@@ -9,9 +10,10 @@ import { writeFileAtomic } from './atomic-file.js';
  * successes and failures, and whether the last verification failed. One
  * small JSON file in the cluster's spool directory, replaced atomically.
  *
- * A read-modify-write without a lock: two backups of one cluster finishing
- * in the same millisecond could lose one count. Backups run daily, one at a
- * time; a lock would add a way to fail a backup for a statistic.
+ * Every change is a read-modify-write under an exclusive flock on
+ * `backup-state.lock` (a backup and a `backup verify` may finish together),
+ * and the file is replaced atomically (write, fsync, rename): a reader sees
+ * the old state or the new one, and no count is lost.
  */
 export interface BackupState {
   readonly v: 1;
@@ -45,9 +47,22 @@ export async function readBackupState(clusterDir: string): Promise<BackupState> 
   return s;
 }
 
+export const BACKUP_STATE_LOCK = 'backup-state.lock';
+
+/** How long a writer waits for another one (each holds the lock for one small write). */
+const LOCK_WAIT_SECONDS = 30;
+
 async function update(clusterDir: string, change: (s: BackupState) => BackupState): Promise<void> {
-  const before = await readBackupState(clusterDir).catch(() => EMPTY);
-  await writeFileAtomic(join(clusterDir, BACKUP_STATE_FILE), `${JSON.stringify(change(before))}\n`, { durable: true, mode: 0o600 });
+  const lockPath = join(clusterDir, BACKUP_STATE_LOCK);
+  const lock = await LockHolder.take(lockPath, { waitSeconds: LOCK_WAIT_SECONDS });
+  if (lock === 'busy') throw new Error(`${lockPath} stayed locked for ${LOCK_WAIT_SECONDS} s (another walship process is stuck writing ${BACKUP_STATE_FILE})`);
+  try {
+    // A damaged file restarts the counts rather than blocking every record after it.
+    const before = await readBackupState(clusterDir).catch(() => EMPTY);
+    await writeFileAtomic(join(clusterDir, BACKUP_STATE_FILE), `${JSON.stringify(change(before))}\n`, { durable: true, mode: 0o600 });
+  } finally {
+    await lock.release();
+  }
 }
 
 export function recordBackupSuccess(clusterDir: string, last: NonNullable<BackupState['last']>): Promise<void> {

@@ -26,10 +26,12 @@ export class LockHolder {
 
   /**
    * Takes the lock: a holder once it is held, 'busy' when someone else
-   * holds it. Throws when flock(1) cannot run.
+   * holds it (at once, or after `waitSeconds` of waiting for it). Throws
+   * when flock(1) cannot run.
    */
-  static async take(lockPath: string): Promise<LockHolder | 'busy'> {
-    const child = spawn('flock', ['-xn', '-E', String(LOCK_CONFLICT), lockPath, 'sh', '-c', `echo ${HELD}; exec cat >/dev/null`], {
+  static async take(lockPath: string, opts: { waitSeconds?: number } = {}): Promise<LockHolder | 'busy'> {
+    const how = opts.waitSeconds === undefined ? ['-xn'] : ['-x', '-w', String(opts.waitSeconds)];
+    const child = spawn('flock', [...how, '-E', String(LOCK_CONFLICT), lockPath, 'sh', '-c', `echo ${HELD}; exec cat >/dev/null`], {
       stdio: ['pipe', 'pipe', 'ignore'],
     });
     // EPIPE on our end of stdin when the holder is gone is not an error here.
