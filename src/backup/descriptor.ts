@@ -78,7 +78,7 @@ async function checkWritten(store: Store, keys: KeyProvider | undefined, d: Back
   const chunks: Buffer[] = [];
   let r;
   try {
-    r = await readObject(store, { key, name: descriptorName(d.id), keys, systemIdentifier: d.systemIdentifier, plaintextRequired: keys !== undefined }, async (c) => {
+    r = await readObject(store, { key, name: descriptorName(d.id), keys, systemIdentifier: d.systemIdentifier, plaintextRequired: keys?.encrypts === true }, async (c) => {
       chunks.push(Buffer.from(c));
     });
   } catch (err) {

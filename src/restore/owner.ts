@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
-import { lchown, lstat, readdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { realpath } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { InvalidInputError, LocalIoError } from '../errors.js';
 
@@ -68,17 +67,26 @@ export async function resolveOwner(spec: string, currentUid: number | undefined 
  * Gives `root` and everything under it to the owner, without following
  * symbolic links (pg_tblspc/<oid> links are changed themselves; the
  * tablespace directories they point to are passed as roots of their own).
+ *
+ * coreutils' chown -R does the walk, not a loop of lchown calls here: once
+ * the first directory belongs to the owner, that user could swap a
+ * subdirectory for a symbolic link between our lstat and readdir, and a
+ * root-run walk would then give away files outside the data directory.
+ * chown's traversal (fts, physical, descriptor-relative) does not follow
+ * such a swap. A root that is itself a symbolic link (/var/lib/pg/main ->
+ * /data/pg) is resolved first, so that its content is handed over too.
  */
 export async function chownTree(root: string, owner: Owner): Promise<void> {
-  const walk = async (path: string): Promise<void> => {
-    try {
-      await lchown(path, owner.uid, owner.gid);
-    } catch (err) {
-      throw new LocalIoError(`cannot give ${path} to ${owner.user} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { cause: err });
-    }
-    const st = await lstat(path);
-    if (!st.isDirectory()) return;
-    for (const name of await readdir(path)) await walk(join(path, name));
-  };
-  await walk(root);
+  let real: string;
+  try {
+    real = await realpath(root);
+  } catch (err) {
+    throw new LocalIoError(`cannot resolve ${root} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { cause: err });
+  }
+  try {
+    await run('chown', ['-R', '-P', '--no-dereference', `${owner.uid}:${owner.gid}`, '--', real]);
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new LocalIoError(`cannot give ${real} to ${owner.user} (chown: ${(e.stderr ?? e.message).trim()})`, { cause: err });
+  }
 }

@@ -66,4 +66,19 @@ describe('--owner USER[:GROUP]', () => {
       rmSync(base, { recursive: true, force: true });
     }
   });
+
+  it.runIf(asRoot)('chownTree resolves a root that is a symbolic link (/var/lib/pg/main -> /data/pg) and hands over what it points to', async () => {
+    const base = mkdtempSync(join(tmpdir(), 'walship-owner-'));
+    try {
+      const real = join(base, 'real');
+      mkdirSync(join(real, 'global'), { recursive: true });
+      writeFileSync(join(real, 'global', 'pg_control'), 'x');
+      const link = join(base, 'main');
+      symlinkSync(real, link);
+      await chownTree(link, { user: 'postgres', uid: pgUid, gid: pgGid });
+      for (const p of [real, join(real, 'global'), join(real, 'global', 'pg_control')]) expect([p, lstatSync(p).uid]).toEqual([p, pgUid]);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
 });
