@@ -2,6 +2,7 @@ import { createInterface } from 'node:readline/promises';
 import { bytes, readSmallFiles, takeInventory } from '../archive/index.js';
 import { readCatalog, readStarted, type BackupDescriptor } from '../backup/index.js';
 import { ConfigError } from '../errors.js';
+import { backupForLatest, RestoreRefusedError } from '../restore/index.js';
 import { executeRetention, planRetention, type RetentionPlan, type RetentionRequest } from '../retention/index.js';
 import { commandContext, commandLogger, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
@@ -45,7 +46,20 @@ export async function runPrune(opts: PruneCliOptions, globals: GlobalOptions): P
     }
     // PostgreSQL's .backup files guard an age only when walship has no backup of its own.
     const labels = request.kind === 'keep-days' && catalog.backups.length === 0 && inv.timelines.size > 0 ? (await readSmallFiles(inv, store, keys)).backups : [];
-    const outcome = planRetention({ inv, backups: catalog.backups, unreadable: catalog.unreadable, unfinished, labels, request, now: new Date() });
+    // The newest backup by time may lie on a branch the newest timeline does
+    // not descend from: the one a restore of the newest timeline needs stays.
+    let mustKeep: { id: string; why: string } | undefined;
+    if ((request.kind === 'keep-backups' || request.kind === 'keep-backup-days') && catalog.backups.length > 0) {
+      try {
+        const live = await backupForLatest(store, keys, inv, catalog.backups);
+        if (live) mustKeep = { id: live.backup.id, why: `the newest backup on the history of timeline ${live.timeline}, the newest: a restore to the end of the archive starts from it` };
+      } catch (err) {
+        if (!(err instanceof RestoreRefusedError)) throw err;
+        log.error({ hint: 'walship list shows the timelines and their history files' }, `not pruning: cannot tell which backup a restore of the newest timeline needs: ${err.message}`);
+        return EXIT.FAILED;
+      }
+    }
+    const outcome = planRetention({ inv, backups: catalog.backups, unreadable: catalog.unreadable, unfinished, labels, request, now: new Date(), mustKeep });
     if (!outcome.ok) {
       log.error({ hint: outcome.hint }, `not pruning: ${outcome.refusal}`);
       return outcome.kind === 'usage' ? EXIT.USAGE : EXIT.FAILED;

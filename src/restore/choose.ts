@@ -28,6 +28,44 @@ interface ArchiveEnd {
   readonly at: Date;
 }
 
+/** The newest timeline the archive holds WAL or a history file of: where `latest` recovers to. */
+function latestTimelineOf(inv: Inventory): number {
+  return Math.max(1, ...inv.timelines.keys(), ...inv.histories.keys());
+}
+
+/** Timeline `tl`'s history from the archive (none for timeline 1); refused when the archive lacks it. */
+async function readHistory(store: Store, keys: KeyProvider | undefined, tl: number): Promise<TimelineHistory | undefined> {
+  if (tl === 1) return undefined;
+  const r = await readArchived({ name: `${timelineHex(tl)}.history`, store, keys, retries: 2 });
+  const h = r.status === 'found' ? parseHistory(tl, r.data.toString('utf8')) : undefined;
+  if (!h) throw new RestoreRefusedError(`timeline ${tl} has no history file in the archive (${timelineHex(tl)}.history): recovery cannot follow it`);
+  return h;
+}
+
+/** Whether recovery along timeline `tl` (history `h`) can start from backup `b`: on `tl`, or on an ancestor it left after `b` ended. */
+function onHistory(b: BackupDescriptor, tl: number, h: TimelineHistory | undefined): boolean {
+  if (b.timeline === tl) return true;
+  const e = h?.entries.find((x) => x.timeline === b.timeline);
+  return e !== undefined && parseLsn(b.stopLsn) <= e.switchLsn;
+}
+
+/**
+ * The backup a restore to the end of the archive (`--target-timeline
+ * latest`, no target) starts from: the newest, by end, on the history of the
+ * archive's newest timeline. Retention keeps it whatever its age: the newest
+ * backup by time may lie on a branch the newest timeline does not descend
+ * from (a PITR that branched off before it), and without this one the live
+ * timeline could not be restored at all. Undefined when no backup lies on
+ * that history.
+ */
+export async function backupForLatest(store: Store, keys: KeyProvider | undefined, inv: Inventory, backups: readonly BackupDescriptor[]): Promise<{ readonly backup: BackupDescriptor; readonly timeline: number } | undefined> {
+  const tl = latestTimelineOf(inv);
+  const h = await readHistory(store, keys, tl);
+  const on = backups.filter((b) => onHistory(b, tl, h)).sort((a, b) => (a.stopTime < b.stopTime ? -1 : a.stopTime > b.stopTime ? 1 : 0));
+  const newest = on.at(-1);
+  return newest ? { backup: newest, timeline: tl } : undefined;
+}
+
 /**
  * The rules of issue 11 for choosing a backup:
  * - time and LSN targets: the newest backup that ended before the target
@@ -57,21 +95,12 @@ export async function chooseBackup(opts: {
   const inv = await takeInventory(opts.store);
   const histories = new Map<number, TimelineHistory | undefined>();
   const historyOf = async (tl: number): Promise<TimelineHistory | undefined> => {
-    if (tl === 1) return undefined;
     if (histories.has(tl)) return histories.get(tl);
-    const r = await readArchived({ name: `${timelineHex(tl)}.history`, store: opts.store, keys: opts.keys, retries: 2 });
-    const h = r.status === 'found' ? parseHistory(tl, r.data.toString('utf8')) : undefined;
-    if (!h) throw new RestoreRefusedError(`timeline ${tl} has no history file in the archive (${timelineHex(tl)}.history): recovery cannot follow it`);
+    const h = await readHistory(opts.store, opts.keys, tl);
     histories.set(tl, h);
     return h;
   };
-  const latestTimeline = Math.max(1, ...inv.timelines.keys(), ...inv.histories.keys());
-
-  const onHistory = (b: BackupDescriptor, tl: number, h: TimelineHistory | undefined): boolean => {
-    if (b.timeline === tl) return true;
-    const e = h?.entries.find((x) => x.timeline === b.timeline);
-    return e !== undefined && parseLsn(b.stopLsn) <= e.switchLsn;
-  };
+  const latestTimeline = latestTimelineOf(inv);
 
   // Candidates with the timeline each would recover along.
   let pairs: { b: BackupDescriptor; tl: number }[];

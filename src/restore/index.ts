@@ -1,6 +1,6 @@
 export { restoreBackup, type RestoreOptions, type RestoreResult } from './restore.js';
 export { parseTarget, describeTarget, type RecoveryTarget, type TimelineChoice, type TargetAction, type TargetOptions } from './target.js';
-export { RestoreRefusedError, type Choice } from './choose.js';
+export { RestoreRefusedError, backupForLatest, type Choice } from './choose.js';
 export { TargetNotEmptyError } from './write.js';
 export { outsideRecoverySettings } from './recovery-conf.js';
 export { startAndWait, type StartOutcome } from './start.js';

@@ -4,7 +4,7 @@ import { parseLsn } from '../archive/history.js';
 import type { Inventory, KnownBackup } from '../archive/index.js';
 import type { BackupDescriptor } from '../backup/index.js';
 import { segmentName } from '../wal/index.js';
-import { selectBackups, type BackupSelection } from './select.js';
+import { selectBackups, type BackupSelection, type MustKeep } from './select.js';
 
 /**
  * What `walship prune` deletes, from the archive's listing, the walship
@@ -36,6 +36,8 @@ export interface RetentionInput {
   readonly labels: readonly KnownBackup[];
   readonly request: RetentionRequest;
   readonly now: Date;
+  /** The backup a restore of the newest timeline starts from: kept whatever the policy (restore's backupForLatest). */
+  readonly mustKeep?: MustKeep;
 }
 
 export interface RetentionPlan {
@@ -146,6 +148,7 @@ export function planRetention(input: RetentionInput): RetentionOutcome {
       input.backups,
       request.kind === 'keep-backups' ? { kind: 'count', count: request.count } : { kind: 'days', days: request.days },
       input.now,
+      input.mustKeep,
     );
     const kept = selection.keep.map((k) => k.backup);
     const o = oldestStart(kept, ss)!;

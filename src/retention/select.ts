@@ -30,7 +30,13 @@ export interface BackupSelection {
 
 const byEnd = (a: BackupDescriptor, b: BackupDescriptor): number => (a.stopTime < b.stopTime ? -1 : a.stopTime > b.stopTime ? 1 : a.id < b.id ? -1 : 1);
 
-export function selectBackups(backups: readonly BackupDescriptor[], policy: BackupPolicy, now: Date): BackupSelection {
+/** A backup kept whatever the policy says, and why (the one a restore of the newest timeline starts from). */
+export interface MustKeep {
+  readonly id: string;
+  readonly why: string;
+}
+
+export function selectBackups(backups: readonly BackupDescriptor[], policy: BackupPolicy, now: Date, mustKeep?: MustKeep): BackupSelection {
   const sorted = [...backups].sort(byEnd);
   const keep = new Map<string, string>();
   let words: string;
@@ -54,6 +60,7 @@ export function selectBackups(backups: readonly BackupDescriptor[], policy: Back
       );
     }
   }
+  if (mustKeep && !keep.has(mustKeep.id) && sorted.some((b) => b.id === mustKeep.id)) keep.set(mustKeep.id, mustKeep.why);
   return {
     keep: sorted.filter((b) => keep.has(b.id)).map((b) => ({ backup: b, why: keep.get(b.id)! })),
     remove: sorted.filter((b) => !keep.has(b.id)),

@@ -256,6 +256,30 @@ describe('retention plans', () => {
   });
 });
 
+describe('the backup a restore of the newest timeline needs', () => {
+  // Timeline 2 branched from 1 in segment 20; b2 is on timeline 2 (the
+  // newest by time). A PITR along timeline 1's history to segment 15 then
+  // made timeline 3, which descends from timeline 1 only: b1 is the only
+  // backup on its history.
+  const b1 = backup(1, 5, 6, daysAgo(10));
+  const b2 = backup(2, 50, 51, daysAgo(1));
+
+  it('stays whatever the policy, and so does the WAL from its start', async () => {
+    const keys = [...segs(1, 1, 19), ...segs(2, 20, 55), ...segs(3, 15, 25), 'history/00000002.history', 'history/00000003.history'];
+    const inv = await takeInventory(new MemoryStore(keys));
+    const without = ok(plan(inv, [b1, b2], { kind: 'keep-backups', count: 1 }));
+    expect(without.backups!.remove.map((b) => b.id)).toEqual([b1.id]);
+    const p = ok(
+      planRetention({ inv, backups: [b1, b2], unreadable: [], labels: [], request: { kind: 'keep-backups', count: 1 }, now: NOW, mustKeep: { id: b1.id, why: 'timeline 3' } }),
+    );
+    expect(p.backups!.remove).toEqual([]);
+    expect(p.keptBackups.map((b) => b.id)).toEqual([b1.id, b2.id]);
+    expect(p.backups!.keep.find((k) => k.backup.id === b1.id)!.why).toBe('timeline 3');
+    expect(p.wal.keepFrom.segno).toBe(5n);
+    expect(p.wal.remove.map((f) => f.file.name)).toEqual([1, 2, 3, 4].map((n) => seg(1, n)));
+  });
+});
+
 describe('whether a backup reaches the newest WAL', () => {
   it('continuous from its start to the newest segment', async () => {
     const inv = await takeInventory(new MemoryStore(segs(1, 5, 20)));
