@@ -28,6 +28,13 @@ export interface RestoreOptions {
   readonly onChosen?: (c: Choice) => Progress | undefined;
   readonly onPart?: (n: number, total: number, rawBytes: number) => void;
   readonly warn: (message: string) => void;
+  /**
+   * Runs once the backup is chosen and before anything is written (a drill
+   * checks free space and PostgreSQL's programs there, and places the
+   * tablespaces); what it returns overrides `tablespaceMap`. A throw stops
+   * the restore with nothing written.
+   */
+  readonly preflight?: (c: Choice) => Promise<{ readonly tablespaceMap?: readonly string[] } | undefined>;
 }
 
 export interface RestoreResult {
@@ -48,7 +55,8 @@ export interface RestoreResult {
 export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const choice = await chooseBackup({ store: o.store, keys: o.keys, backups: o.backups, requested: o.requested, target: o.target, timeline: o.timeline });
   const b = choice.backup;
-  const tablespaceDirs = await tablespaceTargets(b, o.tablespaceMap);
+  const pre = await o.preflight?.(choice);
+  const tablespaceDirs = await tablespaceTargets(b, pre?.tablespaceMap ?? o.tablespaceMap);
   await prepareEmptyDir(o.dataDir, 'the data directory');
   for (const [oid, dir] of tablespaceDirs) await prepareEmptyDir(dir, `the directory of tablespace ${oid}`);
   const progress = o.onChosen?.(choice);
