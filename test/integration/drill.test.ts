@@ -1,8 +1,9 @@
+import { spawnSync } from 'node:child_process';
 import { readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PgCluster } from '../support/pg-cluster.js';
-import { chownTreeToPostgres } from '../support/postgres-user.js';
+import { chownTreeToPostgres, postgresIds } from '../support/postgres-user.js';
 import { scratch } from '../support/scratch.js';
 import { archivingPrimary, fileArchive, makeSegments, runWalship, type TestArchive } from '../support/walship.js';
 
@@ -34,6 +35,7 @@ let tsDir = '';
 let scratchParent = '';
 let backupId = '';
 let checkDir = '';
+let targetTime = '';
 
 afterAll(async () => {
   await primary?.destroy().catch(() => undefined);
@@ -101,13 +103,15 @@ describe('walship drill, file store', () => {
     backupId = taken.stdout.trim();
     // WAL after the backup, so that a drill to latest needs several segments.
     await primary.sql('insert into in_ts select generate_series(1001, 2000)');
+    targetTime = await primary.sql("select to_char(clock_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'");
+    await primary.sql('insert into in_ts select generate_series(2001, 2500)');
     const last = await makeSegments(primary, 4);
     await primary.waitArchived(last, 120_000);
   }, 600_000);
 
   it('passes on a healthy archive, reports plausible RTO and RPO, and leaves the archive and the tablespace untouched', async () => {
     const checkFile = join(checkDir, 'check-true.sql');
-    await writeFile(checkFile, "select 'x';\nselect count(*) = 2000 from in_ts;\n");
+    await writeFile(checkFile, "select 'x';\nselect count(*) = 2500 from in_ts;\n");
     await chownTreeToPostgres(checkFile);
     const archiveBefore = await archiveListing();
     const tsBefore = await treeListing(tsDir);
@@ -142,6 +146,19 @@ describe('walship drill, file store', () => {
     expect(metrics.stdout).toMatch(/^walship_drill_rto_objective_seconds\{[^}]*\} 3600$/m);
   }, 600_000);
 
+  it('restores to a --target-time, and reports how close the last replayed commit came to it', async () => {
+    const checkFile = join(checkDir, 'check-time.sql');
+    await writeFile(checkFile, 'select count(*) = 2000 from in_ts;\n');
+    await chownTreeToPostgres(checkFile);
+    const { code, report, stderr } = await drill(['--target-time', targetTime, '--check-sql', checkFile]);
+    expect(code, `${JSON.stringify(report, null, 2)}\n${stderr}`).toBe(0);
+    expect(report.checks.find((c) => c.name === 'check-sql')?.status).toBe('passed');
+    // The last commit replayed is the insert just before the target: before it, and not long before.
+    expect(Date.parse(report.lastReplayedCommit!)).toBeLessThanOrEqual(Date.parse(targetTime.replace(' ', 'T').replace('+00', 'Z')));
+    expect(report.targetAccuracySeconds).toBeGreaterThanOrEqual(0);
+    expect(report.targetAccuracySeconds).toBeLessThan(600);
+  }, 600_000);
+
   it('fails with exit 1 when the --check-sql file returns false', async () => {
     const checkFile = join(checkDir, 'check-false.sql');
     await writeFile(checkFile, 'select count(*) = 0 from pg_class;\n');
@@ -151,6 +168,26 @@ describe('walship drill, file store', () => {
     expect(report.outcome).toBe('failed');
     expect(report.checks.find((c) => c.name === 'check-sql')).toMatchObject({ status: 'failed', detail: expect.stringContaining('not true') });
     expect(await readdir(scratchParent)).toEqual([]);
+  }, 600_000);
+
+  it('could not run (exit 3) when the scratch file system is too small, and writes nothing there', async (ctx) => {
+    const tiny = await tmp.dir('walship-drill-tiny-');
+    const { uid, gid } = postgresIds();
+    const m = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=2m,mode=0700,uid=${uid},gid=${gid}`, 'tmpfs', tiny], { encoding: 'utf8' });
+    if (m.status !== 0) ctx.skip();
+    try {
+      const before = await archiveListing();
+      const r = await runWalship(['drill', '--scratch', tiny, '-D', primary.dataDir], { env: archive.env });
+      expect(r.code, r.stdout + r.stderr).toBe(3);
+      expect(r.stdout).toContain('COULD NOT RUN');
+      expect(r.stdout + r.stderr).toMatch(/the drill needs about \d+ MiB .* has \d+ MiB free; nothing was written/);
+      expect(await readdir(tiny)).toEqual([]);
+      expect(await archiveListing()).toEqual(before);
+    } finally {
+      spawnSync('umount', [tiny]);
+    }
+    const metrics = await runWalship(['metrics', '-D', primary.dataDir], { env: archive.env });
+    expect(metrics.stdout).toMatch(/^walship_drill_runs_total\{[^}]*outcome="error"\} 1$/m);
   }, 600_000);
 
   it('fails with exit 1 naming the segment when one is missing from the range recovery needs', async () => {
