@@ -62,3 +62,38 @@ describe('drill server settings', () => {
     expect(() => parseControlData('max_connections setting: 100')).toThrow(/max_worker_processes/);
   });
 });
+
+describe('drill report', () => {
+  it('says what was proved, and for a failure what to do next', async () => {
+    const { renderReport } = await import('../../src/drill/report.js');
+    const passed = renderReport({
+      outcome: 'passed',
+      startedAt: '2026-12-01T00:00:00.000Z',
+      target: 'the end of the archived WAL',
+      backup: { id: 'B1', stopTime: '2026-12-01T00:00:00Z', timeline: 1, rawBytes: 1, reason: 'the newest backup' },
+      wal: { first: '000000010000000000000003', last: '000000010000000000000009', replayEndLsn: '0/9000100' },
+      rtoSeconds: 12.34,
+      archiveRpoSeconds: 5,
+      targetAccuracySeconds: 1,
+      lastReplayedCommit: '2026-12-01T00:00:01.000Z',
+      newestArchived: { segment: '000000010000000000000009', at: '2026-12-01T00:00:02.000Z' },
+      checks: [{ name: 'pg_amcheck', status: 'passed', detail: 'ok' }],
+      scratch: '/tmp/s',
+      kept: false,
+    });
+    expect(passed).toMatch(/^drill PASSED/);
+    expect(passed).toContain('RTO              12.3 s');
+    expect(passed).toContain('WAL used         000000010000000000000003 … 000000010000000000000009 (replay ended at 0/9000100)');
+    const failed = renderReport({
+      outcome: 'failed',
+      startedAt: '2026-12-01T00:00:00.000Z',
+      target: 'the end of the archived WAL',
+      checks: [],
+      kept: false,
+      error: { code: 'WAL_MISSING', message: 'WAL segment 000000010000000000000005 is missing', hint: 'archive it again' },
+    });
+    expect(failed).toMatch(/^drill FAILED/);
+    expect(failed).toContain('000000010000000000000005');
+    expect(failed).toContain('next             archive it again');
+  });
+});
