@@ -84,6 +84,7 @@ export async function runDrillCommand(opts: DrillCliOptions, globals: GlobalOpti
         owner: opts.owner,
         restoreCommand: restoreCommand(globals),
         prefetch: config.prefetch,
+        spoolDir: config.spoolDir,
         jobs,
         createdBy: CREATED_BY,
         log: (m) => log.info(m),

@@ -6,6 +6,7 @@ import type { BackupDescriptor } from '../backup/index.js';
 import type { KeyProvider } from '../crypto/index.js';
 import { errorMessage, WalshipError } from '../errors.js';
 import { appendServerSettings, describeTarget, pgProgram, restoreBackup, type Choice, type RecoveryTarget } from '../restore/index.js';
+import { clusterSpoolPath } from '../spool/cluster.js';
 import type { Store } from '../store/index.js';
 import { amcheck, catalogCheck, checkSql, requirePassed, type CheckResult } from './checks.js';
 import { DrillCouldNotRunError, DrillFailedError } from './errors.js';
@@ -28,6 +29,8 @@ export interface DrillOptions {
   readonly owner: string | undefined;
   readonly restoreCommand: string;
   readonly prefetch: number;
+  /** walship's spool: the scratch server's fetch calls record there, under the scratch data directory's key. */
+  readonly spoolDir: string;
   readonly jobs: number;
   readonly createdBy: string;
   readonly log: (message: string) => void;
@@ -180,7 +183,12 @@ export async function runDrill(o: DrillOptions, report: DrillReport): Promise<vo
       const problem = await stopScratchServer(dataDir, pgVersion);
       if (problem) o.warn(`the scratch server in ${dataDir} may still run: ${problem}`);
     }
-    if (scratch && !o.keep) await removeScratch(scratch).catch((err: unknown) => o.warn(`could not remove ${scratch}: ${errorMessage(err)}`));
+    if (scratch && !o.keep) {
+      // The records the scratch server's fetch calls left in the spool go with it (one directory per drill otherwise).
+      const records = dataDir ? await clusterSpoolPath(o.spoolDir, dataDir).catch(() => undefined) : undefined;
+      await removeScratch(scratch).catch((err: unknown) => o.warn(`could not remove ${scratch}: ${errorMessage(err)}`));
+      if (records) await removeScratch(records).catch(() => undefined);
+    }
     report.kept = o.keep && scratch !== undefined;
     report.finishedAt = new Date().toISOString();
     process.removeListener('SIGINT', onSignal);

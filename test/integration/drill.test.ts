@@ -1,11 +1,11 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PgCluster } from '../support/pg-cluster.js';
-import { chownTreeToPostgres, postgresIds } from '../support/postgres-user.js';
+import { basePostgresEnv, chownTreeToPostgres, postgresIds } from '../support/postgres-user.js';
 import { scratch } from '../support/scratch.js';
-import { archivingPrimary, fileArchive, makeSegments, runWalship, type TestArchive } from '../support/walship.js';
+import { archivingPrimary, fileArchive, makeSegments, runWalship, walshipBin, type TestArchive } from '../support/walship.js';
 
 /**
  * walship drill end to end on a real PostgreSQL 15 archiving through
@@ -115,6 +115,8 @@ describe('walship drill, file store', () => {
     await chownTreeToPostgres(checkFile);
     const archiveBefore = await archiveListing();
     const tsBefore = await treeListing(tsDir);
+    const spoolClusters = join(archive.env.WALSHIP_SPOOL_DIR!, 'clusters');
+    const spoolBefore = await readdir(spoolClusters);
 
     const { code, report, stderr } = await drill(['--check-sql', checkFile]);
     expect(code, `${JSON.stringify(report, null, 2)}\n${stderr}`).toBe(0);
@@ -135,8 +137,9 @@ describe('walship drill, file store', () => {
     expect(archiveAfter).toEqual(archiveBefore);
     expect(archiveAfter.filter((k) => k.includes('.history') || k.includes('00000002'))).toEqual([]);
     expect(await treeListing(tsDir)).toEqual(tsBefore);
-    // The scratch directory is gone.
+    // The scratch directory is gone, and so are the records its fetch calls left in the spool.
     expect(await readdir(scratchParent)).toEqual([]);
+    expect(await readdir(spoolClusters)).toEqual(spoolBefore);
 
     const metrics = await runWalship(['metrics', '-D', primary.dataDir], { env: { ...archive.env, WALSHIP_RTO_SECONDS: '3600' } });
     expect(metrics.stdout).toMatch(/^walship_drill_runs_total\{[^}]*outcome="success"\} 1$/m);
@@ -144,6 +147,23 @@ describe('walship drill, file store', () => {
     expect(Number(last?.[1])).toBeGreaterThan(Date.now() / 1000 - 3600);
     expect(metrics.stdout).toMatch(/^walship_drill_rto_seconds\{[^}]*\} [0-9.]+$/m);
     expect(metrics.stdout).toMatch(/^walship_drill_rto_objective_seconds\{[^}]*\} 3600$/m);
+  }, 600_000);
+
+  it.skipIf(process.getuid?.() !== 0)('run as root, restores as root and runs the scratch server as --owner postgres', async () => {
+    const parent = await tmp.dir('walship-drill-root-');
+    const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(walshipBin(), ['drill', '--json', '--scratch', parent, '--owner', 'postgres'], { env: { ...basePostgresEnv(), ...archive.env } });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout) as Report;
+    expect(report.outcome).toBe('passed');
+    expect(report.checks.find((c) => c.name === 'pg_amcheck')?.status).toBe('passed');
+    expect(await readdir(parent)).toEqual([]);
   }, 600_000);
 
   it('restores to a --target-time, and reports how close the last replayed commit came to it', async () => {
