@@ -53,14 +53,10 @@ export interface ReplayFacts {
   readonly lastCommit: Date | undefined;
   /** pg_last_wal_replay_lsn(): where replay ended. */
   readonly replayLsn: string | undefined;
-  readonly timeline: number;
-  readonly inRecovery: boolean;
 }
 
 export async function replayFacts(client: Client): Promise<ReplayFacts> {
-  const r = await client.query<{ t: Date | null; lsn: string | null; tli: number; rec: boolean }>(
-    'select pg_last_xact_replay_timestamp() as t, pg_last_wal_replay_lsn()::text as lsn, (select timeline_id from pg_control_checkpoint()) as tli, pg_is_in_recovery() as rec',
-  );
+  const r = await client.query<{ t: Date | null; lsn: string | null }>('select pg_last_xact_replay_timestamp() as t, pg_last_wal_replay_lsn()::text as lsn');
   const row = r.rows[0]!;
-  return { lastCommit: row.t ?? undefined, replayLsn: row.lsn ?? undefined, timeline: Number(row.tli), inRecovery: row.rec };
+  return { lastCommit: row.t ?? undefined, replayLsn: row.lsn ?? undefined };
 }

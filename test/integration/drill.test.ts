@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { readdir, rename, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PgCluster } from '../support/pg-cluster.js';
@@ -232,5 +232,23 @@ describe('walship drill, file store', () => {
     }
     const metrics = await runWalship(['metrics', '-D', primary.dataDir], { env: archive.env });
     expect(metrics.stdout).toMatch(/^walship_drill_runs_total\{[^}]*outcome="failure"\} 2$/m);
+  }, 600_000);
+
+  it('fails with exit 1 naming the part when a backup part is damaged', async () => {
+    const partFile = join(archive.dir, 'backups', backupId, 'part-000001');
+    const original = await readFile(partFile);
+    const damaged = Buffer.from(original);
+    const headerLen = 12 + damaged.readUInt32BE(8);
+    damaged[headerLen + 8 + 4 + 100]! ^= 0x40;
+    await writeFile(partFile, damaged);
+    try {
+      const { code, report, stderr } = await drill([]);
+      expect(code, `${JSON.stringify(report, null, 2)}\n${stderr}`).toBe(1);
+      expect(report.outcome).toBe('failed');
+      expect(report.error?.message).toMatch(/part 1 of backup .* is damaged/);
+      expect(await readdir(scratchParent)).toEqual([]);
+    } finally {
+      await writeFile(partFile, original);
+    }
   }, 600_000);
 });
