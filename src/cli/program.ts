@@ -191,6 +191,42 @@ function build(setExit: (code: number) => void): Command {
       setExit(await runRestore(opts, globals(program)));
     });
 
+  program
+    .command('drill')
+    .description('prove the archive restores: restore a backup into a scratch directory, open it on a private port, check it, measure RTO and RPO, remove it')
+    .option('--backup <id>', 'backup id or latest (default: chosen from the target, as restore does)')
+    .option('--target-time <time>', "recover to this time, e.g. '2026-12-01 14:30:00+00'")
+    .option('--target-name <name>', 'recover to this restore point')
+    .option('--target-lsn <lsn>', 'recover to this WAL position')
+    .option('--target <latest|immediate>', 'latest (the default): all archived WAL; immediate: the end of the backup')
+    .option('--check-sql <file>', 'SQL run on the restored server (database postgres); its last statement must return a single true')
+    .option('--keep', 'keep the scratch directory (the server is stopped all the same)')
+    .option('--json', 'machine-readable report on stdout')
+    .option('--scratch <dir>', 'where the scratch directory is made (default: the system temp directory); never the file system of pg_wal')
+    .option('--owner <user>', 'when run as root: the OS user the scratch server runs as (default postgres)')
+    .option('-D, --pgdata <dir>', 'data directory whose metrics record the outcome; env WALSHIP_PGDATA or PGDATA')
+    .option('-j, --jobs <n>', 'backup parts downloaded at once (default 4)')
+    .addHelpText(
+      'after',
+      `
+Production is never touched: the copy runs with archive_mode=off (no new timeline or history file reaches the
+archive), its tablespaces are restored inside the scratch directory (a path outside is refused), it listens
+only on localhost and on a socket in the scratch directory, and free space is checked before anything is written.
+Checks: the WAL recovery needs is archived, pg_verifybackup, recovery reaches the target and promotes, every
+database opens, pg_amcheck --install-missing --all (when installed), and --check-sql.
+Reports the RTO (start to an open server), the target accuracy, the archive RPO, the backup and WAL used;
+records them for walship metrics (walship_drill_*). See docs/drill.md.
+Exit status:
+  0  passed: the archive restores
+  1  the archive cannot be restored (missing WAL segment, damaged part, target not reached, a check failed)
+  2  bad arguments or configuration
+  3  the drill could not run (no space, no free port, no PostgreSQL programs, store unreachable): nothing proved`,
+    )
+    .action(async (opts: Record<string, unknown>) => {
+      const { runDrillCommand } = await import('./drill.js');
+      setExit(await runDrillCommand(opts, globals(program)));
+    });
+
   // Started by fetch during recovery; hidden from --help.
   program.command('prefetch-worker', { hidden: true }).action(async () => {
     const { runPrefetchWorkerCommand } = await import('./prefetch-worker.js');

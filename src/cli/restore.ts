@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import { bytes } from '../archive/index.js';
 import { progressLine, readCatalog } from '../backup/index.js';
 import { ConfigError, InvalidInputError } from '../errors.js';
@@ -9,6 +9,7 @@ import { CREATED_BY } from '../version.js';
 import { commandContext, commandLogger, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
 import { reportError } from './report.js';
+import { restoreCommand } from './restore-command.js';
 
 interface RestoreCliOptions extends TargetOptions {
   readonly pgdata?: string;
@@ -19,16 +20,6 @@ interface RestoreCliOptions extends TargetOptions {
   readonly tablespaceMap?: string[];
   readonly jobs?: string;
   readonly owner?: string;
-}
-
-/** The restore_command walship writes: this walship, the same config file, never credentials. */
-function restoreCommand(globals: GlobalOptions): string {
-  const entry = process.argv[1] ?? '';
-  const launcher = resolve(dirname(entry), '..', 'bin', 'walship');
-  const bin = existsSync(launcher) ? launcher : 'walship';
-  const config = globals.config ?? process.env.WALSHIP_CONFIG;
-  const q = (s: string) => (/^[A-Za-z0-9_./=:-]+$/.test(s) ? s : `"${s.replace(/(["\\$`])/g, '\\$1')}"`);
-  return `${q(bin)}${config ? ` -c ${q(resolve(config))}` : ''} fetch %f %p`;
 }
 
 /**

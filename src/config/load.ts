@@ -61,6 +61,8 @@ export interface Config {
   readonly agentJobs: number | undefined;
   /** Recovery point objective (seconds) that metrics and status compare the archival lag with. */
   readonly rpoSeconds: number;
+  /** Recovery time objective (seconds) drills are compared with; undefined when not set. */
+  readonly rtoSeconds: number | undefined;
   /** Value of the `cluster` label on every metric; undefined leaves the label out. */
   readonly clusterLabel: string | undefined;
   /** Data directory metrics and status read pg_wal/archive_status and pg_control from. */
@@ -226,6 +228,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     agentIdleMs: duration(lookup, 'WALSHIP_AGENT_IDLE', 60, 0, 365 * 86400) * 1000,
     agentJobs: lookup('WALSHIP_AGENT_JOBS') ? integer(lookup, 'WALSHIP_AGENT_JOBS', 1, 1, 64) : undefined,
     rpoSeconds: integer(lookup, 'WALSHIP_RPO_SECONDS', 900, 1, 31 * 86400),
+    rtoSeconds: lookup('WALSHIP_RTO_SECONDS') ? integer(lookup, 'WALSHIP_RTO_SECONDS', 1, 1, 31 * 86400) : undefined,
     clusterLabel: lookup('WALSHIP_CLUSTER_LABEL')?.value.trim() || undefined,
     pgData: absolutePath(lookup, 'WALSHIP_PGDATA'),
     pgDsn: lookup('WALSHIP_PG_DSN')?.value,

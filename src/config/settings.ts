@@ -38,6 +38,7 @@ export const SETTINGS = [
   { env: 'WALSHIP_AGENT_IDLE', expects: 'a duration such as 60s or 5m the agent stays without work before it exits (0 = never)', default: '60s' },
   { env: 'WALSHIP_AGENT_JOBS', expects: 'files the agent archives at once (1-64)', default: 'the number of cores' },
   { env: 'WALSHIP_RPO_SECONDS', expects: 'the recovery point objective in seconds, for metrics and status (1-2678400)', default: '900' },
+  { env: 'WALSHIP_RTO_SECONDS', expects: 'the recovery time objective in seconds that walship drill results are compared with (1-2678400)' },
   { env: 'WALSHIP_CLUSTER_LABEL', expects: 'a name for this cluster, the cluster label of every metric' },
   { env: 'WALSHIP_PGDATA', expects: 'the absolute data directory, for metrics and status (else PGDATA)' },
   { env: 'WALSHIP_PG_DSN', expects: 'a libpq connection string or postgres:// URL for metrics and status (else libpq PG* variables)', secret: true },

@@ -8,6 +8,7 @@ import { readDatabase, type DbResult } from './database.js';
 import { segmentEndPosition } from './wal-position.js';
 import { readAgentHealth, type AgentHealth } from './agent-health.js';
 import { readBackupState, type BackupState } from '../spool/backup-state.js';
+import { readDrillState, type DrillState } from '../spool/drill-state.js';
 
 /**
  * One look at everything the lag reporter knows, from local sources only
@@ -22,6 +23,7 @@ export interface CollectOptions {
   readonly pgData: string | undefined;
   readonly db: DbTarget | undefined;
   readonly rpoSeconds: number;
+  readonly rtoObjectiveSeconds?: number | undefined;
   readonly dbTimeoutMs: number;
   /** Fold the state journal first (the periodic reporter does; status only reads). */
   readonly compact: boolean;
@@ -57,6 +59,10 @@ export interface LagReport {
   readonly agent?: AgentHealth | undefined;
   /** What walship backup and backup verify recorded (undefined without a data directory, or unreadable). */
   readonly backups?: BackupState | undefined;
+  /** What walship drill recorded (undefined without a data directory, or unreadable). */
+  readonly drills?: DrillState | undefined;
+  /** WALSHIP_RTO_SECONDS, the recovery time objective drills are compared with; undefined when not set. */
+  readonly rtoObjectiveSeconds?: number | undefined;
 }
 
 export async function collect(opts: CollectOptions): Promise<LagReport> {
@@ -109,10 +115,13 @@ export async function collect(opts: CollectOptions): Promise<LagReport> {
 
   const agent = stateDir ? await readAgentHealth(stateDir).catch(() => undefined) : undefined;
   const backups = stateDir ? await readBackupState(stateDir).catch(() => undefined) : undefined;
+  const drills = stateDir ? await readDrillState(stateDir).catch(() => undefined) : undefined;
 
   return {
     agent,
     backups,
+    drills,
+    rtoObjectiveSeconds: opts.rtoObjectiveSeconds,
     generatedAt,
     rpoSeconds: opts.rpoSeconds,
     systemIdentifier,

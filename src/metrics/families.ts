@@ -137,6 +137,29 @@ export function metricFamilies(r: LagReport, info: InfoLabels): MetricFamily[] {
     );
   }
 
+  const dr = r.drills;
+  if (dr) {
+    out.push(
+      g('walship_drill_last_success_timestamp_seconds', 'When the newest successful walship drill finished (Unix time), 0 until the first: alert when it gets old.', [
+        { value: (dr.lastSuccess?.at ?? 0) / 1000 },
+      ]),
+      c('walship_drill_runs_total', 'walship drill runs by outcome: success, failure (the archive did not restore), error (the drill could not run).', [
+        { labels: { outcome: 'success' }, value: dr.runs.success },
+        { labels: { outcome: 'failure' }, value: dr.runs.failure },
+        { labels: { outcome: 'error' }, value: dr.runs.error },
+      ]),
+      g('walship_drill_rto_seconds', 'Recovery time the newest successful drill achieved: seconds from its start to a consistent, open server.', one(dr.lastSuccess?.rtoSeconds)),
+      g(
+        'walship_drill_target_accuracy_seconds',
+        "Newest successful drill: seconds between its target's time and the last commit recovery replayed.",
+        one(dr.lastSuccess?.targetAccuracySeconds),
+      ),
+    );
+  }
+  if (r.rtoObjectiveSeconds !== undefined) {
+    out.push(g('walship_drill_rto_objective_seconds', 'The configured recovery time objective (WALSHIP_RTO_SECONDS) drills are compared with.', [{ value: r.rtoObjectiveSeconds }]));
+  }
+
   if (r.db) {
     out.push(g('walship_pg_up', '1 if the configured database connection answered, else 0.', [{ value: r.db.ok ? 1 : 0 }]));
   }

@@ -36,6 +36,7 @@ export function reporterSettings(config: Config, cli: ReporterCliOptions, env: N
       pgData,
       db: dbTarget(config.pgDsn, env),
       rpoSeconds,
+      rtoObjectiveSeconds: config.rtoSeconds,
       dbTimeoutMs: Math.min(config.timeoutMs, 10_000),
     },
     cluster: cli.cluster?.trim() || config.clusterLabel,

@@ -1,6 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { RecoveryTarget, TargetAction } from './target.js';
+import { writeSmallFile } from './write.js';
 
 /**
  * The recovery settings walship writes into postgresql.auto.conf (read
@@ -74,6 +75,20 @@ export function rewriteAutoConf(old: string, s: RecoverySettings): { text: strin
     '',
   ];
   return { text: `${kept.join('\n')}${kept.length ? '\n' : ''}${block.join('\n')}`, commentedOut };
+}
+
+/**
+ * Appends server settings under a comment to postgresql.auto.conf (a drill's
+ * port, socket and small memory): PostgreSQL applies the last value of each
+ * setting, so these win over the copied postgresql.conf and over the lines
+ * above. pg_verifybackup ignores postgresql.auto.conf, so this may follow
+ * the restore's own check.
+ */
+export async function appendServerSettings(dataDir: string, settings: readonly (readonly [string, string])[], comment: string): Promise<void> {
+  const path = join(dataDir, 'postgresql.auto.conf');
+  const old = await readFile(path, 'utf8').catch(() => '');
+  const block = ['', `# ${comment}`, ...settings.map(([k, v]) => `${k} = ${quote(v)}`), ''].join('\n');
+  await writeSmallFile(path, `${old}${old === '' || old.endsWith('\n') ? '' : '\n'}${block}`);
 }
 
 /**

@@ -31,6 +31,13 @@ export interface RestoreOptions {
   readonly warn: (message: string) => void;
   /** --owner: everything restored is given to this user (walship runs as root). */
   readonly owner?: Owner;
+  /**
+   * Runs once the backup is chosen and before anything is written (a drill
+   * checks free space and PostgreSQL's programs there, and places the
+   * tablespaces); what it returns overrides `tablespaceMap`. A throw stops
+   * the restore with nothing written.
+   */
+  readonly preflight?: (c: Choice) => Promise<{ readonly tablespaceMap?: readonly string[] } | undefined>;
 }
 
 export interface RestoreResult {
@@ -51,7 +58,8 @@ export interface RestoreResult {
 export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const choice = await chooseBackup({ store: o.store, keys: o.keys, backups: o.backups, requested: o.requested, target: o.target, timeline: o.timeline });
   const b = choice.backup;
-  const tablespaceDirs = await tablespaceTargets(b, o.tablespaceMap);
+  const pre = await o.preflight?.(choice);
+  const tablespaceDirs = await tablespaceTargets(b, pre?.tablespaceMap ?? o.tablespaceMap);
   const roots = [await prepareEmptyDir(o.dataDir, 'the data directory')];
   for (const [oid, dir] of tablespaceDirs) roots.push(await prepareEmptyDir(dir, `the directory of tablespace ${oid}`));
   const progress = o.onChosen?.(choice);

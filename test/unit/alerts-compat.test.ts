@@ -239,3 +239,33 @@ describe('daily backup packaging (docker/systemd/walship-backup.*, docker/compos
     expect(read('docker/prometheus/prometheus.yml')).toMatch(/rule_files:\n(?: {2}#.*\n| {2}- \S+\n)*? {2}- walship-compat-rules\.yml\n/);
   });
 });
+
+describe('monthly drill packaging (docker/systemd/walship-drill.*)', () => {
+  const service = read('docker/systemd/walship-drill.service');
+  const timer = read('docker/systemd/walship-drill.timer');
+
+  it('runs walship drill once a month as postgres, inside the 35 days WalshipDrillTooOld allows', () => {
+    expect(service).toMatch(/^Type=oneshot$/m);
+    expect(service).toMatch(/^User=postgres$/m);
+    expect(service).toMatch(/^ExecStart=\/usr\/local\/bin\/walship drill --scratch \S+$/m);
+    expect(timer).not.toMatch(/^Unit=/m);
+    expect(timer).toMatch(/^OnCalendar=\*-\*-03 04:00:00$/m);
+    expect(timer).toMatch(/^Persistent=true$/m);
+    expect(timer).toMatch(/^WantedBy=timers\.target$/m);
+    // The alert's threshold leaves room for the longest month plus jitter.
+    expect(read('docker/prometheus/walship-rules.yml')).toContain('time() - walship_drill_last_success_timestamp_seconds > 35 * 86400');
+  });
+
+  it.skipIf(!existsSync('/usr/bin/systemd-analyze'))('systemd-analyze verify accepts both units without a warning', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'walship-units-'));
+    try {
+      await writeFile(join(dir, 'walship-drill.service'), service.replace('/usr/local/bin/walship', join(root, 'bin', 'walship')));
+      await copyFile(join(root, 'docker', 'systemd', 'walship-drill.timer'), join(dir, 'walship-drill.timer'));
+      const { code, output } = await runTool('/usr/bin/systemd-analyze', ['verify', '--man=no', 'walship-drill.timer', 'walship-drill.service'], dir);
+      expect(code, output).toBe(0);
+      expect(output.split('\n').filter((l) => l.includes('walship-drill'))).toEqual([]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,13 @@
+import { existsSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import type { GlobalOptions } from './context.js';
+
+/** The restore_command restore and drill write: this walship, the same config file, never credentials. */
+export function restoreCommand(globals: GlobalOptions): string {
+  const entry = process.argv[1] ?? '';
+  const launcher = resolve(dirname(entry), '..', 'bin', 'walship');
+  const bin = existsSync(launcher) ? launcher : 'walship';
+  const config = globals.config ?? process.env.WALSHIP_CONFIG;
+  const q = (s: string) => (/^[A-Za-z0-9_./=:-]+$/.test(s) ? s : `"${s.replace(/(["\\$`])/g, '\\$1')}"`);
+  return `${q(bin)}${config ? ` -c ${q(resolve(config))}` : ''} fetch %f %p`;
+}
