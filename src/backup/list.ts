@@ -11,18 +11,21 @@ export interface StoredBackupKeys {
   readonly hasDescriptor: boolean;
   readonly storedBytes: number;
   readonly newest: Date;
+  /** The store's time of its oldest object (the `started` marker, written first): the store's clock, like the WAL's. */
+  readonly oldest: Date;
 }
 
 export async function listBackupKeys(store: Store): Promise<StoredBackupKeys[]> {
-  const byId = new Map<string, { keys: string[]; hasDescriptor: boolean; storedBytes: number; newest: Date }>();
+  const byId = new Map<string, { keys: string[]; hasDescriptor: boolean; storedBytes: number; newest: Date; oldest: Date }>();
   for await (const o of store.list(BACKUPS_PREFIX)) {
     const id = idOfKey(o.key);
     if (!id) continue; // not walship's: left alone
     let g = byId.get(id);
-    if (!g) byId.set(id, (g = { keys: [], hasDescriptor: false, storedBytes: 0, newest: o.lastModified }));
+    if (!g) byId.set(id, (g = { keys: [], hasDescriptor: false, storedBytes: 0, newest: o.lastModified, oldest: o.lastModified }));
     g.keys.push(o.key);
     g.storedBytes += o.size;
     if (o.lastModified > g.newest) g.newest = o.lastModified;
+    if (o.lastModified < g.oldest) g.oldest = o.lastModified;
     if (o.key.endsWith('/descriptor')) g.hasDescriptor = true;
   }
   return [...byId.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([id, g]) => ({ id, ...g }));

@@ -37,12 +37,16 @@ export async function runPrune(opts: PruneCliOptions, globals: GlobalOptions): P
     const { store, keys } = await commandContext(globals, log);
     const inv = await takeInventory(store);
     const catalog = await readCatalog(store, keys, inv.manifest.systemIdentifier);
-    // A backup without a descriptor may be running now: its marker says since when.
+    // A backup without a descriptor may be running now. Since when: the
+    // earlier of what its marker says (this host's clock) and when the store
+    // received its first object (the store's clock, which the WAL's times
+    // come from too); an unreadable marker still protects by the latter.
     const unfinished: { id: string; startedAt: Date }[] = [];
     for (const u of catalog.unfinished) {
-      const m = await readStarted(store, u.id);
-      const at = m ? Date.parse(m.startedAt) : Number.NaN;
-      if (!Number.isNaN(at)) unfinished.push({ id: u.id, startedAt: new Date(at) });
+      const m = await readStarted(store, u.id).catch(() => undefined);
+      const said = m ? Date.parse(m.startedAt) : Number.NaN;
+      const at = Number.isNaN(said) ? u.oldest.getTime() : Math.min(said, u.oldest.getTime());
+      unfinished.push({ id: u.id, startedAt: new Date(at) });
     }
     // PostgreSQL's .backup files guard an age only when walship has no backup of its own.
     const labels = request.kind === 'keep-days' && catalog.backups.length === 0 && inv.timelines.size > 0 ? (await readSmallFiles(inv, store, keys)).backups : [];
