@@ -37,7 +37,10 @@ function throughputTarget(bk, op) {
     met: p ? p.median >= 1 : undefined,
     cause:
       p && p.median < 1
-        ? `walship used ${f(w.cpuSPerGb)} CPU s/GB against pgBackRest's ${f(g.cpuSPerGb)} and kept ${f(cores(w), 2)} cores busy on average (pgBackRest ${f(cores(g), 2)})`
+        ? [
+            `walship used ${f(w.cpuSPerGb)} CPU s/GB against pgBackRest's ${f(g.cpuSPerGb)} and kept ${f(cores(w), 2)} cores busy on average (pgBackRest ${f(cores(g), 2)})${cores(w) !== undefined && cores(w) < 0.8 ? ': not CPU-bound, the time goes to waiting' : ''}`,
+            w.parts !== undefined ? `the backup has ${w.parts} part(s) of at most 1 GiB, and walship works on whole parts, 2 at a time (pgBackRest's 2 processes share out files)` : undefined,
+          ].filter(Boolean).join('; ')
         : undefined,
   };
 }

@@ -104,8 +104,11 @@ async function measure(ctx, name, dir, command, env) {
   }
   const leftovers = await group.settle(10_000);
   const acct = summarise(group, timeLog, leftovers);
-  if (r.code !== 0) throw new Error(`${name} failed (exit ${r.code}): ${readFileSync(outPath, 'utf8').trim().slice(-1500)}`);
-  return { wallS: r.ms / 1000, ...acct };
+  const output = readFileSync(outPath, 'utf8');
+  if (r.code !== 0) throw new Error(`${name} failed (exit ${r.code}): ${output.trim().slice(-1500)}`);
+  // walship logs how many parts the backup has ("... in 3 parts"): the unit its -j parallelism works on.
+  const parts = /\bin (\d+) parts\b/.exec(output)?.[1];
+  return { wallS: r.ms / 1000, parts: parts === undefined ? undefined : Number(parts), ...acct };
 }
 
 /** A restored directory must look startable: pg_control, backup_label and about the data's size. */
@@ -131,6 +134,7 @@ function row(op, tool, pass, m, dbBytes, extra = {}) {
     cpuSPerGb: m.cpuMs === undefined ? undefined : m.cpuMs / 1000 / (dbBytes / GB),
     callCpuS: m.callCpuMs === undefined ? undefined : m.callCpuMs / 1000,
     peakKb: peak?.[1],
+    parts: m.parts,
     peaks: m.peaks,
     leftovers: m.leftovers,
     ...extra,
@@ -154,6 +158,7 @@ function aggregate(runs) {
     callCpuS: med('callCpuS'),
     cpuS: med('cpuS'),
     peakKb: Math.max(...runs.map((r) => r.peakKb ?? 0)),
+    parts: runs.at(-1).parts,
     peaks: Object.fromEntries(Object.entries(peaks).sort((a, b) => b[1] - a[1])),
     runs: runs.map((r) => ({ pass: r.pass, wallS: r.wallS, mbPerS: r.mbPerS, cpuSPerGb: r.cpuSPerGb, peakKb: r.peakKb })),
     leftovers: runs.flatMap((r) => r.leftovers ?? []),
