@@ -25,7 +25,8 @@ function largest(rows, which) {
   return best;
 }
 
-function throughputTarget(bk, op) {
+function throughputTarget(res, op) {
+  const bk = res.backup;
   const rows = bk?.[op] ?? [];
   const p = paired(rows, 'walship', 'pgbackrest', 'mbPerS');
   const w = find(rows, 'walship');
@@ -38,8 +39,11 @@ function throughputTarget(bk, op) {
     cause:
       p && p.median < 1
         ? [
-            `walship used ${f(w.cpuSPerGb)} CPU s/GB against pgBackRest's ${f(g.cpuSPerGb)} and kept ${f(cores(w), 2)} cores busy on average (pgBackRest ${f(cores(g), 2)})${cores(w) !== undefined && cores(w) < 0.8 ? ': not CPU-bound, the time goes to waiting' : ''}`,
-            w.parts !== undefined ? `the backup has ${w.parts} part(s) of at most 1 GiB, and walship works on whole parts, 2 at a time (pgBackRest's 2 processes share out files)` : undefined,
+            `walship used ${f(w.cpuSPerGb)} CPU s/GB against pgBackRest's ${f(g.cpuSPerGb)} and kept ${f(cores(w), 2)} cores busy on average over its ${f(w.wallS)} s (pgBackRest ${f(cores(g), 2)} over ${f(g.wallS)} s)`,
+            w.runqWaitS !== undefined
+              ? `its threads waited ${f(w.runqWaitS)} s in all for a CPU held by something else (pgBackRest's ${f(g.runqWaitS)} s; /proc schedstat, summed over threads; load average at the start ${res.meta?.loadStart ?? '–'})`
+              : undefined,
+            w.parts !== undefined ? `the backup has ${w.parts} parts (--part-size 1 GiB) and walship moves whole parts, 2 at a time; pgBackRest's 2 processes share out files` : undefined,
           ].filter(Boolean).join('; ')
         : undefined,
   };
@@ -57,8 +61,8 @@ export function backupTargets(res) {
     return `${op}: walship ${f(find(bk?.[op], 'walship')?.cpuSPerGb)}, pgBackRest ${f(find(bk?.[op], 'pgbackrest')?.cpuSPerGb)} s/GB (${p ? x(p.median) : '–'})`;
   };
   return [
-    throughputTarget(bk, 'backup'),
-    throughputTarget(bk, 'restore'),
+    throughputTarget(res, 'backup'),
+    throughputTarget(res, 'restore'),
     {
       target: 'backup and restore: peak RSS per process ≤ 150 MB',
       measured: mine
@@ -84,11 +88,11 @@ export function renderBackup(res) {
   L.push(`## Backup and restore (issue 11): pgbench scale ${bk.scale}, database ${f(bk.dbBytes / 1e9, 2)} GB, ${bk.repeat} passes`);
   L.push('');
   L.push(
-    `One PostgreSQL 15 cluster (\`pgbench -i -s ${bk.scale}\`, logged tables; data directory without pg_wal ${f(bk.dataBytes / 1e9, 2)} GB) archiving to both tools (\`walship push %p && pgbackrest archive-push %p\`). walship: file store, LZ4, AES-256-GCM keyfile, default part size (1 GiB) and \`-j 2\` for backup (its default) and restore. pgBackRest: local repo, lz4, aes-256-cbc, process-max=2. Each pass runs the two backups back to back, then the two restores (into a new empty directory, removed afterwards), the order alternating between passes; the cluster is idle. Backups are timed until the tool exits, so they include the wait for the last WAL segment to be archived (by both tools, as archive_command pushes to both); walship restore's time includes its own \`pg_verifybackup -n\`. MB/s = database size (sum of pg_database_size) ÷ wall time. CPU: user+sys of every process the call started (cgroup), per GB of database; PostgreSQL's own work (checkpoint, archiver) is not in it. Peak RSS: the largest single process. Figures are medians over the runs (wall times of every run in brackets, pass order); ÷ pgBackRest is the median of per-pass ratios walship ÷ pgBackRest.`,
+    `One PostgreSQL 15 cluster (\`pgbench -i -s ${bk.scale}\`, logged tables; data directory without pg_wal ${f(bk.dataBytes / 1e9, 2)} GB) archiving to both tools (\`walship push %p && pgbackrest archive-push %p\`). walship: file store, LZ4, AES-256-GCM keyfile, default part size (1 GiB) and \`-j 2\` for backup (its default) and restore. pgBackRest: local repo, lz4, aes-256-cbc, process-max=2. Each pass runs the two backups back to back, then the two restores (into a new empty directory, removed afterwards), the order alternating between passes; the cluster is idle. Backups are timed until the tool exits, so they include the wait for the last WAL segment to be archived (by both tools, as archive_command pushes to both); walship restore's time includes its own \`pg_verifybackup -n\`. MB/s = database size (sum of pg_database_size) ÷ wall time. CPU: user+sys of every process the call started (cgroup), per GB of database; PostgreSQL's own work (checkpoint, archiver) is not in it. Waited for a CPU: time the call's threads were runnable while other work held the cores (/proc/<pid>/task/<tid>/schedstat, sampled every 20 ms, summed over threads), the shared machine's share of a slow run. Peak RSS: the largest single process. Figures are medians over the runs (wall times of every run in brackets, pass order); ÷ pgBackRest is the median of per-pass ratios walship ÷ pgBackRest.`,
   );
   L.push('');
-  L.push('| operation | tool | runs | wall s, median (each) | MB/s | ÷ pgBackRest (MB/s) | CPU s/GB | ÷ pgBackRest (CPU) | peak RSS MB (process) |');
-  L.push('|---|---|---|---|---|---|---|---|---|');
+  L.push('| operation | tool | runs | wall s, median (each) | MB/s | ÷ pgBackRest (MB/s) | CPU s/GB | ÷ pgBackRest (CPU) | waited for a CPU, s (all threads) | peak RSS MB (process) |');
+  L.push('|---|---|---|---|---|---|---|---|---|---|');
   for (const op of ['backup', 'restore']) {
     for (const r of bk[op]) {
       const wall = r.allWallS.length <= 1 ? f(r.wallS) : `${f(r.wallS)} (${r.allWallS.map((v) => f(v)).join(', ')})`;
@@ -98,7 +102,7 @@ export function renderBackup(res) {
         return p ? `${x(p.median)}${perPass(p)}` : '–';
       };
       const peaks = Object.entries(r.peaks ?? {}).filter(([, kb], i) => i === 0 || kb >= 8192).slice(0, 2).map(([l, kb]) => `${mb(kb)} (${l})`).join(', ') || '–';
-      L.push(`| ${op} | ${TOOL[r.tool]}: ${COMMAND[op][r.tool]} | ${r.passes} | ${wall} | ${f(r.mbPerS, 0)} | ${vs('mbPerS')} | ${f(r.cpuSPerGb)} | ${vs('cpuSPerGb')} | ${peaks} |`);
+      L.push(`| ${op} | ${TOOL[r.tool]}: ${COMMAND[op][r.tool]} | ${r.passes} | ${wall} | ${f(r.mbPerS, 0)} | ${vs('mbPerS')} | ${f(r.cpuSPerGb)} | ${vs('cpuSPerGb')} | ${f(r.runqWaitS)} | ${peaks} |`);
     }
   }
   L.push('');

@@ -5,7 +5,7 @@
 // Each pass runs the two backups back to back, then the two restores, the
 // order alternating between passes, so each pass gives one ratio per figure.
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { summarise } from './accounting.mjs';
 import { chownPg, onCleanup, pg, PG_BIN, run, sleep, stopPid } from './proc.mjs';
@@ -86,6 +86,52 @@ async function setUp(ctx, dir, scale, log) {
   return { data, walEnv, backupEnv, cfg, dbBytes, dataBytes, stop };
 }
 
+/**
+ * How long the call's threads were runnable but waiting for a CPU: field 2
+ * of /proc/<pid>/task/<tid>/schedstat, sampled every 20 ms for every thread
+ * in the group, summed over threads. On a shared machine this separates
+ * "slow because others held the cores" from "slow because it waited on I/O
+ * or on itself". A thread's last < 20 ms before it exits are not seen.
+ */
+class RunQueueWait {
+  constructor(dir) {
+    this.dir = dir;
+    this.byTask = new Map(); // "pid/tid" -> [cpu ns, wait ns]
+  }
+  start() {
+    if (!this.dir) return;
+    this.timer = setInterval(() => this.sample(), 20);
+    this.timer.unref();
+  }
+  sample() {
+    let pids = [];
+    try {
+      pids = readFileSync(join(this.dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
+    } catch {
+      return;
+    }
+    for (const pid of pids) {
+      try {
+        for (const tid of readdirSync(`/proc/${pid}/task`)) {
+          const [cpu, wait] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ').map(Number);
+          if (Number.isFinite(wait)) this.byTask.set(`${pid}/${tid}`, [cpu, wait]);
+        }
+      } catch {
+        /* exited between the listing and the read */
+      }
+    }
+  }
+  /** Seconds waited for a CPU, summed over every thread seen (undefined without a cgroup). */
+  stop() {
+    if (!this.dir) return undefined;
+    clearInterval(this.timer);
+    this.sample();
+    let wait = 0;
+    for (const [, w] of this.byTask.values()) wait += w;
+    return wait / 1e9;
+  }
+}
+
 /** One measured call in a cgroup of its own: wall time, CPU of its whole process tree, peak RSS per process. */
 async function measure(ctx, name, dir, command, env) {
   mkdirSync(dir, { recursive: true });
@@ -95,11 +141,15 @@ async function measure(ctx, name, dir, command, env) {
   const outPath = join(dir, `${name}.log`);
   const out = openSync(outPath, 'a');
   const group = ctx.acct.group(name);
+  const runq = new RunQueueWait(group.dir);
   group.start();
+  runq.start();
   let r;
+  let runqWaitS;
   try {
     r = await run('/bin/sh', ['-c', group.wrap(command, timeLog)], { pg: true, env, cwd: dir, stdio: ['ignore', out, out], timeoutMs: 60 * 60_000 });
   } finally {
+    runqWaitS = runq.stop();
     closeSync(out);
   }
   const leftovers = await group.settle(10_000);
@@ -108,7 +158,7 @@ async function measure(ctx, name, dir, command, env) {
   if (r.code !== 0) throw new Error(`${name} failed (exit ${r.code}): ${output.trim().slice(-1500)}`);
   // walship logs how many parts the backup has ("... in 3 parts"): the unit its -j parallelism works on.
   const parts = /\bin (\d+) parts\b/.exec(output)?.[1];
-  return { wallS: r.ms / 1000, parts: parts === undefined ? undefined : Number(parts), ...acct };
+  return { wallS: r.ms / 1000, runqWaitS, parts: parts === undefined ? undefined : Number(parts), ...acct };
 }
 
 /** A restored directory must look startable: pg_control, backup_label and about the data's size. */
@@ -133,6 +183,7 @@ function row(op, tool, pass, m, dbBytes, extra = {}) {
     cpuS: m.cpuMs === undefined ? undefined : m.cpuMs / 1000,
     cpuSPerGb: m.cpuMs === undefined ? undefined : m.cpuMs / 1000 / (dbBytes / GB),
     callCpuS: m.callCpuMs === undefined ? undefined : m.callCpuMs / 1000,
+    runqWaitS: m.runqWaitS,
     peakKb: peak?.[1],
     parts: m.parts,
     peaks: m.peaks,
@@ -157,6 +208,7 @@ function aggregate(runs) {
     cpuSPerGb: med('cpuSPerGb'),
     callCpuS: med('callCpuS'),
     cpuS: med('cpuS'),
+    runqWaitS: med('runqWaitS'),
     peakKb: Math.max(...runs.map((r) => r.peakKb ?? 0)),
     parts: runs.at(-1).parts,
     peaks: Object.fromEntries(Object.entries(peaks).sort((a, b) => b[1] - a[1])),
