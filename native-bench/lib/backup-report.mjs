@@ -14,6 +14,8 @@ const COMMAND = {
   restore: { walship: '`walship restore --pgdata DIR -j 2`', pgbackrest: '`pgbackrest restore --pg1-path=DIR`' },
 };
 
+const phaseText = (ph) => Object.entries(ph).map(([k, v]) => `${k} ${f(v)} s`).join(', ');
+
 const find = (rows, tool) => rows?.find((r) => r.tool === tool);
 
 /** The largest process among rows, optionally only walship's own. */
@@ -45,6 +47,7 @@ function throughputTarget(res, op) {
             w.runqWaitS !== undefined
               ? `its threads waited ${f(w.runqWaitS)} s in all for a CPU held by something else (pgBackRest's ${f(g.runqWaitS)} s; /proc schedstat, summed over threads; load average at the start ${res.meta?.loadStart ?? '–'})`
               : undefined,
+            w.phases ? `walship's time by phase (medians, from its log): ${phaseText(w.phases)}` : undefined,
             w.parts !== undefined ? `the backup has ${w.parts} parts (--part-size 1 GiB) and walship moves whole parts, 2 at a time; pgBackRest's 2 processes share out files` : undefined,
           ].filter(Boolean).join('; ')
         : undefined,
@@ -108,5 +111,9 @@ export function renderBackup(res) {
     }
   }
   L.push('');
+  for (const op of ['backup', 'restore']) {
+    const ph = find(bk[op], 'walship')?.phases;
+    if (ph) L.push(`walship ${op}, time by phase (medians, from the timestamps of its log lines): ${phaseText(ph)}.`, '');
+  }
   return L;
 }

@@ -132,6 +132,41 @@ class RunQueueWait {
   }
 }
 
+/**
+ * Where a walship call's time went, from the timestamps of its own log lines
+ * (JSON, one per part): seconds per phase, or undefined for other tools or
+ * when a line is missing. Backup: until "started" (connecting, cleaning up
+ * leftovers, pg_backup_start's checkpoint), copying the data parts, then the
+ * last part, written after pg_backup_stop, which waits until the backup's
+ * WAL is archived. Restore: choosing the backup, downloading and writing the
+ * parts, then the control files and pg_verifybackup.
+ */
+export function walshipPhases(op, output, startMs, endMs) {
+  const lines = [];
+  for (const l of output.split('\n')) {
+    if (!l.startsWith('{')) continue;
+    try {
+      const j = JSON.parse(l);
+      const t = Date.parse(j.time);
+      if (Number.isFinite(t) && typeof j.msg === 'string') lines.push({ t, msg: j.msg, part: j.part });
+    } catch {
+      /* not a log line */
+    }
+  }
+  const at = (re) => lines.find((l) => re.test(l.msg))?.t;
+  const parts = lines.filter((l) => l.part !== undefined).map((l) => l.t).sort((a, b) => a - b);
+  const s = (a, b) => (a === undefined || b === undefined ? undefined : (b - a) / 1000);
+  if (op === 'backup') {
+    const started = at(/ started at /);
+    if (started === undefined || parts.length < 2) return undefined;
+    return { 'start (pg_backup_start)': s(startMs, started), 'data parts': s(started, parts.at(-2)), 'stop (WAL archived) + last part': s(parts.at(-2), parts.at(-1)), 'descriptor + exit': s(parts.at(-1), endMs) };
+  }
+  const chosen = at(/^restoring backup /);
+  const done = at(/^restored backup /);
+  if (chosen === undefined || done === undefined || parts.length === 0) return undefined;
+  return { 'choose backup': s(startMs, chosen), 'download + write parts': s(chosen, parts.at(-1)), 'control files + pg_verifybackup': s(parts.at(-1), done), exit: s(done, endMs) };
+}
+
 /** One measured call in a cgroup of its own: wall time, CPU of its whole process tree, peak RSS per process. */
 async function measure(ctx, name, dir, command, env) {
   mkdirSync(dir, { recursive: true });
@@ -146,6 +181,7 @@ async function measure(ctx, name, dir, command, env) {
   runq.start();
   let r;
   let runqWaitS;
+  const startMs = Date.now();
   try {
     r = await run('/bin/sh', ['-c', group.wrap(command, timeLog)], { pg: true, env, cwd: dir, stdio: ['ignore', out, out], timeoutMs: 60 * 60_000 });
   } finally {
@@ -154,11 +190,13 @@ async function measure(ctx, name, dir, command, env) {
   }
   const leftovers = await group.settle(10_000);
   const acct = summarise(group, timeLog, leftovers);
+  const endMs = Date.now();
   const output = readFileSync(outPath, 'utf8');
   if (r.code !== 0) throw new Error(`${name} failed (exit ${r.code}): ${output.trim().slice(-1500)}`);
   // walship logs how many parts the backup has ("... in 3 parts"): the unit its -j parallelism works on.
   const parts = /\bin (\d+) parts\b/.exec(output)?.[1];
-  return { wallS: r.ms / 1000, runqWaitS, parts: parts === undefined ? undefined : Number(parts), ...acct };
+  const phases = walshipPhases(name.split('-')[0], output, startMs, endMs);
+  return { wallS: r.ms / 1000, runqWaitS, phases, parts: parts === undefined ? undefined : Number(parts), ...acct };
 }
 
 /** A restored directory must look startable: pg_control, backup_label and about the data's size. */
@@ -186,6 +224,7 @@ function row(op, tool, pass, m, dbBytes, extra = {}) {
     runqWaitS: m.runqWaitS,
     peakKb: peak?.[1],
     parts: m.parts,
+    phases: m.phases,
     peaks: m.peaks,
     leftovers: m.leftovers,
     ...extra,
@@ -211,6 +250,7 @@ function aggregate(runs) {
     runqWaitS: med('runqWaitS'),
     peakKb: Math.max(...runs.map((r) => r.peakKb ?? 0)),
     parts: runs.at(-1).parts,
+    phases: runs[0].phases && Object.fromEntries(Object.keys(runs[0].phases).map((k) => [k, median(runs.map((r) => r.phases?.[k]))])),
     peaks: Object.fromEntries(Object.entries(peaks).sort((a, b) => b[1] - a[1])),
     runs: runs.map((r) => ({ pass: r.pass, wallS: r.wallS, mbPerS: r.mbPerS, cpuSPerGb: r.cpuSPerGb, peakKb: r.peakKb })),
     leftovers: runs.flatMap((r) => r.leftovers ?? []),
