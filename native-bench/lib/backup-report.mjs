@@ -10,8 +10,8 @@ const perPass = (p) => (p.list.length > 1 ? ` (per pass: ${p.list.map((v) => v.t
 const isWalship = (label) => label.startsWith('walship') || label.startsWith('node');
 const TOOL = { walship: 'walship', pgbackrest: 'pgBackRest' };
 const COMMAND = {
-  backup: { walship: '`walship backup --fast`', pgbackrest: '`pgbackrest --type=full backup` (start-fast=y)' },
-  restore: { walship: '`walship restore --pgdata DIR -j 2`', pgbackrest: '`pgbackrest restore --pg1-path=DIR`' },
+  backup: { walship: '`walship backup --fast`', pgbackrest: '`pgbackrest --log-level-console=info --type=full backup` (start-fast=y)' },
+  restore: { walship: '`walship restore --pgdata DIR -j 2`', pgbackrest: '`pgbackrest --log-level-console=info restore --pg1-path=DIR`' },
 };
 
 const phaseText = (ph) => Object.entries(ph).map(([k, v]) => `${k} ${f(v)} s`).join(', ');
@@ -47,7 +47,7 @@ function throughputTarget(res, op) {
             w.runqWaitS !== undefined
               ? `its threads waited ${f(w.runqWaitS)} s in all for a CPU held by something else (pgBackRest's ${f(g.runqWaitS)} s; /proc schedstat, summed over threads; load average at the start ${res.meta?.loadStart ?? '–'})`
               : undefined,
-            w.phases ? `walship's time by phase (medians, from its log): ${phaseText(w.phases)}` : undefined,
+            w.phases ? `time by phase (medians, from each tool's log): walship ${phaseText(w.phases)}${g.phases ? `; pgBackRest ${phaseText(g.phases)}` : ''}` : undefined,
             w.parts !== undefined ? `the backup has ${w.parts} parts (--part-size 1 GiB) and walship moves whole parts, 2 at a time; pgBackRest's 2 processes share out files` : undefined,
           ].filter(Boolean).join('; ')
         : undefined,
@@ -112,8 +112,10 @@ export function renderBackup(res) {
   }
   L.push('');
   for (const op of ['backup', 'restore']) {
-    const ph = find(bk[op], 'walship')?.phases;
-    if (ph) L.push(`walship ${op}, time by phase (medians, from the timestamps of its log lines): ${phaseText(ph)}.`, '');
+    for (const tool of ['walship', 'pgbackrest']) {
+      const ph = find(bk[op], tool)?.phases;
+      if (ph) L.push(`${TOOL[tool]} ${op}, time by phase (medians, from the time stamps of its log lines): ${phaseText(ph)}.`, '');
+    }
   }
   return L;
 }

@@ -167,6 +167,34 @@ export function walshipPhases(op, output, startMs, endMs) {
   return { 'choose backup': s(startMs, chosen), 'download + write parts': s(chosen, parts.at(-1)), 'control files + pg_verifybackup': s(parts.at(-1), done), exit: s(done, endMs) };
 }
 
+/**
+ * The same split for pgBackRest, from its console log at level info (local
+ * time stamps, "P00   INFO: ..."): backup until "backup start archive"
+ * (the checkpoint), the files until "execute non-exclusive backup stop",
+ * then until "new backup label" (pg_backup_stop and the archive check);
+ * restore until "restore backup set", then until "restore global/pg_control".
+ */
+export function pgbackrestPhases(op, output, startMs, endMs) {
+  const lines = [];
+  for (const m of output.matchAll(/^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d\.\d{3}) P00\s+INFO: (.*)$/gm)) {
+    const t = new Date(`${m[1]}T${m[2]}`).getTime();
+    if (Number.isFinite(t)) lines.push({ t, msg: m[3] });
+  }
+  const at = (re) => lines.find((l) => re.test(l.msg))?.t;
+  const s = (a, b) => (a === undefined || b === undefined ? undefined : (b - a) / 1000);
+  if (op === 'backup') {
+    const started = at(/^backup start archive/);
+    const stop = at(/^execute non-exclusive backup stop/);
+    const label = at(/^new backup label/);
+    if (started === undefined || stop === undefined || label === undefined) return undefined;
+    return { 'start (checkpoint)': s(startMs, started), 'data files': s(started, stop), 'stop (WAL archived)': s(stop, label), 'manifest + exit': s(label, endMs) };
+  }
+  const chosen = at(/restore backup set/);
+  const control = at(/^restore global\/pg_control/);
+  if (chosen === undefined || control === undefined) return undefined;
+  return { 'choose backup': s(startMs, chosen), 'files': s(chosen, control), 'pg_control + exit': s(control, endMs) };
+}
+
 /** One measured call in a cgroup of its own: wall time, CPU of its whole process tree, peak RSS per process. */
 async function measure(ctx, name, dir, command, env) {
   mkdirSync(dir, { recursive: true });
@@ -195,7 +223,8 @@ async function measure(ctx, name, dir, command, env) {
   if (r.code !== 0) throw new Error(`${name} failed (exit ${r.code}): ${output.trim().slice(-1500)}`);
   // walship logs how many parts the backup has ("... in 3 parts"): the unit its -j parallelism works on.
   const parts = /\bin (\d+) parts\b/.exec(output)?.[1];
-  const phases = walshipPhases(name.split('-')[0], output, startMs, endMs);
+  const [op, tool] = name.split('-');
+  const phases = (tool === 'walship' ? walshipPhases : pgbackrestPhases)(op, output, startMs, endMs);
   return { wallS: r.ms / 1000, runqWaitS, phases, parts: parts === undefined ? undefined : Number(parts), ...acct };
 }
 
@@ -274,12 +303,13 @@ export async function backupRun(ctx, { scale, repeat, deadline, log }) {
   const steps = {
     backup: {
       walship: (pass) => measure(ctx, `backup-walship-${pass}`, join(dir, 'runs'), `${w} backup --fast --label bench-${pass}`, cl.backupEnv),
-      pgbackrest: (pass) => measure(ctx, `backup-pgbackrest-${pass}`, join(dir, 'runs'), `${p} --type=full backup`, cl.backupEnv),
+      // Console log at info: a handful of lines with time stamps, for the time by phase.
+      pgbackrest: (pass) => measure(ctx, `backup-pgbackrest-${pass}`, join(dir, 'runs'), `${p} --log-level-console=info --type=full backup`, cl.backupEnv),
     },
     restore: {
       // -j 2: as many parts at once as pgBackRest has processes (process-max=2).
       walship: (pass, target) => measure(ctx, `restore-walship-${pass}`, join(dir, 'runs'), `${w} restore --pgdata ${target} -j 2`, cl.walEnv),
-      pgbackrest: (pass, target) => measure(ctx, `restore-pgbackrest-${pass}`, join(dir, 'runs'), `${p} --pg1-path=${target} restore`, cl.walEnv),
+      pgbackrest: (pass, target) => measure(ctx, `restore-pgbackrest-${pass}`, join(dir, 'runs'), `${p} --log-level-console=info --pg1-path=${target} restore`, cl.walEnv),
     },
   };
   try {
