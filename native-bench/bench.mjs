@@ -12,6 +12,10 @@
 //   BENCH_CORPUS_DIR=dir    corpus cache (default native-bench/.corpus)
 //   BENCH_KEEP=1            keep the work directory (for debugging)
 //   BENCH_CGROUP=v1|v2|off  force the accounting method
+//   BENCH_BACKUP=off        skip the backup/restore rows (issue 11)
+//   BENCH_BACKUP_ONLY=1     run only the backup/restore rows (no corpus, no (a)-(c), no codecs)
+//   BENCH_BACKUP_SCALE=140  pgbench scale of the backup rows' database (140: about 2.1 GB)
+//   BENCH_BACKUP_REPEAT=3   passes over the backup/restore rows
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -19,6 +23,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Accounting } from './lib/accounting.mjs';
 import { archiveRun, latencyRun, nodeStartupFloor } from './lib/archive.mjs';
+import { backupRun } from './lib/backup.mjs';
 import { pushLatencyRun } from './lib/latency.mjs';
 import { codecBench } from './lib/codecs.mjs';
 import { ensureCorpus } from './lib/corpus.mjs';
@@ -34,7 +39,11 @@ const SEGMENTS = int(process.env.BENCH_SEGMENTS, 200);
 const LATENCY_RUNS = int(process.env.BENCH_LATENCY_RUNS, 9);
 const REPEAT = int(process.env.BENCH_REPEAT, 5);
 const MAX_MINUTES = Number(process.env.BENCH_MAX_MINUTES ?? 30);
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'a,b,c,extra,codecs').split(',').map((s) => s.trim()));
+const BACKUP_ONLY = process.env.BENCH_BACKUP_ONLY === '1';
+const BACKUP = BACKUP_ONLY || process.env.BENCH_BACKUP !== 'off';
+const BACKUP_SCALE = int(process.env.BENCH_BACKUP_SCALE, 140);
+const BACKUP_REPEAT = int(process.env.BENCH_BACKUP_REPEAT, 3);
+const ONLY = new Set(BACKUP_ONLY ? [] : (process.env.BENCH_ONLY ?? 'a,b,c,extra,codecs').split(',').map((s) => s.trim()));
 const KEEP = process.env.BENCH_KEEP === '1';
 const RESULTS = process.env.BENCH_RESULTS ?? join(here, 'results', 'latest.md');
 const CACHE = process.env.BENCH_CORPUS_DIR ?? join(here, '.corpus');
@@ -108,6 +117,8 @@ async function main() {
   if (!Number.isInteger(SEGMENTS) || SEGMENTS < 8) fail('BENCH_SEGMENTS must be an integer ≥ 8');
   if (!Number.isInteger(REPEAT) || REPEAT < 1) fail('BENCH_REPEAT must be an integer ≥ 1');
   if (!Number.isInteger(LATENCY_RUNS) || LATENCY_RUNS < 1) fail('BENCH_LATENCY_RUNS must be an integer ≥ 1');
+  if (!Number.isInteger(BACKUP_SCALE) || BACKUP_SCALE < 1) fail('BENCH_BACKUP_SCALE must be an integer ≥ 1 (a pgbench scale; 140 is about 2.1 GB)');
+  if (!Number.isInteger(BACKUP_REPEAT) || BACKUP_REPEAT < 1) fail('BENCH_BACKUP_REPEAT must be an integer ≥ 1');
   if (!existsSync(join(PG_BIN, 'initdb'))) fail(`PostgreSQL 15 server binaries not found in ${PG_BIN} (apt-get install postgresql-15, or set BENCH_PG_BIN)`);
   installCleanupHandlers();
 
@@ -138,17 +149,18 @@ async function main() {
   const pgbackrest = await ensurePgbackrest(log);
   if (!pgbackrest.bin) log(`pgBackRest rows skipped: ${pgbackrest.reason}`);
 
-  const corpus = await ensureCorpus({ cacheDir: CACHE, work, segments: SEGMENTS, log });
+  // The backup rows make their own database: a backup-only run needs no corpus.
+  const corpus = BACKUP_ONLY ? undefined : await ensureCorpus({ cacheDir: CACHE, work, segments: SEGMENTS, log });
   const deadline = Date.now() + MAX_MINUTES * 60_000;
   const ctx = { work, corpus, acct, walship: { bin: walship.bin, keyFile }, pgbackrest, deadline, keep: KEEP, log };
-  const res = { a: [], b: [], c: [], push: undefined, gib: undefined, codecs: undefined, notes: [], errors: [] };
+  const res = { a: [], b: [], c: [], push: undefined, gib: undefined, codecs: undefined, backup: undefined, backupOnly: BACKUP_ONLY, notes: [], errors: [] };
   if (!pgbackrest.bin) res.notes.push(`pgBackRest not measured: ${pgbackrest.reason}.`);
   res.gibReason = 'the bench has no 1 GiB-segment corpus yet (test/integration/large-segments.test.ts measures push and fetch peak RSS with initdb --wal-segsize=1024 under /usr/bin/time)';
   if (pgbackrest.installed) res.notes.push(`pgBackRest was installed by this run (${pgbackrest.version}).`);
   const loadStart = os.loadavg().map((l) => l.toFixed(2)).join(' ');
 
-  const step = async (name, fn) => {
-    if (Date.now() > deadline) {
+  const step = async (name, fn, until = deadline) => {
+    if (Date.now() > until) {
       res.notes.push(`${name}: skipped, the ${MAX_MINUTES}-minute budget was used up.`);
       return undefined;
     }
@@ -269,6 +281,20 @@ async function main() {
     );
   }
 
+  if (BACKUP && tools.includes('pgbackrest')) {
+    // A budget of its own, as long as the rest's: after a full (a)-(c) run
+    // the shared one is used up, and these rows are what issue 11 asks for.
+    const backupDeadline = Date.now() + MAX_MINUTES * 60_000;
+    const r = await step(`backup/restore rows: pgbench scale ${BACKUP_SCALE}, ${BACKUP_REPEAT} passes`, () =>
+      backupRun(ctx, { scale: BACKUP_SCALE, repeat: BACKUP_REPEAT, deadline: backupDeadline, log }),
+      backupDeadline,
+    );
+    if (r) {
+      res.backup = r;
+      for (const e of r.errors) res.errors.push(`backup/restore: ${e}`);
+    }
+  } else if (BACKUP) res.notes.push('backup/restore rows not measured: they need pgBackRest.');
+
   const cpu = /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? os.cpus()[0]?.model ?? 'unknown CPU';
   res.meta = {
     date: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
@@ -276,14 +302,17 @@ async function main() {
     cores: os.cpus().length,
     kernel: os.release(),
     node: process.version,
-    postgres: corpus.postgres.replace(/^postgres \(PostgreSQL\) /, 'PostgreSQL '),
     pgbackrest: pgbackrest.version,
     walship: `${walship.version}${head ? ` @ ${head}${dirty ? ' + uncommitted changes' : ''}` : ''} (build ${walship.buildId})`,
-    corpusSegments: corpus.segments.length,
+    corpusSegments: corpus?.segments.length,
     corpusSegmentsWanted: SEGMENTS,
-    scale: corpus.scale,
-    corpusReused: corpus.reused,
-    corpusSeconds: corpus.generationSeconds,
+    scale: corpus?.scale,
+    corpusReused: corpus?.reused,
+    corpusSeconds: corpus?.generationSeconds,
+    postgres: (corpus?.postgres ?? spawnSync(join(PG_BIN, 'postgres'), ['--version'], { encoding: 'utf8' }).stdout.trim()).replace(/^postgres \(PostgreSQL\) /, 'PostgreSQL '),
+    backupScale: BACKUP_SCALE,
+    backupRepeat: BACKUP_REPEAT,
+    backupOnly: BACKUP_ONLY,
     loadStart,
     loadEnd: os.loadavg().map((l) => l.toFixed(2)).join(' '),
     accounting: acct.describe(),

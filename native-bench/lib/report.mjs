@@ -1,4 +1,5 @@
 // The results table (markdown): printed, and written to results/latest.md.
+import { backupTargets, renderBackup } from './backup-report.mjs';
 
 const f = (n, d = 1) => (n === undefined || Number.isNaN(n) ? '–' : n.toFixed(d));
 const mb = (kb) => (kb === undefined ? '–' : (kb / 1024).toFixed(0));
@@ -206,20 +207,21 @@ export function renderReport(res) {
   L.push('');
   L.push(`${m.date} · ${m.cpu} × ${m.cores} · Linux ${m.kernel} · Node ${m.node} · ${m.postgres} · ${m.pgbackrest ?? 'pgBackRest: not available'} · walship ${m.walship}`);
   L.push('');
-  L.push(
+  if (m.corpusSegments !== undefined) L.push(
     `Corpus: ${m.corpusSegments} WAL segments of 16 MiB (${f((m.corpusSegments * 16) / 1024, 2)} GiB) of real PostgreSQL 15 WAL from pgbench (bulk load at scale ${m.scale}, then TPC-B with batch updates), full_page_writes on, wal_compression off, default checkpoints; LZ4 compresses it ${f(res.codecs?.lz4Ratio, 1)}×. ${m.corpusReused ? 'Reused from the cache.' : `Generated in ${m.corpusSeconds} s.`}`,
   );
   L.push(`Load average at start ${m.loadStart}, at end ${m.loadEnd}: the machine is shared, so absolute numbers are noisy; compare the ratios, which pit the tools against each other in the same run.`);
   L.push(`CPU and memory: ${m.accounting}.`);
   L.push('');
-  L.push('## Targets (issue 10)');
+  L.push(res.backupOnly ? '## Targets (issue 11)' : `## Targets (issue 10${res.backup ? '; backup and restore: issue 11' : ''})`);
   L.push('');
   L.push(`Ratios are medians of per-pass ratios: in each pass the rows compared ran back to back (order alternating between passes), and each pass gives one ratio. Encryption on, local file store, LZ4.`);
   L.push('');
   L.push('| metric and target | measured | result |');
   L.push('|---|---|---|');
-  const ts = targets(res);
-  for (const t of ts) L.push(`| ${t.target} | ${t.measured} | ${t.met === undefined ? '–' : t.met ? '**met**' : '**missed**'} |`);
+  // A backup-only run measured none of issue 10's rows: leave them out rather than list them as not measured.
+  const ts = [...(res.backupOnly ? [] : targets(res)), ...(res.backup || res.backupOnly ? backupTargets(res) : [])];
+  for (const t of ts) L.push(`| ${t.target} | ${t.measured} | ${t.met === undefined ? (t.result ?? '–') : t.met ? '**met**' : '**missed**'} |`);
   L.push('');
   const causes = ts.filter((t) => t.met === false && t.cause);
   if (causes.length > 0) {
@@ -293,6 +295,7 @@ export function renderReport(res) {
     for (const r of res.gib.rows) L.push(`| ${r.label} | ${f(r.wallS)} | ${f(r.cpuMsPerSeg, 0)} | ${peakCell(r.peaks)} | ${mb(r.walshipSumHwmKb)} (${mb(r.walshipSumKb)}) | ${fallbackCell(r.fallbacks)} |`);
     L.push('');
   }
+  L.push(...renderBackup(res));
   if (res.codecs) {
     L.push(`## Codec micro-benchmarks (this process, one core, ${res.codecs.segments} real segments, best of 5, MB/s of input)`);
     L.push('');
@@ -307,6 +310,9 @@ export function renderReport(res) {
     if (r.leftovers?.length) notes.push(`${r.label}: processes still running after the run (killed): ${r.leftovers.join(', ')}.`);
   }
   for (const [mode, m] of Object.entries(res.push?.modes ?? {})) if (m.leftovers?.length) notes.push(`(b) ${mode}: processes still running after the run (killed): ${m.leftovers.join(', ')}.`);
+  for (const r of [...(res.backup?.backup ?? []), ...(res.backup?.restore ?? [])]) {
+    if (r.leftovers?.length) notes.push(`${r.op} ${r.tool}: processes still running after the run (killed): ${r.leftovers.join(', ')}.`);
+  }
   for (const e of res.errors) notes.push(`**error** ${e}`);
   if (notes.length > 0) {
     L.push('## Notes');
@@ -314,7 +320,8 @@ export function renderReport(res) {
     for (const n of notes) L.push(`- ${n}`);
     L.push('');
   }
-  L.push(`Reproduce: \`${m.corpusSegmentsWanted === 200 ? '' : `BENCH_SEGMENTS=${m.corpusSegmentsWanted} `}npm run bench\` after \`npm ci\` (this run took ${m.benchSeconds} s${m.corpusReused ? ' with a cached corpus' : ''}). See native-bench/README.md for the method.`);
+  const backupVars = m.backupScale === undefined ? '' : `${m.backupOnly ? 'BENCH_BACKUP_ONLY=1 ' : ''}${m.backupScale === 140 ? '' : `BENCH_BACKUP_SCALE=${m.backupScale} `}${m.backupRepeat === 3 ? '' : `BENCH_BACKUP_REPEAT=${m.backupRepeat} `}`;
+  L.push(`Reproduce: \`${backupVars}${m.backupOnly || m.corpusSegmentsWanted === 200 ? '' : `BENCH_SEGMENTS=${m.corpusSegmentsWanted} `}npm run bench\` after \`npm ci\` (this run took ${m.benchSeconds} s${m.corpusReused ? ' with a cached corpus' : ''}). See native-bench/README.md for the method.`);
   L.push('');
   return L.join('\n');
 }
