@@ -3,7 +3,7 @@ import { ConfigError, errorMessage, InvalidInputError } from '../errors.js';
 import { requireManifest } from '../pipeline/manifest.js';
 import { recordBackupVerify } from '../spool/backup-state.js';
 import { tryOpenClusterSpool } from '../spool/cluster.js';
-import { commandContext, commandLogger, type GlobalOptions } from './context.js';
+import { contextOrReport, commandLogger, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
 import { reportError } from './report.js';
 
@@ -21,13 +21,8 @@ export interface BackupVerifyCliOptions {
  */
 export async function runBackupVerify(which: string, opts: BackupVerifyCliOptions, globals: GlobalOptions): Promise<number> {
   const log = commandLogger('backup');
-  let ctx;
-  try {
-    ctx = await commandContext(globals, log);
-  } catch (err) {
-    reportError(log, err);
-    return EXIT.USAGE;
-  }
+  const ctx = await contextOrReport(globals, log);
+  if (!ctx) return EXIT.USAGE;
   const { config, store, keys } = ctx;
   const pgData = opts.pgdata ?? config.pgData ?? process.env.PGDATA;
   let id = which;

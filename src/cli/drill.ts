@@ -8,7 +8,7 @@ import { requireManifest } from '../pipeline/manifest.js';
 import { recordDrill } from '../spool/drill-state.js';
 import { tryOpenClusterSpool } from '../spool/cluster.js';
 import { CREATED_BY } from '../version.js';
-import { commandContext, commandLogger, type GlobalOptions } from './context.js';
+import { contextOrReport, commandLogger, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
 import { reportError } from './report.js';
 import { restoreCommand } from './restore-command.js';
@@ -58,13 +58,8 @@ export async function runDrillCommand(opts: DrillCliOptions, globals: GlobalOpti
     reportError(log, err);
     return EXIT.USAGE;
   }
-  let ctx;
-  try {
-    ctx = await commandContext(globals, log);
-  } catch (err) {
-    reportError(log, err);
-    return EXIT.USAGE;
-  }
+  const ctx = await contextOrReport(globals, log);
+  if (!ctx) return EXIT.USAGE;
   const { config, store, keys } = ctx;
   const report: DrillReport = { outcome: 'could-not-run', startedAt: new Date().toISOString(), target: describeTarget(target), checks: [], kept: false };
   try {

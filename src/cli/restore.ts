@@ -6,7 +6,7 @@ import { ConfigError, InvalidInputError } from '../errors.js';
 import { requireManifest } from '../pipeline/manifest.js';
 import { describeTarget, outsideRecoverySettings, parseTarget, resolveOwner, restoreBackup, startAndWait, type Owner, type RecoveryTarget, type TargetOptions } from '../restore/index.js';
 import { CREATED_BY } from '../version.js';
-import { commandContext, commandLogger, type GlobalOptions } from './context.js';
+import { contextOrReport, commandLogger, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
 import { reportError } from './report.js';
 import { restoreCommand } from './restore-command.js';
@@ -48,13 +48,8 @@ export async function runRestore(raw: Record<string, unknown>, globals: GlobalOp
     reportError(log, err);
     return EXIT.USAGE;
   }
-  let ctx;
-  try {
-    ctx = await commandContext(globals, log);
-  } catch (err) {
-    reportError(log, err);
-    return EXIT.USAGE;
-  }
+  const ctx = await contextOrReport(globals, log);
+  if (!ctx) return EXIT.USAGE;
   const { config, store, keys } = ctx;
   if (!owner && process.getuid?.() === 0) {
     log.warn('walship restore runs as root without --owner: the restored files will belong to root, and PostgreSQL refuses to start as root; pass --owner postgres (the OS user PostgreSQL runs as)');
