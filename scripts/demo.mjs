@@ -1,7 +1,8 @@
 // npm run demo: the whole job on the embedded default, a local file store.
 // Starts a throwaway PostgreSQL 15 archiving through walship, writes data,
-// marks a restore point, writes more, then restores a base backup to that
-// point with walship as restore_command and shows what came back.
+// takes a base backup with walship backup, marks a restore point, writes
+// more, then restores to that point with walship restore --start (which
+// writes restore_command = walship fetch) and shows what came back.
 // Needs PostgreSQL 15 server binaries (Debian: apt-get install postgresql-15).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -60,9 +61,12 @@ try {
   as('pg_ctl', '-D', primary, '-l', join(base, 'primary.log'), '-w', 'start');
   started.push(primary);
 
-  step('pgbench -i, base backup, then writes before the restore point');
+  step('pgbench -i, then walship backup --fast: a base backup into the same archive');
   as('pgbench', '-h', sock, '-p', '54391', '-U', 'postgres', '-i', '-s', '1', '-q');
-  as('pg_basebackup', '-D', restored, '-h', sock, '-p', '54391', '-U', 'postgres', '-X', 'stream', '-c', 'fast');
+  const pgEnv = { ...env, PGHOST: sock, PGPORT: '54391', PGUSER: 'postgres' };
+  const backupId = run(bin, ['backup', '--fast', '--label', 'demo'], { env: pgEnv });
+  console.log(run(bin, ['backup', 'list'], { env }));
+  step('writes before the restore point');
   psql(54391, "create table demo (step text, at timestamptz default now()); insert into demo(step) values ('before the restore point')");
   as('pgbench', '-h', sock, '-p', '54391', '-U', 'postgres', '-n', '-t', '500');
   const before = psql(54391, 'select sum(abalance) from pgbench_accounts');
@@ -77,26 +81,18 @@ try {
   started = [];
   console.log(run('find', [store, '-type', 'f']).split('\n').sort().map((l) => `  ${l.slice(store.length + 1)}`).join('\n'));
 
-  step(`restore the base backup to 'demo_target' with restore_command = '${bin} fetch %f %p'`);
-  writeFileSync(
-    join(restored, 'postgresql.auto.conf'),
-    conf(54392, [
-      `restore_command = 'env WALSHIP_STORE=${env.WALSHIP_STORE} WALSHIP_SPOOL_DIR=${env.WALSHIP_SPOOL_DIR} ${bin} fetch %f %p'`,
-      `recovery_target_name = 'demo_target'`,
-      `recovery_target_action = 'promote'`,
-    ]),
-  );
-  writeFileSync(join(restored, 'recovery.signal'), '');
-  if (asRoot) execFileSync('chown', ['-R', 'postgres:postgres', restored]);
-  as('pg_ctl', '-D', restored, '-l', join(base, 'restored.log'), '-w', '-t', '120', 'start');
+  step(`walship restore -D ${restored} --backup ${backupId} --target-name demo_target --archive-mode off --start`);
+  // The restored copy keeps the primary's port (stopped above); --archive-mode off
+  // keeps it from archiving its new timeline into the demo's archive.
   started.push(restored);
-  for (let i = 0; i < 100 && psql(54392, 'select pg_is_in_recovery()') === 't'; i++) spawnSync('sleep', ['0.2']);
+  console.log(run(bin, ['restore', '-D', restored, '--backup', backupId, '--target-name', 'demo_target', '--archive-mode', 'off', '--start'], { env }));
+  console.log(run('grep', ['-E', '^(restore_command|recovery_target_name|recovery_target_action|archive_mode)', join(restored, 'postgresql.auto.conf')], { allowFail: true }));
 
   step('what came back');
-  console.log(psql(54392, "select step from demo order by at"));
-  const after = psql(54392, 'select sum(abalance) from pgbench_accounts');
+  console.log(psql(54391, "select step from demo order by at"));
+  const after = psql(54391, 'select sum(abalance) from pgbench_accounts');
   console.log(`sum(abalance) at the target: ${before}, restored: ${after}`);
-  const fetched = run('grep', ['-c', 'restored 0', join(base, 'restored.log')], { allowFail: true });
+  const fetched = run('grep', ['-c', 'restored 0', join(restored, 'walship-restore-start.log')], { allowFail: true });
   console.log(`segments restored by walship: ${fetched}`);
   if (after !== before) throw new Error('restored data differs from the restore point');
   console.log('\nOK: restored exactly to the restore point.');

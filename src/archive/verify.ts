@@ -67,16 +67,10 @@ export interface VerifyReport {
   readonly backups: readonly BackupReachReport[];
 }
 
-export interface BackupReachReport {
-  readonly id: string;
-  readonly timeline: number;
-  readonly target: number;
-  readonly from: string;
-  readonly to: string | undefined;
-  readonly reachesNewest: boolean;
-  readonly missing: readonly { readonly timeline: number; readonly first: string; readonly last: string }[];
-  readonly message: string;
-}
+/** backupReach()'s answer without the segment numbers (the names say the same). */
+export type BackupReachReport = Omit<BackupReach, 'missing'> & {
+  readonly missing: readonly Omit<BackupReach['missing'][number], 'fromSegno' | 'toSegno'>[];
+};
 
 type ObjectOutcome = { ok: true } | { ok: false; damaged: boolean; message: string };
 
@@ -142,6 +136,22 @@ export async function verifyArchive(opts: VerifyOptions): Promise<VerifyReport> 
         pitr: `Restores from backup ${r.id} stop at the first missing segment; restores to later points need a later backup.`,
       });
     }
+  }
+  // Each backup is measured against the newest timeline it can reach; the
+  // archive's newest timeline may descend from none of them (a PITR that
+  // branched off before every backup still kept): then the live timeline
+  // cannot be restored at all, whatever each backup reaches.
+  const live = [...inv.timelines.values()].filter((t) => t.segments.length > 0).reduce<number | undefined>((m, t) => (m === undefined || t.timeline > m ? t.timeline : m), undefined);
+  if (live !== undefined && reaches.length > 0 && !reaches.some((r) => r.target === live && r.reachesNewest)) {
+    const newest = inv.timelines.get(live)!.segments.at(-1)!;
+    problems.push({
+      kind: 'backup-unreachable',
+      timeline: live,
+      key: newest.key,
+      last: newest.file.name,
+      message: `no walship backup restores timeline ${live}, the newest, up to its newest segment ${newest.file.name}: ${reaches.some((r) => r.target === live) ? 'every backup on its history misses WAL' : 'it descends from none of the backups'}`,
+      pitr: `A restore of the current timeline has no backup to start from; take a new base backup (walship backup) now.`,
+    });
   }
 
   // Segments and .partial files in the range asked for. History and .backup

@@ -120,5 +120,32 @@ describe('backups on two timelines after a promotion', () => {
     expect(ambiguous.out).toContain(`${b2} on timeline 2`);
     expect(ambiguous.out).toContain('--backup');
     expect(existsSync(ambiguous.dir)).toBe(false);
+
+    // Timeline 3: B1 recovered along timeline 1 to T0 (before timeline 2
+    // branched) and promoted. It descends from timeline 1 only, so B1 is the
+    // only backup on its history, while B2 is the newest by time.
+    const again = await restore(archive, ['--backup', b1, '--target-time', t0, '--target-timeline', '1', '--archive-mode', 'preserve']);
+    expect(again.code, again.out).toBe(0);
+    const tl3 = await start(archive, again.dir, 'tl3-primary', archiving());
+    expect(await tl3.sql('select timeline_id from pg_control_checkpoint()')).toBe('3');
+    await tl3.sql("insert into marks (note) values ('m')");
+    await archiveAll(tl3);
+    await tl3.waitArchived('00000003.history', 120_000);
+    await tl3.stop();
+
+    // Retention keeping one backup keeps B1 too (and the WAL from its start):
+    // without it the live timeline 3 could not be restored.
+    const pruned = await runWalship(['prune', '--keep-backups', '1', '--yes'], { env: archive.env });
+    expect(pruned.code, pruned.stderr).toBe(0);
+    const left = JSON.parse((await runWalship(['backup', 'list', '--json'], { env: archive.env })).stdout) as { backups: { id: string }[] };
+    expect(left.backups.map((b) => b.id).sort()).toEqual([b1, b2].sort());
+    const verified = await runWalship(['verify'], { env: archive.env });
+    expect(verified.code, verified.stdout + verified.stderr).toBe(0);
+    const live = await restore(archive, ['--archive-mode', 'off']);
+    expect(live.code, live.out).toBe(0);
+    expect(live.out).toContain(`restoring backup ${b1} `);
+    const pg3 = await start(archive, live.dir, 'tl3-restored');
+    expect(await marks(pg3)).toBe('a,b,m');
+    await pg3.destroy();
   }, 900_000);
 });
