@@ -147,5 +147,12 @@ describe('backups on two timelines after a promotion', () => {
     const pg3 = await start(archive, live.dir, 'tl3-restored');
     expect(await marks(pg3)).toBe('a,b,m');
     await pg3.destroy();
+
+    // Without B1 no backup lies on timeline 3's history: verify says so,
+    // although B2 still reaches the newest WAL of its own timeline.
+    await (await archive.store()).delete(`backups/${b1}/descriptor`);
+    const orphan = await runWalship(['verify'], { env: archive.env });
+    expect(orphan.code, orphan.stdout + orphan.stderr).toBe(1);
+    expect(orphan.stdout + orphan.stderr).toContain('no walship backup restores timeline 3');
   }, 900_000);
 });
