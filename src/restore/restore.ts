@@ -104,11 +104,6 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
     await writeSmallFile(join(o.dataDir, o.standby ? 'standby.signal' : 'recovery.signal'), '');
     // Last: without pg_control nothing can start this directory.
     await writeSmallFile(join(o.dataDir, 'global', 'pg_control'), meta.pgControl);
-    // After pg_control, so that a failed chown goes through the cleanup below
-    // (pg_control removed); until it is done the files are root's, which
-    // PostgreSQL cannot start either.
-    if (o.owner) for (const r of roots) await chownTree(r, o.owner);
-
     const verifier = pgProgram('pg_verifybackup', b.pgVersion);
     const r = await runProgram(verifier, ['-n', '-q', ...(remapped ? ['-i', 'tablespace_map'] : []), o.dataDir]);
     let verified: 'passed' | 'skipped' = 'passed';
@@ -120,6 +115,10 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
         hint: 'the directory was left without global/pg_control so that it cannot be started; restore another backup',
       });
     }
+    // Last, after pg_verifybackup: until the owner has the files they are
+    // root's, which PostgreSQL cannot start, so an unverified directory is
+    // never startable; a failed chown goes through the cleanup below.
+    if (o.owner) for (const r of roots) await chownTree(r, o.owner);
     return { choice, commentedOut: auto.commentedOut, verified };
   } catch (err) {
     progress?.done();
