@@ -5,7 +5,7 @@ import { takeInventory, type Inventory } from '../../src/archive/inventory.js';
 import { planPrune } from '../../src/archive/prune.js';
 import type { BackupDescriptor } from '../../src/backup/index.js';
 import { executeRetention, planRetention, selectBackups, type RetentionOutcome, type RetentionRequest } from '../../src/retention/index.js';
-import type { ListedObject, ObjectInfo, Store } from '../../src/store/index.js';
+import { ListingStore } from '../support/listing-store.js';
 import { lsn } from '../../src/wal/index.js';
 
 /**
@@ -18,51 +18,10 @@ const SS = 16 * 1024 * 1024;
 const NOW = new Date('2026-12-01T12:00:00Z');
 const daysAgo = (d: number) => new Date(NOW.getTime() - d * 86_400_000);
 
-/** Listing store; records deletions in order. */
-class MemoryStore implements Store {
-  readonly description = 'memory://';
-  readonly deleted: string[] = [];
-  private readonly objects = new Map<string, { size: number; lastModified: Date }>();
-  private readonly manifest = Buffer.from(
-    JSON.stringify({ walship: 1, systemIdentifier: '7300000000000000001', pgMajor: 15, walPageMagic: '0xd110', segmentSize: SS, walBlockSize: 8192, createdAt: 'x', createdBy: 'x' }),
-  );
+/** The listing store, its objects stored a day ago unless said otherwise. */
+class MemoryStore extends ListingStore {
   constructor(keys: readonly (string | [string, Date])[]) {
-    for (const k of keys) {
-      const [key, when] = typeof k === 'string' ? [k, daysAgo(1)] : k;
-      this.objects.set(key, { size: 1000, lastModified: when });
-    }
-  }
-  async head(): Promise<ObjectInfo | undefined> {
-    return undefined;
-  }
-  async get(key: string): Promise<Buffer | undefined> {
-    return key === 'walship.json' ? this.manifest : undefined;
-  }
-  async getPrefix(): Promise<Buffer | undefined> {
-    return undefined;
-  }
-  async putIfAbsent(): Promise<'created'> {
-    return 'created';
-  }
-  async putStreamIfAbsent(): Promise<'created'> {
-    return 'created';
-  }
-  async getStream(): Promise<undefined> {
-    return undefined;
-  }
-  async getSuffix(): Promise<undefined> {
-    return undefined;
-  }
-  async makeDurable(): Promise<void> {}
-  async *list(prefix: string): AsyncIterable<ListedObject> {
-    for (const [key, o] of [...this.objects].sort()) if (key.startsWith(prefix)) yield { key, ...o };
-  }
-  async delete(key: string): Promise<void> {
-    this.deleted.push(key);
-    this.objects.delete(key);
-  }
-  async deleteMany(keys: readonly string[]): Promise<void> {
-    for (const k of keys) await this.delete(k);
+    super(SS, keys, daysAgo(1));
   }
 }
 

@@ -4,51 +4,10 @@ import { historiesAgree, HistoryParseError, parseHistory, parseLsn } from '../..
 import { takeInventory } from '../../src/archive/inventory.js';
 import { backupFilesGuard, keepFromAge, keepFromSegment, planPrune } from '../../src/archive/prune.js';
 import { findGaps, restorePath } from '../../src/archive/timelines.js';
-import type { ListedObject, ObjectInfo, Store } from '../../src/store/index.js';
+import { ListingStore } from '../support/listing-store.js';
 
 const MiB = 1 << 20;
 const SS = 16 * MiB;
-
-/** Listing-only store: takeInventory reads the manifest and lists; nothing else is needed here. */
-class ListingStore implements Store {
-  readonly description = 'memory://';
-  private readonly objects = new Map<string, { size: number; lastModified: Date }>();
-  constructor(segmentSize: number, keys: readonly (string | [string, Date])[]) {
-    this.manifest = Buffer.from(JSON.stringify({ walship: 1, systemIdentifier: '7300000000000000001', pgMajor: 15, walPageMagic: '0xd110', segmentSize, walBlockSize: 8192, createdAt: 'x', createdBy: 'x' }));
-    for (const k of keys) {
-      const [key, when] = typeof k === 'string' ? [k, new Date('2026-11-01T00:00:00Z')] : k;
-      this.objects.set(key, { size: 1000, lastModified: when });
-    }
-  }
-  private readonly manifest: Buffer;
-  async head(): Promise<ObjectInfo | undefined> {
-    return undefined;
-  }
-  async get(key: string): Promise<Buffer | undefined> {
-    return key === 'walship.json' ? this.manifest : undefined;
-  }
-  async getPrefix(): Promise<Buffer | undefined> {
-    return undefined;
-  }
-  async putIfAbsent(): Promise<'created'> {
-    return 'created';
-  }
-  async putStreamIfAbsent(): Promise<'created'> {
-    return 'created';
-  }
-  async getStream(): Promise<undefined> {
-    return undefined;
-  }
-  async getSuffix(): Promise<undefined> {
-    return undefined;
-  }
-  async makeDurable(): Promise<void> {}
-  async *list(prefix: string): AsyncIterable<ListedObject> {
-    for (const [key, o] of [...this.objects].sort()) if (key.startsWith(prefix)) yield { key, ...o };
-  }
-  async delete(): Promise<void> {}
-  async deleteMany(): Promise<void> {}
-}
 
 const seg = (tl: number, n: number) => `${tl.toString(16).toUpperCase().padStart(8, '0')}00000000${n.toString(16).toUpperCase().padStart(8, '0')}`;
 const walKey = (tl: number, name: string) => `wal/${tl.toString(16).toUpperCase().padStart(8, '0')}/${name}`;
