@@ -11,7 +11,7 @@ import type { Store } from '../store/index.js';
 import { amcheck, catalogCheck, checkSql, requirePassed, type CheckResult } from './checks.js';
 import { DrillCouldNotRunError, DrillFailedError } from './errors.js';
 import type { DrillReport } from './report.js';
-import { bytesNeeded, chownTree, makeScratch, removeScratch, requireSpace, resolveOwner } from './scratch.js';
+import { bytesNeeded, chownTree, makeScratch, removeScratch, requireSpace, drillOwner } from './scratch.js';
 import { connect, replayFacts, startScratchServer, stopScratchServer } from './server.js';
 import { DRILL_HBA, drillSettings, freePort, maxWalSizeBytes, readControlMinimums } from './settings.js';
 import { checkRestoredTablespaces, scratchTablespaceMap } from './tablespaces.js';
@@ -63,7 +63,7 @@ export async function runDrill(o: DrillOptions, report: DrillReport): Promise<vo
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    const owner = resolveOwner(o.owner);
+    const owner = await drillOwner(o.owner);
     scratch = await makeScratch(o.scratchParent, owner);
     report.scratch = scratch;
     dataDir = join(scratch, 'data');
@@ -150,7 +150,7 @@ export async function runDrill(o: DrillOptions, report: DrillReport): Promise<vo
       });
     }
     const addr = { socketDir: scratch, port };
-    const conn = await connect(addr, 'postgres', [...new Set([owner.name, 'postgres'])]);
+    const conn = await connect(addr, 'postgres', [...new Set([owner.user, 'postgres'])]);
     client = conn.client;
     const facts = await replayFacts(client);
     report.rtoSeconds = (Date.now() - started) / 1000;

@@ -1,43 +1,34 @@
-import { spawnSync } from 'node:child_process';
 import { chown, mkdir, mkdtemp, realpath, rm, statfs } from 'node:fs/promises';
 import { tmpdir, userInfo } from 'node:os';
 import { join, resolve } from 'node:path';
 import { InvalidInputError } from '../errors.js';
-import { chownTree as handOver } from '../restore/index.js';
+import { chownTree as handOver, resolveOwner, type Owner } from '../restore/index.js';
 import { DrillCouldNotRunError } from './errors.js';
 
-/** The OS user the scratch server runs as. */
-export interface Owner {
-  readonly name: string;
-  readonly uid: number;
-  readonly gid: number;
-}
-
 /**
- * As root: --owner, else `postgres` (PostgreSQL refuses to run as root). As
- * anyone else: that user (only root can hand files to another user).
+ * The OS user the scratch server runs as. As root: --owner, else `postgres`
+ * (PostgreSQL refuses to run as root), resolved and checked by restore's
+ * --owner rules. As anyone else: that user (only root can hand files to
+ * another user).
  */
-export function resolveOwner(asked: string | undefined): Owner {
-  const uid = process.getuid?.() ?? 0;
-  if (uid !== 0) {
+export async function drillOwner(asked: string | undefined): Promise<Owner> {
+  if (process.getuid?.() !== 0) {
     const me = userInfo();
     if (asked !== undefined && asked !== me.username) {
       throw new InvalidInputError(`--owner ${asked}: only root can run the drill's server as another user (this is ${me.username})`, { hint: 'leave --owner out, or run the drill as root' });
     }
-    return { name: me.username, uid: me.uid, gid: me.gid };
+    return { user: me.username, uid: me.uid, gid: me.gid };
   }
-  const name = asked ?? 'postgres';
-  const id = (flag: string) => spawnSync('id', [flag, name], { encoding: 'utf8' });
-  const u = id('-u');
-  const g = id('-g');
-  if (u.status !== 0 || g.status !== 0) {
-    throw new DrillCouldNotRunError(`there is no OS user ${name} to run the drill's PostgreSQL server as (PostgreSQL refuses to run as root)`, {
+  if (asked !== undefined) return resolveOwner(asked, 0);
+  try {
+    return await resolveOwner('postgres', 0);
+  } catch (err) {
+    if (!(err instanceof InvalidInputError)) throw err;
+    throw new DrillCouldNotRunError(`there is no OS user postgres to run the drill's PostgreSQL server as (PostgreSQL refuses to run as root)`, {
       hint: '--owner names the PostgreSQL OS user',
+      cause: err,
     });
   }
-  const n = { uid: Number(u.stdout.trim()), gid: Number(g.stdout.trim()) };
-  if (n.uid === 0) throw new InvalidInputError(`--owner ${name} is root: PostgreSQL refuses to run as root`);
-  return { name, ...n };
 }
 
 /** A new directory for one drill: <parent>/walship-drill-XXXXXX, owned by the owner, mode 0700. */
@@ -91,7 +82,7 @@ function mib(n: number): string {
  */
 export async function chownTree(dir: string, owner: Owner): Promise<void> {
   if (process.getuid?.() !== 0) return;
-  await handOver(dir, { user: owner.name, uid: owner.uid, gid: owner.gid });
+  await handOver(dir, owner);
 }
 
 export async function removeScratch(dir: string): Promise<void> {
