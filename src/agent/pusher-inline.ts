@@ -1,4 +1,4 @@
-import { push, type PushOptions } from '../pipeline/push.js';
+import { pushEverywhere, type PushTargets } from '../pipeline/push-targets.js';
 import { describeError } from '../spool/state.js';
 import { PushFailed, type Archived, type Pusher } from './pusher.js';
 
@@ -8,13 +8,13 @@ import { PushFailed, type Archived, type Pusher } from './pusher.js';
  */
 export class InlinePusher implements Pusher {
   constructor(
-    private readonly opts: Omit<PushOptions, 'path'>,
+    private readonly targets: PushTargets,
     readonly slots: number,
   ) {}
 
   async archive(path: string): Promise<Archived> {
     try {
-      const r = await push({ ...this.opts, path });
+      const r = await pushEverywhere(this.targets, path);
       return { file: r.file, outcome: r.outcome, rawBytes: r.rawBytes, storedBytes: r.storedBytes, blake3: r.blake3 };
     } catch (err) {
       throw new PushFailed(describeError(err));

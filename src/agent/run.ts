@@ -6,7 +6,7 @@ import { storeFingerprint } from '../config/index.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log/index.js';
 import { openBoundArchive } from '../pipeline/archive-binding.js';
-import { pushOptionsFor } from '../pipeline/push-options.js';
+import { pushTargetsFor } from '../pipeline/push-targets.js';
 import { openClusterSpool, readBinding } from '../spool/cluster.js';
 import { holdsFlock } from '../spool/flock-held.js';
 import { PushMarkers } from '../spool/push-markers.js';
@@ -71,7 +71,8 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
   let pusher: Pusher | undefined;
   try {
     const stamp = configFileStamp(globals.config);
-    const { store, keys } = await commandContext(globals, log);
+    const ctx = await commandContext(globals, log);
+    const { store, keys } = ctx;
     const archive = await openBoundArchive(store, config, dataDir, cluster, (m) => log.warn(m));
     const fingerprint = storeFingerprint(config);
     const archiveId = archive.manifest.archiveId;
@@ -86,12 +87,12 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
     await mkdir(join(stateDir(cluster.dir), 'events'), { recursive: true, mode: 0o700 });
 
     const slots = config.agentJobs ?? availableParallelism();
-    const opts = pushOptionsFor(config, store, archive.manifest, keys, log);
+    const targets = await pushTargetsFor(ctx, ctx.second, archive.manifest, log);
     pusher = slots > 1 ? await startThreadPusher(globals, archive.manifest, slots, log).catch((err: unknown) => {
       log.warn(`worker threads unavailable (${errorMessage(err)}); archiving on one thread`);
       return undefined;
     }) : undefined;
-    pusher ??= new InlinePusher(opts, slots);
+    pusher ??= new InlinePusher(targets, slots);
     log.info({ dataDir, slots, archiveId, storeFingerprint: fingerprint }, `agent started for ${dataDir} (archive ${archiveId} at ${store.description})`);
 
     // The recovery side runs beside the archiving loop: a standby with

@@ -2,9 +2,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { commandContext, commandLogger, type GlobalOptions } from '../cli/context.js';
 import { releaseSegmentMemory } from '../memory.js';
 import type { ArchiveManifest } from '../pipeline/manifest.js';
-import { push } from '../pipeline/push.js';
+import { pushEverywhere, pushTargetsFor } from '../pipeline/push-targets.js';
 import { describeError } from '../spool/state.js';
-import { CREATED_BY } from '../version.js';
 import type { WorkerReply, WorkerRequest } from './worker-protocol.js';
 
 /**
@@ -20,26 +19,20 @@ export async function runAgentWorker(globals: GlobalOptions): Promise<number> {
   const send = (m: WorkerReply) => port.postMessage(m);
   const log = commandLogger('agent-worker');
   const manifest = (workerData as { manifest: ArchiveManifest }).manifest;
-  let ctx;
+  let targets;
   try {
-    ctx = await commandContext(globals, log);
+    const ctx = await commandContext(globals, log);
+    // The same targets as PostgreSQL's own push: with WALSHIP_STORE2_MODE=sync both stores.
+    targets = await pushTargetsFor(ctx, ctx.second, manifest, log);
   } catch (err) {
     send({ kind: 'fatal', error: describeError(err) });
     return 1;
   }
-  const { config, store, keys } = ctx;
-  const opts = {
-    store,
-    manifest,
-    keys: config.encryption === 'none' ? undefined : keys,
-    compression: config.compression,
-    createdBy: CREATED_BY,
-  };
   let chain = Promise.resolve();
   port.on('message', (m: WorkerRequest) => {
     chain = chain.then(async () => {
       try {
-        const r = await push({ ...opts, path: m.path });
+        const r = await pushEverywhere(targets, m.path);
         send({ kind: 'done', id: m.id, result: { file: r.file, outcome: r.outcome, rawBytes: r.rawBytes, storedBytes: r.storedBytes, blake3: r.blake3 } });
       } catch (err) {
         send({ kind: 'failed', id: m.id, error: describeError(err) });

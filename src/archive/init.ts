@@ -135,7 +135,7 @@ async function newestSegmentHeader(dataDir: string, systemIdentifier: string): P
  * ListBucket, DeleteObject) or a read-only mount are found now, not at the
  * first archived segment. Anything but a clear refusal is thrown as it is.
  */
-async function probeStore(store: Store): Promise<void> {
+export async function probeStore(store: Store): Promise<void> {
   const report = await checkS3Permissions(store);
   if (report.missing.length === 0) return;
   const denied = report.checks.filter((c) => c.result === 'denied').map((c) => `${c.permission} (${c.detail})`);

@@ -1,4 +1,5 @@
-import { loadConfig, logLevelFromEnv, type Config } from '../config/index.js';
+import { loadConfig, logLevelFromEnv, pinStore, type Config } from '../config/index.js';
+import { ConfigError } from '../errors.js';
 import { keyProviderFor, type KeyProvider } from '../crypto/index.js';
 import { createLogger, type Logger } from '../log/index.js';
 import { openStore, type Store } from '../store/index.js';
@@ -6,6 +7,8 @@ import { reportError } from './report.js';
 
 export interface GlobalOptions {
   readonly config?: string;
+  /** --store N: the first or the second store alone. */
+  readonly store?: string;
 }
 
 export interface CommandContext {
@@ -13,6 +16,23 @@ export interface CommandContext {
   readonly store: Store;
   /** Key provider for reading (every configured provider) and, unless WALSHIP_ENCRYPTION=none, writing. */
   readonly keys: KeyProvider | undefined;
+  /** The second store (WALSHIP_STORE2) with its own keys; undefined with one store or with --store. */
+  readonly second: StoreTarget | undefined;
+}
+
+/** One store with the keys its copies are encoded under. */
+export interface StoreTarget {
+  readonly config: Config;
+  readonly store: Store;
+  readonly keys: KeyProvider | undefined;
+}
+
+/** The configuration, narrowed to one store by --store. */
+export function configFor(globals: GlobalOptions): Config {
+  const config = loadConfig({ configFile: globals.config });
+  if (globals.store === undefined) return config;
+  if (globals.store !== '1' && globals.store !== '2') throw new ConfigError(`--store ${globals.store} is invalid: expected 1 or 2`);
+  return pinStore(config, globals.store === '1' ? 1 : 2);
 }
 
 /** The logger exists before the configuration so that a bad configuration is logged too. */
@@ -21,9 +41,15 @@ export function commandLogger(command: string): Logger {
 }
 
 export async function commandContext(globals: GlobalOptions, log: Logger): Promise<CommandContext> {
-  const config = loadConfig({ configFile: globals.config });
+  const config = configFor(globals);
   log.level = config.logLevel;
-  const [store, keys] = await Promise.all([openStore(config), keyProviderFor(config, (message) => log.warn(message))]);
+  const warn = (message: string) => log.warn(message);
+  const [first, second] = await Promise.all([openTarget(config, warn), config.second ? openTarget(config.second.config, warn) : undefined]);
+  return { ...first, second };
+}
+
+async function openTarget(config: Config, warn: (message: string) => void): Promise<StoreTarget> {
+  const [store, keys] = await Promise.all([openStore(config), keyProviderFor(config, warn)]);
   return { config, store, keys };
 }
 

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { dirname } from 'node:path';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log/index.js';
-import { restoreArchived } from '../pipeline/fetch.js';
+import { restoreFromStores } from '../pipeline/fetch-stores.js';
 import { storeFingerprint } from '../config/fingerprint.js';
 import { readManifest } from '../pipeline/manifest.js';
 import { currentPoolOwner, poolFor, recoveryInProgress, removeLeftoverPool } from '../pipeline/prefetch.js';
@@ -36,7 +36,7 @@ export async function runFetch(name: string, target: string, globals: GlobalOpti
   try {
     checkPathArgument(target, '%p');
     await checkTargetDirectory(target);
-    const { config, store, keys } = await commandContext(globals, log);
+    const { config, store, keys, second } = await commandContext(globals, log);
     // restore_command runs in the data directory; the journal is per cluster.
     spoolDir = (await tryOpenClusterSpool(config.spoolDir, process.cwd(), (m) => log.warn(m)))?.dir;
     // Outside recovery (a hand-run fetch, or pg_rewind) a pool left behind is removed.
@@ -57,11 +57,10 @@ export async function runFetch(name: string, target: string, globals: GlobalOpti
     }
     // Streams from the store through the decoder into a temporary file, and
     // renames it into place only once everything is verified.
-    const r = await restoreArchived({
+    // With a second store, "not in the archive" needs every store's word (see restoreFromStores).
+    const r = await restoreFromStores([{ store, keys }, ...(second ? [second] : [])], {
       name,
       target,
-      store,
-      keys,
       retries: config.retries,
       dataDir: process.cwd(),
       onRetry: (attempt, err) => log.warn({ file: name, attempt }, `retrying ${name} after: ${errorMessage(err)}`),
@@ -73,9 +72,10 @@ export async function runFetch(name: string, target: string, globals: GlobalOpti
     }
     await pool?.discardStale(name);
     const ms = Math.round(performance.now() - started);
+    const from = second && r.from ? ` from ${r.from}` : '';
     log.info(
-      { file: name, target, rawBytes: r.rawBytes, storedBytes: r.storedBytes, ms, ...(pool ? { prefetched: false } : {}) },
-      `restored ${name} (${mib(r.storedBytes)} → ${mib(r.rawBytes)}) in ${ms} ms`,
+      { file: name, target, rawBytes: r.rawBytes, storedBytes: r.storedBytes, ms, ...(pool ? { prefetched: false } : {}), ...(second ? { from: r.from } : {}) },
+      `restored ${name}${from} (${mib(r.storedBytes)} → ${mib(r.rawBytes)}) in ${ms} ms`,
     );
     if (spoolDir) await recordFetch(spoolDir, { file: name, outcome: 'ok', rawBytes: r.rawBytes, storedBytes: r.storedBytes, ms }, log);
     return EXIT.OK;

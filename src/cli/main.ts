@@ -20,14 +20,14 @@ const FAILED = 1;
 
 /**
  * The command the arguments name, skipping the global options that may come
- * first (-c FILE, --config FILE, --config=FILE, -cFILE). An unknown option is
+ * first (-c FILE, --config FILE, --config=FILE, -cFILE, --store N). An unknown option is
  * taken as a flag; commander rejects it later, and the command is still known.
  */
 function commandOf(args: readonly string[]): string | undefined {
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     if (a === '--') return args[i + 1];
-    if (a === '-c' || a === '--config') {
+    if (a === '-c' || a === '--config' || a === '--store') {
       i++;
       continue;
     }

@@ -39,6 +39,7 @@ function build(setExit: (code: number) => void): Command {
     .description('Archive PostgreSQL WAL to S3 or a directory: LZ4, BLAKE3, AES-256-GCM.')
     .version(VERSION, '-V, --version')
     .option('-c, --config <file>', 'config file (key = value lines); env WALSHIP_CONFIG')
+    .option('--store <n>', 'with a second store (WALSHIP_STORE2): use store 1 or 2 alone, e.g. to restore or drill while the other region is down')
     .addHelpText('after', EPILOG)
     .showHelpAfterError()
     .exitOverride();
@@ -48,11 +49,12 @@ function build(setExit: (code: number) => void): Command {
     .description('create the archive in WALSHIP_STORE (or confirm it) and bind this data directory to it; push never creates one')
     .option('-D, --pgdata <dir>', 'data directory of the cluster to archive; env WALSHIP_PGDATA or PGDATA, else the current directory')
     .option('--rebind', 'archive into the archive the store holds now (or a new one) although this data directory archived to another')
+    .option('--join', 'make the second store (WALSHIP_STORE2) part of the archive the first store holds: copies its id there; run once, then walship replicate')
     .addHelpText(
       'after',
       '\nRun it once, as the PostgreSQL OS user, before setting archive_command; running it again only confirms.\nIt checks that the store can be written, read, listed and cleaned.\nExit status: 0 done, 1 refused (another cluster\'s archive, or bound to another archive), 2 bad arguments or\nconfiguration, 3 the store failed.',
     )
-    .action(async (opts: { pgdata?: string; rebind?: boolean }) => {
+    .action(async (opts: { pgdata?: string; rebind?: boolean; join?: boolean }) => {
       const { runInit } = await import('./init.js');
       setExit(await runInit(opts, globals(program)));
     });

@@ -4,8 +4,7 @@ import { releaseSegmentMemory } from '../memory.js';
 import type { Logger } from '../log/index.js';
 import { openBoundArchive } from '../pipeline/archive-binding.js';
 import { removeLeftoverPool } from '../pipeline/prefetch.js';
-import { push, type PushOptions } from '../pipeline/push.js';
-import { pushOptionsFor } from '../pipeline/push-options.js';
+import { pushEverywhere, pushTargetsFor, type PushTargets } from '../pipeline/push-targets.js';
 import { nextReadyFiles } from '../pipeline/ready-files.js';
 import { tryOpenClusterSpool } from '../spool/cluster.js';
 import { fileIdentity, PushMarkers, revokeMarkers } from '../spool/push-markers.js';
@@ -30,7 +29,8 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
   // Where the outcome is recorded for metrics/status; unknown until the configuration loaded.
   let spoolDir: string | undefined;
   try {
-    const { config, store, keys } = await commandContext(globals, log);
+    const ctx = await commandContext(globals, log);
+    const { config, store } = ctx;
     // archive_command runs in the data directory.
     const cluster = await tryOpenClusterSpool(config.spoolDir, process.cwd(), (m) => log.warn(m));
     spoolDir = cluster?.dir;
@@ -54,24 +54,25 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
         return EXIT.OK;
       }
     }
-    const opts = pushOptionsFor(config, store, archive.manifest, keys, log);
+    const targets = await pushTargetsFor(ctx, ctx.second, archive.manifest, log);
     // Look-ahead is only worth it when its markers can be kept.
     const ahead = markers ? await nextReadyFiles(path, name, config.pushConcurrency - 1) : [];
     // %p first, then the look-ahead files, one after the other: the work is
     // CPU-bound on one thread (measured: two in flight were no faster and
     // held more memory), and what one segment needed is released before the
     // next one is read.
-    const r = await push({ ...opts, path });
+    const r = await pushEverywhere(targets, path);
     for (const p of ahead) {
       releaseSegmentMemory();
-      await pushAhead(p, opts, markers!, log);
+      await pushAhead(p, targets, markers!, log);
     }
     const ms = Math.round(performance.now() - started);
-    const fields = { file: r.file, key: r.key, rawBytes: r.rawBytes, storedBytes: r.storedBytes, encrypted: r.encrypted, ms, ahead: ahead.length };
+    const fields = { file: r.file, key: r.key, rawBytes: r.rawBytes, storedBytes: r.storedBytes, encrypted: r.encrypted, ms, ahead: ahead.length, ...(r.second ? { second: r.second.outcome } : {}) };
+    const also = r.second ? ` and ${targets.second!.store.description}` : '';
     if (r.outcome === 'already-archived') {
       log.warn({ ...fields, outcome: r.outcome }, `${r.file} was already archived with identical content; nothing to do`);
     } else {
-      log.info(fields, `archived ${r.file} (${mib(r.rawBytes)} → ${mib(r.storedBytes)}${r.encrypted ? ', encrypted' : ''}) in ${ms} ms`);
+      log.info(fields, `archived ${r.file} (${mib(r.rawBytes)} → ${mib(r.storedBytes)}${r.encrypted ? ', encrypted' : ''})${also} in ${ms} ms`);
     }
     if (spoolDir) await recordPush(spoolDir, { file: r.file, outcome: r.outcome, rawBytes: r.rawBytes, storedBytes: r.storedBytes, ms }, log);
     if (markers && Math.random() < 0.01) await markers.prune(24 * 3600 * 1000);
@@ -92,12 +93,12 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
  * Archives a file PostgreSQL has not asked for yet. Failures are only
  * logged: PostgreSQL will ask for the file later and get the real answer.
  */
-async function pushAhead(path: string, opts: Omit<PushOptions, 'path'>, markers: PushMarkers, log: Logger): Promise<void> {
+async function pushAhead(path: string, targets: PushTargets, markers: PushMarkers, log: Logger): Promise<void> {
   const name = basename(path);
   try {
     if (await markers.lookup(name, path)) return;
     const before = await fileIdentity(path);
-    const r = await push({ ...opts, path });
+    const r = await pushEverywhere(targets, path);
     // Only a file that did not change while it was read may be vouched for.
     const after = await fileIdentity(path);
     if (JSON.stringify(before) !== JSON.stringify(after)) return;

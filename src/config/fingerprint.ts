@@ -13,9 +13,14 @@ import type { Config } from './load.js';
  * two in step. Region and path style are left out on purpose: they change how
  * a server is addressed, not which data it holds.
  */
-export function storeFingerprint(config: Pick<Config, 'store' | 's3'>, env: NodeJS.ProcessEnv = process.env): string {
+export function storeFingerprint(config: Pick<Config, 'store' | 's3' | 'second'>, env: NodeJS.ProcessEnv = process.env): string {
   const endpoint = config.store.kind === 's3' ? (config.s3.endpoint ?? '') : '';
   let text = `walship-store-v1\n${config.store.url}\n${endpoint}\n`;
+  // With a second store, what vouches for "archived" also says where else
+  // (and whether synchronously): a marker made while the second store was
+  // async, or absent, must not answer for a sync configuration.
+  const second = config.second;
+  if (second) text += `second\n${second.mode}\n${second.config.store.url}\n${second.config.store.kind === 's3' ? (second.config.s3.endpoint ?? '') : ''}\n`;
   // The AWS SDK also finds an endpoint (or a profile naming one) here.
   const sdk = config.store.kind === 's3' ? SDK_ENDPOINT_VARIABLES.map((v) => env[v] ?? '') : [];
   if (sdk.some((v) => v !== '')) text += `aws\n${sdk.join('\n')}\n`;

@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { isAbsolute } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { readConfigFile, type FileValue } from './file.js';
 import { SETTINGS, type SettingName } from './settings.js';
@@ -69,6 +69,21 @@ export interface Config {
   readonly pgData: string | undefined;
   /** Connection for metrics and status (never logged: it may hold a password). */
   readonly pgDsn: string | undefined;
+  /** A second store (WALSHIP_STORE2) in the same archive; undefined when there is one store. */
+  readonly second?: SecondStore | undefined;
+}
+
+export type ReplicationMode = 'sync' | 'async';
+
+/**
+ * The second store: its own location, S3 settings and keys (its copies are
+ * encoded separately under its own key, see docs/FORMAT.md), everything
+ * else as the first store's. `config.spoolDir` is a subdirectory of the
+ * first store's spool, so that each store's cached KMS data key stays its own.
+ */
+export interface SecondStore {
+  readonly mode: ReplicationMode;
+  readonly config: Config;
 }
 
 /** Used when neither --config nor WALSHIP_CONFIG names a file. */
@@ -95,7 +110,15 @@ function expectsOf(name: SettingName): string {
  * DSN's password). Messages end up in PostgreSQL's server log, so these
  * values are shown with the credential masked.
  */
-const SECRET_BEARING: ReadonlySet<SettingName> = new Set<SettingName>(['WALSHIP_STORE', 'WALSHIP_S3_ENDPOINT', 'WALSHIP_KMS_ENDPOINT', 'WALSHIP_PG_DSN']);
+const SECRET_BEARING: ReadonlySet<SettingName> = new Set<SettingName>([
+  'WALSHIP_STORE',
+  'WALSHIP_S3_ENDPOINT',
+  'WALSHIP_KMS_ENDPOINT',
+  'WALSHIP_PG_DSN',
+  'WALSHIP_STORE2',
+  'WALSHIP_STORE2_S3_ENDPOINT',
+  'WALSHIP_STORE2_KMS_ENDPOINT',
+]);
 
 /** Masks `//user:password@` in URLs and `password=...` in key/value DSNs. */
 export function maskCredentials(value: string): string {
@@ -166,7 +189,63 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if (explicit) file = readConfigFile(explicit);
   else if (existsSync(DEFAULT_CONFIG_FILE)) file = readConfigFile(DEFAULT_CONFIG_FILE);
   const lookup = makeLookup(env, file);
+  const first = buildConfig(lookup);
+  const second = lookup('WALSHIP_STORE2');
+  if (!second) return first;
+  let secondConfig: Config;
+  try {
+    secondConfig = buildConfig(secondStoreLookup(lookup));
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(`the second store (WALSHIP_STORE2): ${err.message}`, { hint: 'a WALSHIP_STORE2_ setting of the same name overrides the first store\'s' });
+    throw err;
+  }
+  if (secondConfig.store.url === first.store.url && (secondConfig.s3.endpoint ?? '') === (first.s3.endpoint ?? '')) {
+    throw new ConfigError(`${second.where}="${maskCredentials(second.value)}" is the first store again: expected a second, separate store`);
+  }
+  return {
+    ...first,
+    second: {
+      mode: oneOf<ReplicationMode>(lookup, 'WALSHIP_STORE2_MODE', ['sync', 'async'], 'sync'),
+      config: { ...secondConfig, spoolDir: join(first.spoolDir, 'store2') },
+    },
+  };
+}
 
+/** The settings that say where a store is and how its copies are encrypted, with the second store's names. */
+const SECOND_LOCATION: Readonly<Partial<Record<SettingName, SettingName>>> = {
+  WALSHIP_STORE: 'WALSHIP_STORE2',
+  WALSHIP_S3_ENDPOINT: 'WALSHIP_STORE2_S3_ENDPOINT',
+  WALSHIP_S3_REGION: 'WALSHIP_STORE2_S3_REGION',
+  WALSHIP_S3_FORCE_PATH_STYLE: 'WALSHIP_STORE2_S3_FORCE_PATH_STYLE',
+};
+const SECOND_KEYS: Readonly<Partial<Record<SettingName, SettingName>>> = {
+  WALSHIP_ENCRYPTION: 'WALSHIP_STORE2_ENCRYPTION',
+  WALSHIP_KEY_FILE: 'WALSHIP_STORE2_KEY_FILE',
+  WALSHIP_KMS_KEY_ID: 'WALSHIP_STORE2_KMS_KEY_ID',
+  WALSHIP_KMS_READ_KEY_IDS: 'WALSHIP_STORE2_KMS_READ_KEY_IDS',
+  WALSHIP_KMS_REGION: 'WALSHIP_STORE2_KMS_REGION',
+  WALSHIP_KMS_ENDPOINT: 'WALSHIP_STORE2_KMS_ENDPOINT',
+};
+
+/**
+ * The second store's view of the settings. Its location is its own (an S3
+ * endpoint is never inherited: the first store's MinIO is not the second's
+ * AWS region). Its keys are the first store's unless any WALSHIP_STORE2_ key
+ * setting is set, and then only those: half-inherited key settings (a DR
+ * KMS key with the first region's endpoint) would be a trap.
+ */
+function secondStoreLookup(lookup: Lookup): Lookup {
+  const ownKeys = Object.values(SECOND_KEYS).some((n) => lookup(n) !== undefined);
+  return (name) => {
+    const location = SECOND_LOCATION[name];
+    if (location) return lookup(location);
+    const key = SECOND_KEYS[name];
+    if (key && ownKeys) return lookup(key);
+    return lookup(name);
+  };
+}
+
+function buildConfig(lookup: Lookup): Config {
   const storeSetting = lookup('WALSHIP_STORE');
   if (!storeSetting) {
     throw new ConfigError(`WALSHIP_STORE is not set: expected ${expectsOf('WALSHIP_STORE')}`, {
@@ -240,6 +319,22 @@ function absolutePath(lookup: Lookup, name: SettingName): string | undefined {
   if (!v) return undefined;
   if (!isAbsolute(v.value)) throw invalid(name, v.where, v.value);
   return v.value.replace(/\/+$/, '') || '/';
+}
+
+/**
+ * The configuration with one store only: `walship --store 2 …` reads and
+ * writes the second store alone (a drill of a region's loss, a restore
+ * while the first region is down), `--store 1` the first alone.
+ */
+export function pinStore(config: Config, store: 1 | 2): Config {
+  if (store === 1) return { ...config, second: undefined };
+  if (!config.second) {
+    throw new ConfigError('--store 2 asks for the second store, but WALSHIP_STORE2 is not set', { hint: 'set WALSHIP_STORE2 (and its settings) where walship reads its configuration' });
+  }
+  // The spool stays the first store's: the cluster's journal, markers and
+  // bindings live there. Its KMS data-key cache checks the configured key, so
+  // sharing it costs at most a new data key.
+  return { ...config.second.config, spoolDir: config.spoolDir, second: undefined };
 }
 
 /** Only the log level, for logging set-up before (or despite) a bad config. */

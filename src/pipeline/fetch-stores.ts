@@ -1,0 +1,63 @@
+import type { KeyProvider } from '../crypto/index.js';
+import { errorMessage, StoreUnavailableError, WalshipError } from '../errors.js';
+import type { Store } from '../store/index.js';
+import { readManifest } from './manifest.js';
+import { restoreArchived, type ReadOptions, type RestoreResult } from './fetch.js';
+import { requireJoined } from './second-store.js';
+
+/** A store to read from, with the keys its copies were encoded under. */
+export interface ReadSource {
+  readonly store: Store;
+  readonly keys: KeyProvider | undefined;
+}
+
+export type RestoreFromStoresOptions = Omit<ReadOptions, 'store' | 'keys'> & { readonly target: string; readonly exclusiveTmp?: string };
+
+/** What restoreArchived answers, and which store gave a found file. */
+export type StoresRestoreResult = RestoreResult & { readonly from: string | undefined };
+
+/**
+ * restoreArchived over every configured store, first store first, each copy
+ * verified as a single store's is. The rule that keeps a lagging or broken
+ * second store from ending a recovery early:
+ * - found in any store: delivered;
+ * - "not in the archive" (not-found) only when EVERY store answered
+ *   not-found;
+ * - any store that could not answer, when no other had the file, makes the
+ *   file "not available": this throws, and fetch's exit code stops recovery
+ *   instead of letting PostgreSQL promote (or pick a timeline) without it.
+ * The second store is read only once it is known to hold the same archive
+ * as the first (when the first can say).
+ */
+export async function restoreFromStores(sources: readonly ReadSource[], opts: RestoreFromStoresOptions): Promise<StoresRestoreResult> {
+  const failures: { store: Store; err: unknown }[] = [];
+  let notFound: RestoreResult | undefined;
+  for (const [i, source] of sources.entries()) {
+    try {
+      if (i > 0 && failures.length === 0) {
+        // The first store answered "not here", so its manifest is readable.
+        const first = await readManifest(sources[0]!.store);
+        if (first) await requireJoined(first, source.store);
+      }
+      const r = await restoreArchived({ ...opts, store: source.store, keys: source.keys });
+      if (r.status === 'found') return { ...r, from: source.store.description };
+      notFound = r;
+    } catch (err) {
+      if (sources.length === 1) throw err;
+      failures.push({ store: source.store, err });
+    }
+  }
+  if (failures.length === 0) return { ...notFound!, from: undefined };
+  const failed = failures.map((f) => `${f.store.description}: ${errorMessage(f.err)}`).join('; ');
+  const absent = sources.filter((s) => !failures.some((f) => f.store === s.store)).map((s) => s.store.description);
+  const first = failures[0]!.err;
+  throw new StoreUnavailableError(
+    `${opts.name} could not be read (${failed})${absent.length > 0 ? `, and ${absent.join(', ')} does not hold it` : ''}: it may exist, so it is not reported as missing`,
+    {
+      file: opts.name,
+      key: first instanceof WalshipError ? first.key : undefined,
+      cause: first,
+      hint: 'a store that lags (async) or is down cannot say that a file is not in the archive; bring the failing store back, or restore from one store alone with --store N if that store is known to be complete',
+    },
+  );
+}
