@@ -63,6 +63,20 @@ export interface LagReport {
   readonly drills?: DrillState | undefined;
   /** WALSHIP_RTO_SECONDS, the recovery time objective drills are compared with; undefined when not set. */
   readonly rtoObjectiveSeconds?: number | undefined;
+  /** The second store in async mode: how far its copies are complete (undefined without one). */
+  readonly replication?: ReplicationLag | undefined;
+}
+
+/** What the last `walship replicate` pass (or the agent's) recorded, for an async second store. */
+export interface ReplicationLag {
+  /** The second store holds everything the first held up to this time (ms since the epoch); 0 if no pass ever completed. */
+  readonly syncedThroughMs: number;
+  /** Objects the first store holds and the second still lacks after the last pass. */
+  readonly pendingObjects: number | undefined;
+  /** When the last pass ran (ms), 0 if never. */
+  readonly lastPassMs: number;
+  /** The last pass failed, or could not copy some objects. */
+  readonly failing: boolean;
 }
 
 export async function collect(opts: CollectOptions): Promise<LagReport> {

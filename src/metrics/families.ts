@@ -17,7 +17,8 @@ export interface InfoLabels {
 
 const g = (name: string, help: string, samples: Sample[]): MetricFamily => ({ name, help, type: 'gauge', samples });
 const c = (name: string, help: string, samples: Sample[]): MetricFamily => ({ name, help, type: 'counter', samples });
-const one = (value: number | undefined): Sample[] => (value === undefined || Number.isNaN(value) ? [] : [{ value }]);
+const one = (value: number | undefined, labels?: Record<string, string>): Sample[] =>
+  value === undefined || Number.isNaN(value) ? [] : [labels ? { labels, value } : { value }];
 const seconds = (ms: number | undefined): number | undefined => (ms === undefined ? undefined : ms / 1000);
 const underscore = (s: string) => s.replace(/-/g, '_');
 
@@ -154,6 +155,20 @@ export function metricFamilies(r: LagReport, info: InfoLabels): MetricFamily[] {
         "Newest successful drill: seconds between its target's time and the last commit recovery replayed.",
         one(dr.lastSuccess?.targetAccuracySeconds),
       ),
+    );
+  }
+  const rep = r.replication;
+  if (rep) {
+    const store = { store: '2' };
+    out.push(
+      g(
+        'walship_store_replication_synced_timestamp_seconds',
+        'The second store (async) holds every file the first store held up to this time (Unix time), 0 until a pass completes: alert when it gets old.',
+        [{ labels: store, value: rep.syncedThroughMs / 1000 }],
+      ),
+      g('walship_store_replication_pending_objects', 'Files the first store holds and the second store still lacked after the last replication pass.', one(rep.pendingObjects, store)),
+      g('walship_store_replication_last_pass_timestamp_seconds', 'When the last replication pass to the second store ran (Unix time), 0 if never.', [{ labels: store, value: rep.lastPassMs / 1000 }]),
+      g('walship_store_replication_failing', '1 if the last replication pass to the second store failed or left files it could not copy, else 0.', [{ labels: store, value: rep.failing ? 1 : 0 }]),
     );
   }
   if (r.rtoObjectiveSeconds !== undefined) {

@@ -54,6 +54,7 @@ function writtenMetricNames(): Set<string> {
     stateDir: undefined,
     drills: { v: 1, runs: { success: 1, failure: 0, error: 0 }, lastSuccess: { at: 0, backupId: 'b', rtoSeconds: 1, targetAccuracySeconds: 1 } },
     rtoObjectiveSeconds: 14400,
+    replication: { syncedThroughMs: 0, pendingObjects: 0, lastPassMs: 0, failing: false },
     agent: { running: true, stuck: false, pid: 1, queueDepth: 0, inFlight: 0, lastCompletedAt: 0, lastCompletedFile: '000000010000000000000001', lastError: undefined, prefetchPooled: 0, prefetchInFlight: 0 },
   };
   // Families whose samples appear only with data (by code, last positions) are declared all the same.
@@ -77,6 +78,9 @@ describe('monitoring packaging (docker/, docs/monitoring.md)', () => {
     const drillTests = await promtool(['test', 'rules', 'walship-drill-rules.test.yml'], join(docker, 'prometheus'));
     expect(drillTests.output).toMatch(/SUCCESS/);
     expect(drillTests.code, drillTests.output).toBe(0);
+    const secondStoreTests = await promtool(['test', 'rules', 'walship-second-store-rules.test.yml'], join(docker, 'prometheus'));
+    expect(secondStoreTests.output).toMatch(/SUCCESS/);
+    expect(secondStoreTests.code, secondStoreTests.output).toBe(0);
   });
 
   it('every walship metric the rules and the docs name is one walship writes, and the docs list them all', () => {
@@ -87,7 +91,7 @@ describe('monitoring packaging (docker/, docs/monitoring.md)', () => {
     // walship_monitor is the database role of the examples, not a metric.
     const mentioned = (text: string) => new Set([...text.matchAll(/\bwalship_[a-z_]+[a-z]\b/g)].map((m) => m[0]).filter((n) => n !== 'walship_monitor'));
     const rules = mentioned(
-      ['walship-rules.yml', 'walship-rules.test.yml', 'walship-drill-rules.test.yml', 'walship-compat-rules.yml', 'walship-compat-rules.test.yml'].map((f) => read(`docker/prometheus/${f}`)).join('\n'),
+      ['walship-rules.yml', 'walship-rules.test.yml', 'walship-drill-rules.test.yml', 'walship-second-store-rules.test.yml', 'walship-compat-rules.yml', 'walship-compat-rules.test.yml'].map((f) => read(`docker/prometheus/${f}`)).join('\n'),
     );
     const docs = mentioned(read('docs/monitoring.md'));
     expect([...rules].filter((n) => !written.has(n))).toEqual([]);
