@@ -36,13 +36,32 @@ describe('bin/walship computes what the Node side computes', () => {
   ];
   it.each(stores)('store fingerprint of %s (endpoint "%s")', (store, endpoint) => {
     const env = { WALSHIP_STORE: store, WALSHIP_S3_ENDPOINT: endpoint };
-    const shell = sh(`config_arg=\n${fn('store_fingerprint')}\nstore_fingerprint && echo "$fp" || echo none`, env);
+    const shell = sh(`config_arg=\n${fn('store_fingerprint')}\n${fn('norm_store')}\nstore_fingerprint && echo "$fp" || echo none`, env);
     expect(shell).toBe(storeFingerprint(loadConfig({ env })));
+  });
+
+  const seconds: Array<Record<string, string>> = [
+    { WALSHIP_STORE2: 'file:///var/lib/walship-dr/' },
+    { WALSHIP_STORE2: 'file:///var/lib/walship-dr', WALSHIP_STORE2_MODE: 'async' },
+    { WALSHIP_STORE2: 's3://dr-bucket//pg/', WALSHIP_STORE2_S3_ENDPOINT: 'http://127.0.0.1:9000', WALSHIP_STORE2_MODE: 'sync' },
+  ];
+  it.each(seconds)('store fingerprint with a second store %o', (second) => {
+    const env = { WALSHIP_STORE: 's3://bucket/pg', WALSHIP_S3_ENDPOINT: 'http://127.0.0.1:9001', ...second };
+    const shell = sh(`config_arg=\n${fn('store_fingerprint')}\n${fn('norm_store')}\nstore_fingerprint && echo "$fp" || echo none`, env);
+    const node = storeFingerprint(loadConfig({ env }));
+    expect(shell).toBe(node);
+    // The second store changes the digest: a marker confirmed without it (or in another mode) never answers.
+    expect(node).not.toBe(storeFingerprint(loadConfig({ env: { WALSHIP_STORE: env.WALSHIP_STORE, WALSHIP_S3_ENDPOINT: env.WALSHIP_S3_ENDPOINT } })));
+  });
+
+  it('leaves a second store with an unusual mode spelling to Node', () => {
+    const env = { WALSHIP_STORE: 'file:///a', WALSHIP_STORE2: 'file:///b', WALSHIP_STORE2_MODE: 'ASYNC' };
+    expect(sh(`config_arg=\n${fn('store_fingerprint')}\n${fn('norm_store')}\nstore_fingerprint && echo "$fp" || echo none`, env)).toBe('none');
   });
 
   it('gives no fingerprint when a config file may decide, or the URL is unusual', () => {
     const run = (env: Record<string, string>, configArg = '') =>
-      sh(`config_arg='${configArg}'\n${fn('store_fingerprint')}\nstore_fingerprint && echo "$fp" || echo none`, env);
+      sh(`config_arg='${configArg}'\n${fn('store_fingerprint')}\n${fn('norm_store')}\nstore_fingerprint && echo "$fp" || echo none`, env);
     expect(run({ WALSHIP_STORE: 'file:///a' }, '/etc/x.conf')).toBe('none');
     expect(run({ WALSHIP_STORE: 'file:///a', WALSHIP_CONFIG: '/etc/x.conf' })).toBe('none');
     expect(run({ WALSHIP_STORE: 'file:///a%20b' })).toBe('none');
