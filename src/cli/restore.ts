@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import { bytes } from '../archive/index.js';
 import { progressLine, readCatalog } from '../backup/index.js';
-import { ConfigError, InvalidInputError } from '../errors.js';
+import { ConfigError, InvalidInputError, StoreUnavailableError } from '../errors.js';
 import { requireManifest } from '../pipeline/manifest.js';
 import { describeTarget, outsideRecoverySettings, parseTarget, resolveOwner, restoreBackup, startAndWait, type Owner, type RecoveryTarget, type TargetOptions } from '../restore/index.js';
 import { CREATED_BY } from '../version.js';
@@ -131,6 +131,11 @@ export async function runRestore(raw: Record<string, unknown>, globals: GlobalOp
     }
   } catch (err) {
     reportError(log, err);
+    if (err instanceof StoreUnavailableError && ctx.second) {
+      log.warn(
+        `the backup is read from the first store (${store.description}); with it unreachable, "walship --store 2 restore …" restores from the second store (${ctx.second.store.description}) alone, up to where it is complete`,
+      );
+    }
     return err instanceof ConfigError ? EXIT.USAGE : EXIT.FAILED;
   }
 }
