@@ -2,7 +2,7 @@ import type { KeyProvider } from '../crypto/index.js';
 import { errorMessage, StoreUnavailableError, WalshipError } from '../errors.js';
 import type { Store } from '../store/index.js';
 import { readManifest } from './manifest.js';
-import { restoreArchived, type ReadOptions, type RestoreResult } from './fetch.js';
+import { defaultBackoff, restoreArchived, type ReadOptions, type RestoreResult } from './fetch.js';
 import { requireJoined } from './second-store.js';
 
 /** A store to read from, with the keys its copies were encoded under. */
@@ -30,7 +30,30 @@ export type StoresRestoreResult = RestoreResult & { readonly from: string | unde
  * as the first (when the first can say).
  */
 export async function restoreFromStores(sources: readonly ReadSource[], opts: RestoreFromStoresOptions): Promise<StoresRestoreResult> {
-  const failures: { store: Store; err: unknown }[] = [];
+  if (sources.length === 1) {
+    const r = await restoreArchived({ ...opts, store: sources[0]!.store, keys: sources[0]!.keys });
+    return { ...r, from: r.status === 'found' ? sources[0]!.store.description : undefined };
+  }
+  // Rounds over every store rather than retries of one: with the first store
+  // down, the second answers at once instead of after the first's backoff.
+  const backoff = opts.backoffMs ?? defaultBackoff;
+  for (let round = 0; ; round++) {
+    const r = await oneRound(sources, opts);
+    if (r.result) return r.result;
+    if (round >= opts.retries) throw unavailable(sources, r.failures, opts.name);
+    opts.onRetry?.(round + 1, r.failures[0]!.err instanceof Error ? r.failures[0]!.err : new Error(String(r.failures[0]!.err)));
+    await new Promise((resolve) => setTimeout(resolve, backoff(round + 1)));
+  }
+}
+
+interface Failure {
+  readonly store: Store;
+  readonly err: unknown;
+}
+
+/** Asks every store once: a result when one has the file or all say not-found, else the failures. */
+async function oneRound(sources: readonly ReadSource[], opts: RestoreFromStoresOptions): Promise<{ result?: StoresRestoreResult; failures: Failure[] }> {
+  const failures: Failure[] = [];
   let notFound: RestoreResult | undefined;
   for (const [i, source] of sources.entries()) {
     try {
@@ -39,22 +62,24 @@ export async function restoreFromStores(sources: readonly ReadSource[], opts: Re
         const first = await readManifest(sources[0]!.store);
         if (first) await requireJoined(first, source.store);
       }
-      const r = await restoreArchived({ ...opts, store: source.store, keys: source.keys });
-      if (r.status === 'found') return { ...r, from: source.store.description };
+      const r = await restoreArchived({ ...opts, retries: 0, store: source.store, keys: source.keys });
+      if (r.status === 'found') return { result: { ...r, from: source.store.description }, failures };
       notFound = r;
     } catch (err) {
-      if (sources.length === 1) throw err;
       failures.push({ store: source.store, err });
     }
   }
-  if (failures.length === 0) return { ...notFound!, from: undefined };
+  return failures.length === 0 ? { result: { ...notFound!, from: undefined }, failures } : { failures };
+}
+
+function unavailable(sources: readonly ReadSource[], failures: readonly Failure[], name: string): StoreUnavailableError {
   const failed = failures.map((f) => `${f.store.description}: ${errorMessage(f.err)}`).join('; ');
   const absent = sources.filter((s) => !failures.some((f) => f.store === s.store)).map((s) => s.store.description);
   const first = failures[0]!.err;
-  throw new StoreUnavailableError(
-    `${opts.name} could not be read (${failed})${absent.length > 0 ? `, and ${absent.join(', ')} does not hold it` : ''}: it may exist, so it is not reported as missing`,
+  return new StoreUnavailableError(
+    `${name} could not be read (${failed})${absent.length > 0 ? `, and ${absent.join(', ')} does not hold it` : ''}: it may exist, so it is not reported as missing`,
     {
-      file: opts.name,
+      file: name,
       key: first instanceof WalshipError ? first.key : undefined,
       cause: first,
       hint: 'a store that lags (async) or is down cannot say that a file is not in the archive; bring the failing store back, or restore from one store alone with --store N if that store is known to be complete',

@@ -50,7 +50,7 @@ export type ReadResult =
   | { readonly status: 'found'; readonly file: WalFileName; readonly data: Buffer; readonly header: ObjectHeader; readonly storedBytes: number }
   | { readonly status: 'not-found'; readonly file: WalFileName; readonly key: string };
 
-const defaultBackoff = (attempt: number): number => Math.min(8000, 500 * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
+export const defaultBackoff = (attempt: number): number => Math.min(8000, 500 * 2 ** (attempt - 1)) * (0.5 + Math.random() / 2);
 
 /** What both read paths work out before the first attempt. */
 async function readSetup(opts: ReadOptions) {
