@@ -14,7 +14,7 @@ import { createManifest, manifestFor, type ArchiveManifest } from '../../src/pip
 import { push } from '../../src/pipeline/push.js';
 import { pushOptionsFor } from '../../src/pipeline/push-options.js';
 import type { StoreWithKeys } from '../../src/pipeline/push-targets.js';
-import { readReplicationState, replicateOnce, type ReplicationPass } from '../../src/replication/index.js';
+import { readReplicationState, replicateBackup, replicateOnce, type ReplicationPass } from '../../src/replication/index.js';
 import { FsStore } from '../../src/store/fs.js';
 import type { Store } from '../../src/store/index.js';
 import { parseLongHeader } from '../../src/wal/index.js';
@@ -32,6 +32,7 @@ const SYSID = 7300000000000000001n;
 const ID_DONE = '20261201T021500Z-0badc0de';
 const ID_RUNNING = '20261201T031500Z-0000beef';
 const ID_DAMAGED = '20261201T041500Z-00d00d00';
+const ID_SYNC = '20261201T051500Z-5151c0de';
 const log = createLogger('test', 'error');
 
 let dir: string;
@@ -223,6 +224,19 @@ describe('replicateOnce, two file stores with their own key files', () => {
     expect(state?.pending).toBe(3);
     expect(state?.lastError).toContain(key);
     expect(state?.syncedThrough).toBe(r.oldestPendingAt!.toISOString());
+  });
+
+  it('replicateBackup (walship backup in sync mode) copies that one backup, descriptor last, and nothing else', async () => {
+    const name = '000000010000000000000004';
+    await pushFile(name, syntheticSegment({ name, systemIdentifier: SYSID, fill: 4 }));
+    await backup(ID_SYNC, 2);
+    writes.length = 0;
+    const r = await replicateBackup(first, second, manifest, ID_SYNC, { log });
+    expect(r).toMatchObject({ copied: 4, pending: 0, failures: [] });
+    expect(writes).toEqual([startedKey(ID_SYNC), partKey(ID_SYNC, 1), partKey(ID_SYNC, 2), descriptorKey(ID_SYNC)]);
+    expect(await secondFs.head(`wal/00000001/${name}`)).toBeUndefined();
+    // A backup without a descriptor is refused, not half copied.
+    await expect(replicateBackup(first, second, manifest, ID_RUNNING, { log })).rejects.toThrow(/not complete/);
   });
 
   it('refuses a second store that has not joined the archive, and records that nothing new is known', async () => {
