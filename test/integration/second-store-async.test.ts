@@ -1,9 +1,10 @@
-import { chmod, readFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../support/pg-cluster.js';
 import { scratch } from '../support/scratch.js';
-import { archivingPrimary, fileArchive, keyfileEncryption, logRecords, makeSegments, runWalship } from '../support/walship.js';
+import { archiveCommand, archivingPrimary, fileArchive, keyfileEncryption, logRecords, makeSegments, runWalship } from '../support/walship.js';
 
 /**
  * A second store in async mode on a real PostgreSQL 15 archiving through
@@ -12,7 +13,8 @@ import { archivingPrimary, fileArchive, keyfileEncryption, logRecords, makeSegme
  * and `walship replicate` fails and records the lag; once it is back,
  * replicate catches up (a base backup included), and the second store alone
  * restores that backup to a restore point and passes a drill, with the
- * first store unreachable meanwhile.
+ * first store unreachable meanwhile. In sync mode, walship backup copies its
+ * backup to the second store before it succeeds, and says so when it cannot.
  */
 
 interface State {
@@ -145,4 +147,49 @@ describe('second store, WALSHIP_STORE2_MODE=async, file stores with their own ke
     expect(report.backup?.id).toBe(backupId);
     await chmod(one.dir, 0o755);
   }, 900_000);
+});
+
+describe('second store, WALSHIP_STORE2_MODE=sync', () => {
+  it('walship backup copies its backup to the second store, and exits 1 naming it when it cannot', async () => {
+    const one = tmp.archive(await fileArchive(await keyfileEncryption()));
+    const two = tmp.archive(await fileArchive(await keyfileEncryption()));
+    const env: Record<string, string> = {
+      ...one.env,
+      WALSHIP_STORE2: two.env.WALSHIP_STORE!,
+      WALSHIP_STORE2_MODE: 'sync',
+      WALSHIP_STORE2_ENCRYPTION: 'keyfile',
+      WALSHIP_STORE2_KEY_FILE: two.env.WALSHIP_KEY_FILE!,
+    };
+    // Joined before archiving starts: sync push refuses a second store that has not joined.
+    const primary = await archivingPrimary('store2-sync', { env, store: one.store }, { archive_command: '/bin/false' });
+    clusters.push(primary);
+    const joined = await runWalship(['init', '--join'], { env });
+    expect(joined.code, joined.stderr).toBe(0);
+    await primary.setConf({ archive_command: archiveCommand() });
+    await primary.reload();
+    const backupEnv = { ...env, PGHOST: primary.sockDir, PGPORT: String(primary.port), PGUSER: 'postgres' };
+
+    const ok = await runWalship(['backup', '--fast', '--part-size', '1MiB'], { env: backupEnv });
+    expect(ok.code, ok.stderr).toBe(0);
+    const id = ok.stdout.trim();
+    expect(existsSync(join(two.dir, 'backups', id, 'descriptor'))).toBe(true);
+    const listed = await runWalship(['--store', '2', 'backup', 'list', '--json'], { env });
+    expect(listed.code, listed.stderr).toBe(0);
+    expect((JSON.parse(listed.stdout) as { backups: { id: string }[] }).backups.map((b) => b.id)).toEqual([id]);
+
+    // The second store's backups/ not writable by postgres (its WAL still is: archiving goes on).
+    await rm(join(two.dir, 'backups'), { recursive: true });
+    await mkdir(join(two.dir, 'backups'), { mode: 0o755 }); // root's
+    const failed = await runWalship(['backup', '--fast', '--part-size', '1MiB'], { env: backupEnv });
+    expect(failed.code, failed.stdout + failed.stderr).toBe(1);
+    expect(failed.stderr).toMatch(/backup \S+ is complete and usable from .*, but could not be copied to the second store/);
+    const id2 = /backup (\S+) is complete and usable/.exec(failed.stderr)![1]!;
+    expect(existsSync(join(one.dir, 'backups', id2, 'descriptor'))).toBe(true);
+
+    await rm(join(two.dir, 'backups'), { recursive: true });
+    const caughtUp = await runWalship(['replicate'], { env });
+    expect(caughtUp.code, caughtUp.stdout + caughtUp.stderr).toBe(0);
+    expect(existsSync(join(two.dir, 'backups', id2, 'descriptor'))).toBe(true);
+    expect(existsSync(join(two.dir, 'backups', id, 'descriptor'))).toBe(true);
+  }, 600_000);
 });
