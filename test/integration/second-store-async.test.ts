@@ -63,6 +63,12 @@ describe('second store, WALSHIP_STORE2_MODE=async, file stores with their own ke
 
     const joined = await runWalship(['init', '--join'], { env });
     expect(joined.code, joined.stderr).toBe(0);
+    // Usage: no second store, or one store pinned.
+    const alone = await runWalship(['replicate'], { env: one.env });
+    expect(alone.code, alone.stderr).toBe(2);
+    expect(alone.stderr).toContain('WALSHIP_STORE2 is not set');
+    const pinned = await runWalship(['--store', '1', 'replicate'], { env });
+    expect(pinned.code, pinned.stderr).toBe(2);
     const archiveId = (JSON.parse(await readFile(join(one.dir, 'walship.json'), 'utf8')) as { archiveId: string }).archiveId;
     await primary.sql('create table filler (id int, pad text)');
     await primary.sql('create table marks (id serial primary key, note text)');
