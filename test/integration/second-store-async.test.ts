@@ -111,6 +111,16 @@ describe('second store, WALSHIP_STORE2_MODE=async, file stores with their own ke
     await primary.sql("insert into marks (note) values ('b')");
     await primary.waitArchived(await primary.switchWal(), 90_000);
 
+    // --dry-run names what is missing, the backup's descriptor after its parts, and copies nothing.
+    const dry = await runWalship(['replicate', '--dry-run', '--json'], { env });
+    expect(dry.code, dry.stderr).toBe(0);
+    const missing = (JSON.parse(dry.stdout) as { missing: { key: string }[] }).missing.map((m) => m.key);
+    expect(missing).toContain(`wal/00000001/${last}`);
+    const ofBackup = missing.filter((k) => k.startsWith(`backups/${backupId}/`));
+    expect(ofBackup[0]).toBe(`backups/${backupId}/started`);
+    expect(ofBackup.at(-1)).toBe(`backups/${backupId}/descriptor`);
+    expect(existsSync(join(two.dir, 'backups', backupId))).toBe(false);
+
     const caughtUp = await runWalship(['replicate', '--json'], { env });
     expect(caughtUp.code, caughtUp.stdout + caughtUp.stderr).toBe(0);
     const pass = JSON.parse(caughtUp.stdout) as { copied: number; complete: boolean; failures: unknown[] };
