@@ -2,12 +2,14 @@ import { bytes } from '../archive/index.js';
 import { progressLine, readCatalog, takeBackup, type BackupCatalog, type BackupDescriptor } from '../backup/index.js';
 import { BusyError, ConfigError, errorMessage } from '../errors.js';
 import { dbTarget, parseDsn } from '../metrics/conninfo.js';
-import { requireManifest } from '../pipeline/manifest.js';
+import { requireManifest, type ArchiveManifest } from '../pipeline/manifest.js';
+import type { Logger } from '../log/index.js';
+import { replicateBackup } from '../replication/index.js';
 import { takeBackupLock, type BackupLock } from '../spool/backup-lock.js';
 import { recordBackupFailure, recordBackupSuccess } from '../spool/backup-state.js';
 import { tryOpenClusterSpool } from '../spool/cluster.js';
 import { CREATED_BY } from '../version.js';
-import { commandContext, commandLogger, type GlobalOptions } from './context.js';
+import { commandContext, commandLogger, type CommandContext, type GlobalOptions, type StoreTarget } from './context.js';
 import { EXIT } from './exit-codes.js';
 import { reportError } from './report.js';
 
@@ -30,8 +32,10 @@ export function parseSize(text: string): number | undefined {
 
 /**
  * walship backup: a base backup of the running cluster into the archive.
- * Exit: 0 the backup is complete (its descriptor written); 1 it failed
- * (nothing usable was left; the outcome is recorded for metrics);
+ * Exit: 0 the backup is complete (its descriptor written, and in sync mode
+ * copied to the second store); 1 it failed (nothing usable was left; the
+ * outcome is recorded for metrics), or in sync mode it is complete in the
+ * first store but its copy to the second failed (walship replicate retries);
  * 2 bad arguments or configuration.
  */
 export async function runBackup(opts: BackupCliOptions, globals: GlobalOptions): Promise<number> {
@@ -108,6 +112,7 @@ export async function runBackup(opts: BackupCliOptions, globals: GlobalOptions):
       { backup: d.id, startLsn: d.startLsn, stopLsn: d.stopLsn, rawBytes: d.rawBytes, storedBytes: d.storedBytes },
       `backup ${d.id} complete: ${d.files} files, ${bytes(d.rawBytes)} (${bytes(d.storedBytes)} stored) in ${d.parts.length} parts, WAL ${d.wal.first} … ${d.wal.last}`,
     );
+    if (ctx.second && !(await toSecondStore(ctx, ctx.second, manifest, d.id, log))) return EXIT.FAILED;
     process.stdout.write(`${d.id}\n`);
     return EXIT.OK;
   } catch (err) {
@@ -124,6 +129,37 @@ export async function runBackup(opts: BackupCliOptions, globals: GlobalOptions):
     // Held until the outcome is recorded: the next backup's record comes after this one's.
     await lock?.release();
   }
+}
+
+/**
+ * With a second store: in sync mode the backup is copied there (verified,
+ * re-encrypted under the second store's key, descriptor last) before the
+ * backup may report success; false when that copy failed, which is said
+ * plainly (the backup itself is complete and usable from the first store).
+ * In async mode walship replicate or the agent copies it.
+ */
+async function toSecondStore(ctx: CommandContext, second: StoreTarget, manifest: ArchiveManifest, id: string, log: Logger): Promise<boolean> {
+  const where = second.store.description;
+  if (ctx.config.second?.mode !== 'sync') {
+    log.info({ backup: id }, `backup ${id} is in ${ctx.store.description}; walship replicate (or the agent) copies it to the second store ${where} (WALSHIP_STORE2_MODE=async)`);
+    return true;
+  }
+  let why: string;
+  try {
+    const p = await replicateBackup(ctx, second, manifest, id, { log });
+    if (p.failures.length === 0 && p.pending === 0) {
+      log.info({ backup: id, copied: p.copied, storedBytes: p.bytes }, `backup ${id} copied to the second store ${where}: ${p.copied} objects, ${bytes(p.bytes)} stored`);
+      return true;
+    }
+    why = p.failures.map((f) => `${f.key}: ${f.error}`).join('; ') || `${p.pending} objects not copied`;
+  } catch (err) {
+    why = errorMessage(err);
+  }
+  log.error(
+    { backup: id, hint: 'fix the second store, then run "walship replicate": it copies what is missing (the descriptor last)' },
+    `backup ${id} is complete and usable from ${ctx.store.description}, but could not be copied to the second store ${where} (WALSHIP_STORE2_MODE=sync): ${why}`,
+  );
+  return false;
 }
 
 export interface BackupListOptions {

@@ -69,6 +69,20 @@ function build(setExit: (code: number) => void): Command {
     });
 
   program
+    .command('replicate')
+    .description('copy into the second store (WALSHIP_STORE2) every WAL file, history file and complete backup of the first store that it lacks')
+    .option('-n, --dry-run', 'list what the second store lacks, in the order it would be copied; copy nothing')
+    .option('--json', 'machine-readable summary')
+    .addHelpText(
+      'after',
+      '\nOne pass. Each object is read and verified with the first store\'s keys and re-encrypted under the second store\'s\n(WALSHIP_STORE2_KEY_FILE / WALSHIP_STORE2_KMS_KEY_ID); objects the second store has are left alone; a backup\'s\ndescriptor is copied after its parts, and a backup still running is copied once it completes. The outcome is\nrecorded in the spool for metrics. With WALSHIP_STORE2_MODE=async, run it (or the agent) to keep the second store\nup to date; after "walship init --join", it copies what the first store held already.\nExit status: 0 the second store holds everything, 1 some objects could not be copied (each named),\n2 bad arguments or configuration (no WALSHIP_STORE2, --store given, the second store not joined),\n3 a store could not be reached.',
+    )
+    .action(async (opts: { dryRun?: boolean; json?: boolean }) => {
+      const { runReplicate } = await import('./replicate.js');
+      setExit(await runReplicate(opts, globals(program)));
+    });
+
+  program
     .command('fetch')
     .description('restore one WAL file, verified, to a path (restore_command)')
     .argument('<name>', 'the WAL file name, %f')
@@ -139,7 +153,7 @@ function build(setExit: (code: number) => void): Command {
     .option('-j, --jobs <n>', 'parts read and uploaded at once (default 2)')
     .addHelpText(
       'after',
-      '\nRun it as the PostgreSQL OS user on the database host, with the configuration archive_command uses; it connects\nlike the metrics reporter (WALSHIP_PG_DSN, else PGHOST/PGPORT/PGUSER, else the local socket).\nExit status: 0 complete (the id is printed on stdout), 1 failed (nothing usable left), 2 bad arguments or configuration.',
+      '\nRun it as the PostgreSQL OS user on the database host, with the configuration archive_command uses; it connects\nlike the metrics reporter (WALSHIP_PG_DSN, else PGHOST/PGPORT/PGUSER, else the local socket).\nWith a second store in sync mode (WALSHIP_STORE2_MODE=sync) the backup is also copied there before it succeeds;\nin async mode walship replicate (or the agent) copies it.\nExit status: 0 complete (the id is printed on stdout), 1 failed (nothing usable left), or, in sync mode, complete in\nthe first store but not copied to the second (usable from the first; walship replicate retries the copy),\n2 bad arguments or configuration.',
     )
     .action(async (opts: { label?: string; fast?: boolean; partSize?: string; jobs?: string }) => {
       const { runBackup } = await import('./backup.js');
