@@ -9,6 +9,8 @@ import { segmentEndPosition } from './wal-position.js';
 import { readAgentHealth, type AgentHealth } from './agent-health.js';
 import { readBackupState, type BackupState } from '../spool/backup-state.js';
 import { readDrillState, type DrillState } from '../spool/drill-state.js';
+import { readBinding } from '../spool/cluster.js';
+import { readReplicationState } from '../replication/index.js';
 
 /**
  * One look at everything the lag reporter knows, from local sources only
@@ -25,6 +27,8 @@ export interface CollectOptions {
   readonly rpoSeconds: number;
   readonly rtoObjectiveSeconds?: number | undefined;
   readonly dbTimeoutMs: number;
+  /** A second store in async mode is configured: its replication lag is reported. */
+  readonly secondStoreAsync?: boolean;
   /** Fold the state journal first (the periodic reporter does; status only reads). */
   readonly compact: boolean;
   readonly now?: () => number;
@@ -131,10 +135,13 @@ export async function collect(opts: CollectOptions): Promise<LagReport> {
   const backups = stateDir ? await readBackupState(stateDir).catch(() => undefined) : undefined;
   const drills = stateDir ? await readDrillState(stateDir).catch(() => undefined) : undefined;
 
+  const replication = opts.secondStoreAsync && pgData !== undefined ? await replicationLag(opts.spoolDir, pgData) : undefined;
+
   return {
     agent,
     backups,
     drills,
+    replication,
     rtoObjectiveSeconds: opts.rtoObjectiveSeconds,
     generatedAt,
     rpoSeconds: opts.rpoSeconds,
@@ -151,4 +158,24 @@ export async function collect(opts: CollectOptions): Promise<LagReport> {
     unswitchedBytes,
     pushFailing,
   };
+}
+
+/**
+ * The async second store's lag, from the record the last replication pass
+ * wrote for the archive this data directory is bound to. No record (never
+ * replicated) or an unreadable one reads as "complete through 0", so the
+ * lag alert fires rather than stays silent.
+ */
+async function replicationLag(spoolDir: string, pgData: string): Promise<ReplicationLag> {
+  const never = (failing: boolean): ReplicationLag => ({ syncedThroughMs: 0, pendingObjects: undefined, lastPassMs: 0, failing });
+  const binding = await readBinding(pgData).catch(() => undefined);
+  if (!binding) return never(false);
+  let s;
+  try {
+    s = await readReplicationState(spoolDir, binding.archiveId);
+  } catch {
+    return never(true);
+  }
+  if (!s) return never(false);
+  return { syncedThroughMs: Date.parse(s.syncedThrough) || 0, pendingObjects: s.pending, lastPassMs: Date.parse(s.passAt) || 0, failing: s.lastError !== null };
 }

@@ -37,6 +37,7 @@ export function reporterSettings(config: Config, cli: ReporterCliOptions, env: N
       db: dbTarget(config.pgDsn, env),
       rpoSeconds,
       rtoObjectiveSeconds: config.rtoSeconds,
+      secondStoreAsync: config.second?.mode === 'async',
       dbTimeoutMs: Math.min(config.timeoutMs, 10_000),
     },
     cluster: cli.cluster?.trim() || config.clusterLabel,

@@ -68,6 +68,14 @@ export interface StatusView {
     readonly lastCompleted: Event | null;
     readonly fallbacks: number;
   } | null;
+  /** A second store in async mode: up to when it holds everything the first store held. */
+  readonly secondStore: {
+    readonly syncedThrough: string | null;
+    readonly lagSeconds: number | null;
+    readonly pendingObjects: number | null;
+    readonly lastPass: string | null;
+    readonly failing: boolean;
+  } | null;
 }
 
 import { HEARTBEAT_STALE_MS } from '../agent/paths.js';
@@ -114,6 +122,16 @@ export function statusView(r: LagReport, ctx: StatusContext): StatusView {
     advice.push('pushes succeed but do not keep up, or PostgreSQL is not calling archive_command: check archive_mode and archive_command (SHOW archive_command), the PostgreSQL log, and WALSHIP_PUSH_CONCURRENCY');
   }
   for (const k of ctx.keyFiles) if (!k.readable) problems.push(`key file ${k.path} is not readable by this user`);
+  const rep = r.replication;
+  const repLag = rep && rep.syncedThroughMs > 0 ? Math.max(0, Math.round((now - rep.syncedThroughMs) / 1000)) : null;
+  if (rep && (repLag === null || repLag > r.rpoSeconds)) {
+    problems.push(
+      repLag === null
+        ? 'the second store (async) has never been brought up to date: no replication pass has completed'
+        : `the second store (async) is ${duration(repLag)} behind the first, more than the RPO target (${duration(r.rpoSeconds)}): losing the first store's region would lose more than promised`,
+    );
+    advice.push('run walship replicate as the PostgreSQL OS user: it copies what the second store lacks and names what fails; keep walship-replicate.timer or the agent running');
+  }
   if (r.agent?.stuck) {
     problems.push(`the resident agent holds its lock but has not beaten for over ${HEARTBEAT_STALE_MS / 1000}s (stuck or stopped): archive_command archives in-process meanwhile`);
     advice.push('look at <cluster spool>/agent/log; kill the agent (its pid is in agent/status.json) and the next push starts a new one');
@@ -170,6 +188,15 @@ export function statusView(r: LagReport, ctx: StatusContext): StatusView {
         }
       : null,
     spool: { dir: ctx.spoolDir, readable: st !== undefined, recorded: st?.exists ?? false, error: st ? null : 'error' in r.state ? r.state.error : null },
+    secondStore: rep
+      ? {
+          syncedThrough: rep.syncedThroughMs > 0 ? iso(rep.syncedThroughMs) : null,
+          lagSeconds: repLag,
+          pendingObjects: rep.pendingObjects ?? null,
+          lastPass: rep.lastPassMs > 0 ? iso(rep.lastPassMs) : null,
+          failing: rep.failing,
+        }
+      : null,
   };
 }
 
@@ -224,6 +251,12 @@ export function formatStatus(v: StatusView): string {
     const state = a.running ? `running (pid ${a.pid ?? '?'})${a.stuck ? ', STUCK: heartbeat stale, calls archive in-process' : ''}` : 'not running (it starts on demand and exits when idle)';
     const last = a.lastCompleted ? `; last completed ${a.lastCompleted.file} ${duration(a.lastCompleted.ageSeconds)} ago` : '';
     row('agent', `${state}; ${a.queueDepth} queued, ${a.inFlight} in flight${last}; ${a.fallbacks} in-process fallback(s)`);
+  }
+  if (v.secondStore) {
+    const r = v.secondStore;
+    const through = r.syncedThrough ? `complete through ${r.syncedThrough} (${duration(r.lagSeconds ?? 0)} behind)` : 'never brought up to date';
+    const pending = r.pendingObjects !== null ? `; ${r.pendingObjects} file(s) pending` : '';
+    row('second store', `async: ${through}${pending}${r.failing ? '; the last pass FAILED (walship replicate names why)' : ''}`);
   }
   if (v.fetch.last || v.fetch.lastError) {
     const parts = [v.fetch.last ? `last restored ${v.fetch.last.file} ${duration(v.fetch.last.ageSeconds)} ago` : undefined];

@@ -44,6 +44,22 @@ async function snapshot(pg: { sql(q: string): Promise<string> }): Promise<string
   return pg.sql(`select (select count(*) from filler) || ':' || (select coalesce(string_agg(note, ',' order by id), '') from marks)`);
 }
 
+/** The second store's series from `walship metrics`, as the postgres user with the archive's configuration. */
+async function replicationMetricsWith(env: Record<string, string>, dataDir: string): Promise<{ pending: number; failing: number; synced: number }> {
+  const m = await runWalship(['metrics', '-D', dataDir], { env });
+  expect(m.code, m.stderr).toBe(0);
+  const value = (name: string) => {
+    const line = new RegExp(`^${name}\\{[^}]*store="2"[^}]*\\} (\\S+)$`, 'm').exec(m.stdout);
+    expect(line, `${name} in:\n${m.stdout}`).not.toBeNull();
+    return Number(line![1]);
+  };
+  return {
+    pending: value('walship_store_replication_pending_objects'),
+    failing: value('walship_store_replication_failing'),
+    synced: value('walship_store_replication_synced_timestamp_seconds'),
+  };
+}
+
 describe('second store, WALSHIP_STORE2_MODE=async, file stores with their own key files', () => {
   it('archives while the second store is down, replicate catches up, and the second store alone restores and drills', async () => {
     const one = tmp.archive(await fileArchive(await keyfileEncryption()));
@@ -60,6 +76,7 @@ describe('second store, WALSHIP_STORE2_MODE=async, file stores with their own ke
     clusters.push(primary);
     const statePath = (archiveId: string) => join(env.WALSHIP_SPOOL_DIR!, 'replication', `${archiveId}.json`);
     const readState = async (archiveId: string) => JSON.parse(await readFile(statePath(archiveId), 'utf8')) as State;
+    const replicationMetrics = (dataDir: string) => replicationMetricsWith(env, dataDir);
 
     const joined = await runWalship(['init', '--join'], { env });
     expect(joined.code, joined.stderr).toBe(0);
@@ -97,6 +114,13 @@ describe('second store, WALSHIP_STORE2_MODE=async, file stores with their own ke
     expect(lagging.pending).toBeGreaterThanOrEqual(3);
     expect(lagging.syncedThrough).toBe(synced.syncedThrough);
     expect(lagging.lastError).toMatch(/EACCES/);
+    // The metrics say so: pending files, a failing pass, and a synced time that stays behind.
+    const lagMetrics = await replicationMetrics(primary.dataDir);
+    expect(lagMetrics.pending).toBeGreaterThanOrEqual(3);
+    expect(lagMetrics.failing).toBe(1);
+    expect(lagMetrics.synced).toBe(Date.parse(synced.syncedThrough) / 1000);
+    const lagStatus = await runWalship(['status', '--json', '-D', primary.dataDir], { env });
+    expect((JSON.parse(lagStatus.stdout) as { secondStore: { failing: boolean; pendingObjects: number } }).secondStore).toMatchObject({ failing: true });
 
     // Back: a base backup (async: replicate copies it), a restore point, WAL after it.
     await chmod(two.dir, 0o755);
@@ -129,6 +153,9 @@ describe('second store, WALSHIP_STORE2_MODE=async, file stores with their own ke
     const after = await readState(archiveId);
     expect(after).toMatchObject({ pending: 0, oldestPendingAt: null, lastError: null });
     expect(Date.parse(after.syncedThrough)).toBeGreaterThan(Date.parse(synced.syncedThrough));
+    const caughtUpMetrics = await replicationMetrics(primary.dataDir);
+    expect(caughtUpMetrics).toMatchObject({ pending: 0, failing: 0 });
+    expect(caughtUpMetrics.synced).toBeGreaterThan(lagMetrics.synced);
     const again = await runWalship(['replicate', '--json'], { env });
     expect(again.code, again.stderr).toBe(0);
     expect((JSON.parse(again.stdout) as { copied: number }).copied).toBe(0);
