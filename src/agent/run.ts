@@ -7,6 +7,8 @@ import { errorMessage } from '../errors.js';
 import type { Logger } from '../log/index.js';
 import { openBoundArchive } from '../pipeline/archive-binding.js';
 import { pushTargetsFor } from '../pipeline/push-targets.js';
+import { ReplicationLoop } from './replication-loop.js';
+import { notifyingPusher } from './pusher-notify.js';
 import { openClusterSpool, readBinding } from '../spool/cluster.js';
 import { holdsFlock } from '../spool/flock-held.js';
 import { PushMarkers } from '../spool/push-markers.js';
@@ -69,6 +71,7 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
 
   const started = new Date().toISOString();
   let pusher: Pusher | undefined;
+  let replication: ReplicationLoop | undefined;
   try {
     const stamp = configFileStamp(globals.config);
     const ctx = await commandContext(globals, log);
@@ -109,6 +112,12 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
       parallel: prefetchParallelism(config.prefetch, availableParallelism()),
       log,
     });
+    // WALSHIP_STORE2_MODE=async: the agent keeps the second store following the first.
+    replication =
+      ctx.second && config.second?.mode === 'async'
+        ? new ReplicationLoop({ first: ctx, second: ctx.second, manifest: archive.manifest, spoolDir: config.spoolDir, log })
+        : undefined;
+    replication?.start();
     let archivingDone = false;
     const recovery = (async () => {
       while (!archivingDone) {
@@ -123,10 +132,10 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
       dataDir,
       paths,
       markers,
-      pusher,
+      pusher: replication ? notifyingPusher(pusher, () => replication?.nudge()) : pusher,
       log,
       idleMs: config.agentIdleMs,
-      otherActivity: () => feeder.lastActivity(),
+      otherActivity: () => Math.max(feeder.lastActivity(), replication?.lastActivity() ?? 0),
       prefetchStatus: () => feeder.status(),
       shouldStop: async () => {
         if (stopRequested) return `signal ${stopRequested}`;
@@ -157,6 +166,7 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
     return 1;
   } finally {
     clearInterval(heartbeat);
+    replication?.stop();
     await pusher?.close();
   }
 }
