@@ -93,24 +93,38 @@ describe('second store, real PostgreSQL', () => {
     const beforeOutage = await walKeys(a.first);
     expect(await walKeys(a.second)).toEqual(beforeOutage);
 
-    // The second store becomes unreachable for the postgres OS user (archive_command runs as postgres).
+    // The second store becomes unreachable for the postgres OS user
+    // (archive_command runs as postgres): push cannot even check that the
+    // second store holds this archive, so it fails before writing anything.
+    const firstStore = await a.first.store();
+    const walDir = join(a.second.dir, 'wal', '00000001');
     await chmod(a.second.dir, 0o000);
     let stuck: string;
     try {
-      stuck = await makeSegments(primary, 1);
-      expect(await until(async () => (await primary.archiverStatus()).failedCount > 0, 90_000)).toBe(true);
-      // PostgreSQL keeps the segment: push never said "archived" for it.
+      try {
+        stuck = await makeSegments(primary, 1);
+        expect(await until(async () => (await primary.archiverStatus()).failedCount > 0, 90_000)).toBe(true);
+        // PostgreSQL keeps the segment: push never said "archived" for it.
+        expect(existsSync(join(primary.dataDir, 'pg_wal', 'archive_status', `${stuck}.ready`))).toBe(true);
+        expect((await primary.archiverStatus()).lastFailedWal).toBe(stuck);
+        const failure = logRecords(await primary.logText()).find((r) => r.cmd === 'push' && r.level === 'error');
+        expect(failure?.msg).toContain(a.second.dir);
+        // Then the second store can be read but not written (a full or
+        // read-only volume): the first store takes the segment, the second
+        // refuses, and push still fails: sync acknowledges only what both hold.
+        await chmod(walDir, 0o555);
+      } finally {
+        await chmod(a.second.dir, 0o755);
+      }
+      await makeSegments(primary, 1); // wakes the archiver, which retries the oldest file first
+      const halfway = (r: { cmd?: unknown; level: string; msg: string }) =>
+        r.cmd === 'push' && r.level === 'error' && r.msg.includes(`${stuck} is in file://${a.first.dir} but could not be stored in the second store file://${a.second.dir}`);
+      expect(await until(async () => logRecords(await primary.logText()).some(halfway), 120_000)).toBe(true);
       expect(existsSync(join(primary.dataDir, 'pg_wal', 'archive_status', `${stuck}.ready`))).toBe(true);
-      const status = await primary.archiverStatus();
-      expect(status.lastFailedWal).toBe(stuck);
-      // The first store already holds it (and keeps it); the second does not.
-      const firstStore = await a.first.store();
       expect(await firstStore.head(segmentKey(stuck))).toBeDefined();
-      const log = logRecords(await primary.logText());
-      const failure = log.find((r) => r.cmd === 'push' && r.level === 'error' && r.msg.includes(stuck));
-      expect(failure?.msg).toContain(`could not be stored in the second store file://${a.second.dir}`);
+      expect(await (await a.second.store()).head(segmentKey(stuck))).toBeUndefined();
     } finally {
-      await chmod(a.second.dir, 0o755);
+      await chmod(walDir, 0o755);
     }
 
     // Access is back: the backlog drains without anyone running walship by hand.
