@@ -40,7 +40,7 @@ export async function runVerify(opts: VerifyCliOptions, globals: GlobalOptions):
     progress?.done();
     const stores = second ? await compareStores(store, second.store, config.second?.mode ?? 'sync', jobs) : undefined;
     if (opts.json) process.stdout.write(`${JSON.stringify(stores ? { ...report, stores } : report, null, 2)}\n`);
-    else process.stdout.write(render(report) + (stores ? `\n${renderComparison(stores)}${bothResult(report, stores)}` : ''));
+    else process.stdout.write(render(report, stores ? ' (first store)' : '') + (stores ? `\n${renderComparison(stores)}${bothResult(report, stores)}` : ''));
     if (report.status === 'damaged' || (stores && stores.problems.length > 0)) return EXIT.FAILED;
     return report.status === 'whole' && stores?.failed === undefined ? EXIT.OK : EXIT.ERROR;
   } catch (err) {
@@ -82,7 +82,7 @@ function bothResult(r: VerifyReport, c: StoreComparison): string {
   return `result (both stores): ${first}; ${second}. "walship --store 2 verify" checks the second store's objects themselves\n`;
 }
 
-function render(r: VerifyReport): string {
+function render(r: VerifyReport, which = ''): string {
   const out: string[] = [];
   out.push(
     `verify ${r.store} (system ${r.systemIdentifier}): ${r.checked.objects} objects, ${bytes(r.checked.storedBytes)}, ${
@@ -111,10 +111,10 @@ function render(r: VerifyReport): string {
   out.push(
     '',
     r.status === 'whole'
-      ? 'result: WHOLE: every timeline is continuous and every object checked is sound'
+      ? `result${which}: WHOLE: every timeline is continuous and every object checked is sound`
       : r.status === 'damaged'
-        ? `result: DAMAGED: ${r.problems.length} problem${r.problems.length === 1 ? '' : 's'} (see above)`
-        : `result: INCOMPLETE: no problem found, but ${r.unchecked.length} object${r.unchecked.length === 1 ? '' : 's'} could not be checked`,
+        ? `result${which}: DAMAGED: ${r.problems.length} problem${r.problems.length === 1 ? '' : 's'} (see above)`
+        : `result${which}: INCOMPLETE: no problem found, but ${r.unchecked.length} object${r.unchecked.length === 1 ? '' : 's'} could not be checked`,
   );
   return `${out.join('\n')}\n`;
 }
