@@ -182,6 +182,17 @@ describe('second store, real PostgreSQL', () => {
     const keepFrom = backupFile.split('/').at(-1)!.slice(0, 24);
     const older = segmentsNow.filter((k) => k.split('/').at(-1)! < keepFrom);
     expect(older.length).toBeGreaterThan(0);
+    // The second store down: prune fails (exit 3) before deleting anything in the first store.
+    await chmod(a.second.dir, 0o000);
+    try {
+      const refused = await runWalship(['prune', '--before', keepFrom, '--yes'], { env: a.env });
+      expect(refused.code, `${refused.stdout}\n${refused.stderr}`).toBe(3);
+      expect(refused.stderr).toContain(a.second.dir);
+    } finally {
+      await chmod(a.second.dir, 0o755);
+    }
+    expect(await walKeys(a.first)).toEqual(firstKeys);
+    // Run again with the store back: both are pruned.
     const pruned = await runWalship(['prune', '--before', keepFrom, '--yes'], { env: a.env });
     expect(pruned.code, `${pruned.stdout}\n${pruned.stderr}`).toBe(0);
     expect(pruned.stdout).toContain(`and the second store file://${a.second.dir}`);
