@@ -103,6 +103,12 @@ describe('second store settings', () => {
     expect(c.kms.keyId).toBe('alias/dr');
   });
 
+  it('a key file of its own under an inherited kms mode is an error that asks for the mode, never plaintext', () => {
+    const err = configError({ WALSHIP_ENCRYPTION: 'kms', WALSHIP_KMS_KEY_ID: 'alias/main', WALSHIP_STORE2: 'file:///srv/b', WALSHIP_STORE2_KEY_FILE: '/k/two' });
+    expect(err.message).toMatch(/^the second store \(WALSHIP_STORE2\): WALSHIP_ENCRYPTION=kms needs WALSHIP_KMS_KEY_ID/);
+    expect(second({ WALSHIP_ENCRYPTION: 'kms', WALSHIP_KMS_KEY_ID: 'alias/main', WALSHIP_STORE2: 'file:///srv/b', WALSHIP_STORE2_ENCRYPTION: 'keyfile', WALSHIP_STORE2_KEY_FILE: '/k/two' }).encryption).toBe('keyfile');
+  });
+
   it('WALSHIP_STORE2_ENCRYPTION=none is honoured when said', () => {
     const c = second({ WALSHIP_ENCRYPTION: 'keyfile', WALSHIP_KEY_FILE: '/k/one', WALSHIP_STORE2: 'file:///srv/b', WALSHIP_STORE2_ENCRYPTION: 'none' });
     expect(c.encryption).toBe('none');
