@@ -3,7 +3,7 @@ import { bytes, readSmallFiles, takeInventory } from '../archive/index.js';
 import { readCatalog, readStarted, type BackupDescriptor } from '../backup/index.js';
 import { ConfigError } from '../errors.js';
 import { backupForLatest, RestoreRefusedError } from '../restore/index.js';
-import { executeRetention, planRetention, type RetentionPlan, type RetentionRequest } from '../retention/index.js';
+import { executeRetentionInStores, planRetention, type RetentionPlan, type RetentionRequest } from '../retention/index.js';
 import { commandContext, commandLogger, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
 import { reportError } from './report.js';
@@ -23,6 +23,10 @@ export interface PruneCliOptions {
  * 1 refused because it would be unsafe, nothing deleted; 2 bad arguments or
  * configuration, or no --yes without a terminal; 3 failed (the report says
  * how much was deleted before the failure).
+ *
+ * With a second store (and no --store N) the plan is made from the first
+ * store's listing and carried out in both stores, the second first (see
+ * executeRetentionInStores): after a failure in either, prune again.
  */
 export async function runPrune(opts: PruneCliOptions, globals: GlobalOptions): Promise<number> {
   const log = commandLogger('prune');
@@ -33,8 +37,10 @@ export async function runPrune(opts: PruneCliOptions, globals: GlobalOptions): P
   }
   let plan: RetentionPlan | undefined;
   let progress = { backups: 0, wal: 0 };
+  /** The store being pruned when a failure stopped it (with two stores). */
+  let pruning: string | undefined;
   try {
-    const { store, keys } = await commandContext(globals, log);
+    const { store, keys, second } = await commandContext(globals, log);
     const inv = await takeInventory(store);
     const catalog = await readCatalog(store, keys, inv.manifest.systemIdentifier);
     // A backup without a descriptor may be running now. Since when: the
@@ -72,7 +78,7 @@ export async function runPrune(opts: PruneCliOptions, globals: GlobalOptions): P
     const removeBackups = plan.backups?.remove ?? [];
     const nothing = plan.wal.remove.length === 0 && removeBackups.length === 0;
 
-    if (!opts.json) process.stdout.write(describePlan(inv.store, plan, opts.dryRun === true));
+    if (!opts.json) process.stdout.write(describePlan(second ? `${inv.store} and the second store ${second.store.description}` : inv.store, plan, opts.dryRun === true));
     if (nothing || opts.dryRun) {
       if (opts.json) process.stdout.write(`${JSON.stringify(planJson(plan, opts.dryRun === true, progress), null, 2)}\n`);
       return EXIT.OK;
@@ -94,13 +100,16 @@ export async function runPrune(opts: PruneCliOptions, globals: GlobalOptions): P
       }
     }
     const tty = process.stderr.isTTY;
-    const result = await executeRetention(store, plan, (p) => {
+    const both = await executeRetentionInStores(store, second?.store, inv.manifest, plan, (p) => {
+      if (p.store !== pruning) progress = { backups: 0, wal: 0 };
+      pruning = p.store;
       progress = { ...progress, [p.phase]: p.done };
-      if (tty) process.stderr.write(`\rprune: deleted ${p.done}/${p.total} ${p.phase === 'wal' ? 'WAL objects' : 'backups'}   ${p.done === p.total ? '\n' : ''}`);
+      if (tty) process.stderr.write(`\rprune: deleted ${p.done}/${p.total} ${p.phase === 'wal' ? 'WAL objects' : 'backups'}${second ? ` in ${p.store}` : ''}   ${p.done === p.total ? '\n' : ''}`);
     });
+    const result = both.first;
     log.info(
       { backupsDeleted: result.backupsDeleted, deleted: result.walDeleted, storedBytes: plan.wal.storedBytes, keepFrom: plan.wal.keepFrom.reason },
-      `pruned ${result.walDeleted} objects (${bytes(plan.wal.storedBytes)}) from ${inv.store}; kept ${plan.wal.kept}${
+      `pruned ${result.walDeleted} objects (${bytes(plan.wal.storedBytes)}) from ${inv.store}${second ? ` and the second store ${second.store.description}` : ''}; kept ${plan.wal.kept}${
         result.backupsDeleted > 0 ? `; deleted ${result.backupsDeleted} backup${result.backupsDeleted === 1 ? '' : 's'}` : ''
       }${plan.keptBackups.length > 0 ? `; kept ${plan.keptBackups.length} backup${plan.keptBackups.length === 1 ? '' : 's'}` : ''}`,
     );
@@ -113,7 +122,9 @@ export async function runPrune(opts: PruneCliOptions, globals: GlobalOptions): P
       err,
       'error',
       started
-        ? `prune stopped after deleting ${progress.backups} of ${plan!.backups?.remove.length ?? 0} backups and ${progress.wal} of ${plan!.wal.remove.length} WAL objects (backups descriptor first, WAL oldest first, so what is left is still usable): `
+        ? `prune stopped after deleting ${progress.backups} of ${plan!.backups?.remove.length ?? 0} backups and ${progress.wal} of ${plan!.wal.remove.length} WAL objects${
+            pruning ? ` in ${pruning}` : ''
+          } (backups descriptor first, WAL oldest first, so what is left is still usable; with a second store it is pruned first and the first store last, so running prune again finishes both): `
         : '',
     );
     return err instanceof ConfigError ? EXIT.USAGE : EXIT.ERROR;

@@ -1,4 +1,5 @@
 import { bytes, verifyArchive, type VerifyReport } from '../archive/index.js';
+import { compareStores, renderComparison, type StoreComparison } from '../archive/compare-stores.js';
 import { ConfigError, InvalidInputError } from '../errors.js';
 import { commandContext, commandLogger, type GlobalOptions } from './context.js';
 import { EXIT } from './exit-codes.js';
@@ -18,6 +19,12 @@ export interface VerifyCliOptions {
  * means for PITR); 2 bad arguments or configuration; 3 it could not be
  * checked (store unreachable, no archive there, objects that could not be
  * read or decrypted), and no problem was found in what could be.
+ *
+ * With a second store (and no --store N), the first store is verified as
+ * above and the two stores' listings are compared (compare-stores.ts): a
+ * file one holds and the other lacks is a problem (1), except what an async
+ * second store lacks, which is lag, reported only. Stores that could not be
+ * compared count as "could not check" (3).
  */
 export async function runVerify(opts: VerifyCliOptions, globals: GlobalOptions): Promise<number> {
   const log = commandLogger('verify');
@@ -28,11 +35,14 @@ export async function runVerify(opts: VerifyCliOptions, globals: GlobalOptions):
   }
   const progress = process.stderr.isTTY ? progressLine(opts.deep === true) : undefined;
   try {
-    const { store, keys } = await commandContext(globals, log);
+    const { config, store, keys, second } = await commandContext(globals, log);
     const report = await verifyArchive({ store, keys, from: opts.from, to: opts.to, deep: opts.deep === true, jobs, onProgress: progress?.update });
     progress?.done();
-    process.stdout.write(opts.json ? `${JSON.stringify(report, null, 2)}\n` : render(report));
-    return report.status === 'whole' ? EXIT.OK : report.status === 'damaged' ? EXIT.FAILED : EXIT.ERROR;
+    const stores = second ? await compareStores(store, second.store, config.second?.mode ?? 'sync', jobs) : undefined;
+    if (opts.json) process.stdout.write(`${JSON.stringify(stores ? { ...report, stores } : report, null, 2)}\n`);
+    else process.stdout.write(render(report, stores ? ' (first store)' : '') + (stores ? `\n${renderComparison(stores)}${bothResult(report, stores)}` : ''));
+    if (report.status === 'damaged' || (stores && stores.problems.length > 0)) return EXIT.FAILED;
+    return report.status === 'whole' && stores?.failed === undefined ? EXIT.OK : EXIT.ERROR;
   } catch (err) {
     progress?.done();
     reportError(log, err);
@@ -59,7 +69,20 @@ function progressLine(deep: boolean) {
   };
 }
 
-function render(r: VerifyReport): string {
+/** The verdict over both stores, after the first store's own. */
+function bothResult(r: VerifyReport, c: StoreComparison): string {
+  if (c.problems.length > 0) return `result (both stores): DAMAGED: ${c.problems.join('; ')}\n`;
+  if (c.failed !== undefined) return 'result (both stores): INCOMPLETE: the stores could not be compared\n';
+  const first = r.status === 'whole' ? 'the first store is whole' : r.status === 'damaged' ? 'the first store is DAMAGED (see above)' : 'the first store could not be checked fully';
+  const n = c.missingInSecond.length;
+  const second =
+    n > 0
+      ? `the second store LAGS by ${n} file${n === 1 ? '' : 's'} (async mode: reported, not a problem; a restore from the second store alone would end before them)`
+      : 'the second store holds the same files';
+  return `result (both stores): ${first}; ${second}. "walship --store 2 verify" checks the second store's objects themselves\n`;
+}
+
+function render(r: VerifyReport, which = ''): string {
   const out: string[] = [];
   out.push(
     `verify ${r.store} (system ${r.systemIdentifier}): ${r.checked.objects} objects, ${bytes(r.checked.storedBytes)}, ${
@@ -88,10 +111,10 @@ function render(r: VerifyReport): string {
   out.push(
     '',
     r.status === 'whole'
-      ? 'result: WHOLE: every timeline is continuous and every object checked is sound'
+      ? `result${which}: WHOLE: every timeline is continuous and every object checked is sound`
       : r.status === 'damaged'
-        ? `result: DAMAGED: ${r.problems.length} problem${r.problems.length === 1 ? '' : 's'} (see above)`
-        : `result: INCOMPLETE: no problem found, but ${r.unchecked.length} object${r.unchecked.length === 1 ? '' : 's'} could not be checked`,
+        ? `result${which}: DAMAGED: ${r.problems.length} problem${r.problems.length === 1 ? '' : 's'} (see above)`
+        : `result${which}: INCOMPLETE: no problem found, but ${r.unchecked.length} object${r.unchecked.length === 1 ? '' : 's'} could not be checked`,
   );
   return `${out.join('\n')}\n`;
 }

@@ -232,7 +232,9 @@ const SECOND_KEYS: Readonly<Partial<Record<SettingName, SettingName>>> = {
  * endpoint is never inherited: the first store's MinIO is not the second's
  * AWS region). Its keys are the first store's unless any WALSHIP_STORE2_ key
  * setting is set, and then only those: half-inherited key settings (a DR
- * KMS key with the first region's endpoint) would be a trap.
+ * KMS key with the first region's endpoint) would be a trap. The one
+ * exception is WALSHIP_ENCRYPTION itself, inherited when
+ * WALSHIP_STORE2_ENCRYPTION is unset.
  */
 function secondStoreLookup(lookup: Lookup): Lookup {
   const ownKeys = Object.values(SECOND_KEYS).some((n) => lookup(n) !== undefined);
@@ -240,7 +242,10 @@ function secondStoreLookup(lookup: Lookup): Lookup {
     const location = SECOND_LOCATION[name];
     if (location) return lookup(location);
     const key = SECOND_KEYS[name];
-    if (key && ownKeys) return lookup(key);
+    // Whether copies are encrypted at all is inherited unless said: setting
+    // only WALSHIP_STORE2_KMS_KEY_ID (the DR key) must never turn the second
+    // store's copies into plaintext.
+    if (key && ownKeys) return lookup(key) ?? (name === 'WALSHIP_ENCRYPTION' ? lookup(name) : undefined);
     return lookup(name);
   };
 }

@@ -1,6 +1,8 @@
 import { executePrune } from '../archive/index.js';
 import { listBackupKeys } from '../backup/index.js';
 import { descriptorKey, startedKey } from '../backup/layout.js';
+import type { ArchiveManifest } from '../pipeline/manifest.js';
+import { requireJoined } from '../pipeline/second-store.js';
 import type { Store } from '../store/index.js';
 import type { RetentionPlan } from './plan.js';
 
@@ -50,4 +52,37 @@ export async function executeRetention(store: Store, plan: RetentionPlan, onProg
   }
   const walDeleted = await executePrune(store, plan.wal, (p) => onProgress?.({ phase: 'wal', done: p.deleted, total: p.total }));
   return { backupsDeleted, backupObjectsDeleted, walDeleted };
+}
+
+export interface StoresProgress extends RetentionProgress {
+  /** The store being pruned (its description). */
+  readonly store: string;
+}
+
+/**
+ * executeRetention in every store of the archive, with one plan made from
+ * the first store's listing. The second store is pruned first and the first
+ * store last: the first store's listing is what the plan comes from, so
+ * while it still holds a file the plan removes, running prune again finds
+ * that file and deletes it wherever it is left (deleting an absent key is
+ * not an error). Pruning the first store first would leave, after a second
+ * store failure, objects no later plan names.
+ *
+ * The second store must hold this archive (the same id): prune never
+ * deletes from a store that holds another one.
+ */
+export async function executeRetentionInStores(
+  first: Store,
+  second: Store | undefined,
+  manifest: ArchiveManifest,
+  plan: RetentionPlan,
+  onProgress?: (p: StoresProgress) => void,
+): Promise<{ readonly first: RetentionResult; readonly second: RetentionResult | undefined }> {
+  let secondResult: RetentionResult | undefined;
+  if (second) {
+    await requireJoined(manifest, second);
+    secondResult = await executeRetention(second, plan, (p) => onProgress?.({ ...p, store: second.description }));
+  }
+  const firstResult = await executeRetention(first, plan, (p) => onProgress?.({ ...p, store: first.description }));
+  return { first: firstResult, second: secondResult };
 }

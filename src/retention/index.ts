@@ -1,3 +1,3 @@
 export { selectBackups, type BackupPolicy, type BackupSelection, type KeptBackup, type MustKeep } from './select.js';
 export { planRetention, backupStartSegno, walshipBackupsGuard, unfinishedBackupsGuard, type RetentionInput, type RetentionOutcome, type RetentionPlan, type RetentionRequest } from './plan.js';
-export { executeRetention, type RetentionProgress, type RetentionResult } from './execute.js';
+export { executeRetention, executeRetentionInStores, type RetentionProgress, type RetentionResult, type StoresProgress } from './execute.js';
