@@ -1,6 +1,6 @@
 import type { Config, ReplicationMode } from '../config/index.js';
 import type { KeyProvider } from '../crypto/index.js';
-import { errorMessage, StoreUnavailableError, WalshipError } from '../errors.js';
+import { ArchiveChangedError, ArchiveMissingError, errorMessage, StoreUnavailableError, WalshipError } from '../errors.js';
 import type { Logger } from '../log/index.js';
 import type { Store } from '../store/index.js';
 import type { ArchiveManifest } from './manifest.js';
@@ -28,9 +28,11 @@ export interface PushTargets {
 
 /**
  * The targets of a push: the first store's options, and in sync mode the
- * second store's, once its archive is checked to be the first one's
- * (walship init --join). A second store that cannot say fails the call:
- * sync means nothing is acknowledged the second store may not hold.
+ * second store's. That the second store holds the first one's archive
+ * (walship init --join) is checked by pushEverywhere for every file, after
+ * the first store has it: a second store that is down then still lets the
+ * first store get the WAL (nothing is acknowledged to PostgreSQL, but the
+ * first region's copy stays current).
  */
 export async function pushTargetsFor(
   first: StoreWithKeys,
@@ -41,7 +43,6 @@ export async function pushTargetsFor(
   const mode = first.config.second?.mode;
   const targets = { first: pushOptionsFor(first.config, first.store, manifest, first.keys, log), secondMode: second ? mode : undefined };
   if (!second || mode !== 'sync') return { ...targets, second: undefined };
-  await requireJoined(manifest, second.store);
   return { ...targets, second: pushOptionsFor(second.config, second.store, manifest, second.keys, log) };
 }
 
@@ -60,8 +61,12 @@ export async function pushEverywhere(targets: PushTargets, path: string): Promis
   const r = await push({ ...targets.first, path });
   if (!targets.second) return { ...r, second: undefined };
   try {
+    // Every time: the second store may have been wiped, re-created or re-pointed since the last file.
+    await requireJoined(targets.second.manifest, targets.second.store);
     return { ...r, second: await push({ ...targets.second, path }) };
   } catch (err) {
+    // Not a copy of this archive: said as such (push revokes its look-ahead markers on these).
+    if (err instanceof ArchiveMissingError || err instanceof ArchiveChangedError) throw err;
     const what = `${r.file} is in ${targets.first.store.description} but could not be stored in the second store ${targets.second.store.description} (WALSHIP_STORE2_MODE=sync)`;
     throw new StoreUnavailableError(`${what}: ${errorMessage(err)}`, {
       file: r.file,

@@ -94,8 +94,9 @@ describe('second store, real PostgreSQL', () => {
     expect(await walKeys(a.second)).toEqual(beforeOutage);
 
     // The second store becomes unreachable for the postgres OS user
-    // (archive_command runs as postgres): push cannot even check that the
-    // second store holds this archive, so it fails before writing anything.
+    // (archive_command runs as postgres): the first store takes the segment
+    // (its region's copy stays current), but push cannot check or write the
+    // second store, so it fails: sync acknowledges only what both hold.
     const firstStore = await a.first.store();
     const walDir = join(a.second.dir, 'wal', '00000001');
     await chmod(a.second.dir, 0o000);
@@ -109,6 +110,7 @@ describe('second store, real PostgreSQL', () => {
         expect((await primary.archiverStatus()).lastFailedWal).toBe(stuck);
         const failure = logRecords(await primary.logText()).find((r) => r.cmd === 'push' && r.level === 'error');
         expect(failure?.msg).toContain(a.second.dir);
+        expect(await firstStore.head(segmentKey(stuck))).toBeDefined();
         // Then the second store can be read but not written (a full or
         // read-only volume): the first store takes the segment, the second
         // refuses, and push still fails: sync acknowledges only what both hold.

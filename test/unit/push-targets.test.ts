@@ -14,6 +14,7 @@ import { MANIFEST, twoStores, type TwoStores } from '../support/two-stores.js';
  */
 
 const NAME = '000000010000000000000007';
+const KEY = `wal/00000001/${NAME}`;
 const log = createLogger('test', 'silent');
 let t: TwoStores;
 
@@ -130,11 +131,13 @@ describe('pushTargetsFor and pushEverywhere', () => {
     expect(tg.secondMode).toBeUndefined();
   });
 
-  it('sync: refuses a second store that has not joined the archive (no manifest), and writes nothing', async () => {
+  it('sync: refuses a second store that has not joined the archive (no manifest), after the first store has the file', async () => {
     t.cleanup();
     t = await twoStores(null);
     const { first, second } = targets('sync');
-    const err = await pushTargetsFor(first, second, MANIFEST, log).catch((e: unknown) => e);
+    const err = await pushEverywhere(await pushTargetsFor(first, second, MANIFEST, log), t.segment(NAME)).catch((e: unknown) => e);
+    expect(await t.first.store.head(KEY)).toBeDefined();
+    expect(await t.second.store.head(KEY)).toBeUndefined();
     expect(err).toBeInstanceOf(ArchiveMissingError);
     expect((err as Error).message).toMatch(/holds no walship archive .* it has not joined archive 0123456789abcdef0123456789abcdef/);
     expect((err as ArchiveMissingError).hint).toMatch(/walship init --join/);
@@ -144,15 +147,18 @@ describe('pushTargetsFor and pushEverywhere', () => {
     t.cleanup();
     t = await twoStores({ ...MANIFEST, archiveId: '0edcba9876543210fedcba9876543210', systemIdentifier: '7300000000000000999' });
     const { first, second } = targets('sync');
-    const err = await pushTargetsFor(first, second, MANIFEST, log).catch((e: unknown) => e);
+    const err = await pushEverywhere(await pushTargetsFor(first, second, MANIFEST, log), t.segment(NAME)).catch((e: unknown) => e);
+    expect(await t.second.store.head(KEY)).toBeUndefined();
     expect(err).toBeInstanceOf(ArchiveChangedError);
     expect((err as Error).message).toMatch(/holds archive 0edcba9876543210fedcba9876543210 \(database system 7300000000000000999\), but the first store holds archive 0123456789abcdef0123456789abcdef/);
   });
 
-  it('sync: a second store that cannot say whether it joined fails the call (StoreUnavailableError)', async () => {
+  it('sync: a second store that cannot say whether it joined fails the call (StoreUnavailableError) but the first store gets the file', async () => {
     const { first, second } = targets('sync');
     t.second.store.down = true;
-    await expect(pushTargetsFor(first, second, MANIFEST, log)).rejects.toBeInstanceOf(StoreUnavailableError);
+    const tg = await pushTargetsFor(first, second, MANIFEST, log);
+    await expect(pushEverywhere(tg, t.segment(NAME))).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(await t.first.store.head(KEY)).toBeDefined();
   });
 
   it('async: a second store that has not joined is not checked by push (nothing is written there)', async () => {
