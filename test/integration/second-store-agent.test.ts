@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../support/pg-cluster.js';
 import { until } from '../support/processes.js';
 import { agentPids } from '../support/agent.js';
-import { archivingPrimary, fileArchive, keyfileEncryption, makeSegments, runWalship } from '../support/walship.js';
+import { archivingPrimary, fileArchive, keyfileEncryption, makeSegments, runWalship, withSecondStore } from '../support/walship.js';
 
 /**
  * WALSHIP_STORE2_MODE=async with the resident agent: the agent itself keeps
@@ -30,13 +30,7 @@ describe('the agent replicates to an async second store', () => {
       WALSHIP_AGENT_IDLE: '3s',
     });
     const two = await fileArchive(await keyfileEncryption());
-    const env: Record<string, string> = {
-      ...one.env,
-      WALSHIP_STORE2: two.env.WALSHIP_STORE!,
-      WALSHIP_STORE2_MODE: 'async',
-      WALSHIP_STORE2_ENCRYPTION: 'keyfile',
-      WALSHIP_STORE2_KEY_FILE: two.env.WALSHIP_KEY_FILE!,
-    };
+    const env = await withSecondStore(one, two, 'async');
     const joined = await runWalship(['init', '--join'], { env });
     // Before the cluster exists, init --join has no archive to join: it says so.
     expect(joined.code).not.toBe(0);

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PgCluster } from '../support/pg-cluster.js';
 import { scratch } from '../support/scratch.js';
-import { archiveCommand, archivingPrimary, fileArchive, keyfileEncryption, logRecords, makeSegments, runWalship } from '../support/walship.js';
+import { withSecondStore, archiveCommand, archivingPrimary, fileArchive, keyfileEncryption, logRecords, makeSegments, runWalship } from '../support/walship.js';
 
 /**
  * A second store in async mode on a real PostgreSQL 15 archiving through
@@ -64,13 +64,7 @@ describe('second store, WALSHIP_STORE2_MODE=async, file stores with their own ke
   it('archives while the second store is down, replicate catches up, and the second store alone restores and drills', async () => {
     const one = tmp.archive(await fileArchive(await keyfileEncryption()));
     const two = tmp.archive(await fileArchive(await keyfileEncryption()));
-    const env: Record<string, string> = {
-      ...one.env,
-      WALSHIP_STORE2: two.env.WALSHIP_STORE!,
-      WALSHIP_STORE2_MODE: 'async',
-      WALSHIP_STORE2_ENCRYPTION: 'keyfile',
-      WALSHIP_STORE2_KEY_FILE: two.env.WALSHIP_KEY_FILE!,
-    };
+    const env = await withSecondStore(one, two, 'async');
     expect(env.WALSHIP_STORE2_KEY_FILE).not.toBe(env.WALSHIP_KEY_FILE);
     const primary = await archivingPrimary('store2-async', { env, store: one.store });
     clusters.push(primary);
@@ -196,13 +190,7 @@ describe('second store, WALSHIP_STORE2_MODE=sync', () => {
   it('walship backup copies its backup to the second store, and exits 1 naming it when it cannot', async () => {
     const one = tmp.archive(await fileArchive(await keyfileEncryption()));
     const two = tmp.archive(await fileArchive(await keyfileEncryption()));
-    const env: Record<string, string> = {
-      ...one.env,
-      WALSHIP_STORE2: two.env.WALSHIP_STORE!,
-      WALSHIP_STORE2_MODE: 'sync',
-      WALSHIP_STORE2_ENCRYPTION: 'keyfile',
-      WALSHIP_STORE2_KEY_FILE: two.env.WALSHIP_KEY_FILE!,
-    };
+    const env = await withSecondStore(one, two, 'sync');
     // Joined before archiving starts: sync push refuses a second store that has not joined.
     const primary = await archivingPrimary('store2-sync', { env, store: one.store }, { archive_command: '/bin/false' });
     clusters.push(primary);

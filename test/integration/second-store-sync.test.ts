@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PgCluster } from '../support/pg-cluster.js';
 import { until } from '../support/processes.js';
-import { archiveCommand, fileArchive, keyfileEncryption, logRecords, makeSegments, runWalship, tempDir, walshipBin, type TestArchive } from '../support/walship.js';
+import { archiveCommand, fileArchive, keyfileEncryption, logRecords, makeSegments, runWalship, tempDir, walshipBin, withSecondStore, type TestArchive } from '../support/walship.js';
 
 /**
  * A second store (issue 12) with a real PostgreSQL 15: sync archiving
@@ -29,16 +29,8 @@ interface TwoStoreArchive {
 
 async function twoStoreArchive(mode: 'sync' | 'async'): Promise<TwoStoreArchive> {
   const first = await fileArchive(await keyfileEncryption());
-  const secondKey = await keyfileEncryption();
   const second = await fileArchive();
-  const env = {
-    ...first.env,
-    WALSHIP_STORE2: `file://${second.dir}`,
-    WALSHIP_STORE2_ENCRYPTION: 'keyfile',
-    WALSHIP_STORE2_KEY_FILE: secondKey.WALSHIP_KEY_FILE!,
-    WALSHIP_STORE2_MODE: mode,
-  };
-  return { first, second, env };
+  return { first, second, env: await withSecondStore(first, second, mode) };
 }
 
 /** A primary with 1 MiB segments archiving into both stores; `walship init` (by the harness) and `init --join` done before it starts. */

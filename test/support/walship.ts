@@ -79,6 +79,20 @@ function storeFor(env: Record<string, string>): Promise<Store> {
 }
 
 /** Runs the installed CLI as the postgres OS user, as PostgreSQL would. */
+/**
+ * The environment of a two-store archive: `first`'s settings plus `second`
+ * as WALSHIP_STORE2 with a key file of its own (its WALSHIP_KEY_FILE, or a
+ * new one when `second` has none), in `mode`.
+ */
+export async function withSecondStore(
+  first: TestArchive,
+  second: TestArchive,
+  mode: 'sync' | 'async',
+): Promise<Record<string, string>> {
+  const key = second.env.WALSHIP_KEY_FILE ?? (await keyfileEncryption()).WALSHIP_KEY_FILE!;
+  return { ...first.env, WALSHIP_STORE2: second.env.WALSHIP_STORE!, WALSHIP_STORE2_MODE: mode, WALSHIP_STORE2_ENCRYPTION: 'keyfile', WALSHIP_STORE2_KEY_FILE: key };
+}
+
 export function runWalship(args: string[], opts: { env: Record<string, string>; cwd?: string }): Promise<RunResult> {
   return runAsPostgres(walshipBin(), args, { env: opts.env, ...(opts.cwd ? { cwd: opts.cwd } : {}) });
 }
