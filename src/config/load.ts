@@ -46,6 +46,13 @@ export interface Config {
   readonly keyFiles: readonly string[];
   readonly kms: KmsSettings;
   readonly spoolDir: string;
+  /**
+   * Where this store's key providers keep their caches (KMS data keys): the
+   * spool for the first store, `<spool>/store2` for the second, so that one
+   * store's cached data key never encrypts the other's copies (a KMS alias
+   * of the same name may exist in both regions).
+   */
+  readonly keyCacheDir: string;
   readonly logLevel: LogLevel;
   readonly timeoutMs: number;
   /** How long a failing store is retried (all attempts and backoff), see src/store/retry.ts. */
@@ -78,8 +85,8 @@ export type ReplicationMode = 'sync' | 'async';
 /**
  * The second store: its own location, S3 settings and keys (its copies are
  * encoded separately under its own key, see docs/FORMAT.md), everything
- * else as the first store's. `config.spoolDir` is a subdirectory of the
- * first store's spool, so that each store's cached KMS data key stays its own.
+ * else as the first store's. Its `keyCacheDir` is `<spool>/store2`, so that
+ * each store's cached KMS data key stays its own.
  */
 export interface SecondStore {
   readonly mode: ReplicationMode;
@@ -196,7 +203,11 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   try {
     secondConfig = buildConfig(secondStoreLookup(lookup));
   } catch (err) {
-    if (err instanceof ConfigError) throw new ConfigError(`the second store (WALSHIP_STORE2): ${err.message}`, { hint: 'a WALSHIP_STORE2_ setting of the same name overrides the first store\'s' });
+    if (err instanceof ConfigError) {
+      throw new ConfigError(`the second store (WALSHIP_STORE2): ${secondStoreNames(err.message, lookup)}`, {
+        hint: 'the second store has its own WALSHIP_STORE2_ location settings; its key settings are the first store\'s unless a WALSHIP_STORE2_ key setting is set, and then only WALSHIP_STORE2_ ones count (docs/SECURITY.md)',
+      });
+    }
     throw err;
   }
   if (secondConfig.store.url === first.store.url && (secondConfig.s3.endpoint ?? '') === (first.s3.endpoint ?? '')) {
@@ -206,7 +217,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     ...first,
     second: {
       mode: oneOf<ReplicationMode>(lookup, 'WALSHIP_STORE2_MODE', ['sync', 'async'], 'sync'),
-      config: { ...secondConfig, spoolDir: join(first.spoolDir, 'store2') },
+      config: { ...secondConfig, keyCacheDir: join(first.spoolDir, 'store2') },
     },
   };
 }
@@ -248,6 +259,17 @@ function secondStoreLookup(lookup: Lookup): Lookup {
     if (key && ownKeys) return lookup(key) ?? (name === 'WALSHIP_ENCRYPTION' ? lookup(name) : undefined);
     return lookup(name);
   };
+}
+
+/** A message about the first store's settings, reworded with the names that apply to the second store. */
+function secondStoreNames(message: string, lookup: Lookup): string {
+  const ownKeys = Object.values(SECOND_KEYS).some((n) => lookup(n) !== undefined);
+  const names: Partial<Record<SettingName, SettingName>> = { ...SECOND_LOCATION, ...(ownKeys ? SECOND_KEYS : {}) };
+  // An inherited mode is still the first store's setting.
+  if (lookup('WALSHIP_STORE2_ENCRYPTION') === undefined) delete names.WALSHIP_ENCRYPTION;
+  // Longest first, so that WALSHIP_STORE does not rewrite part of WALSHIP_STORE2_….
+  const firsts = Object.keys(names).sort((a, b) => b.length - a.length);
+  return message.replace(new RegExp(`\\b(${firsts.join('|')})\\b(?!_|2)`, 'g'), (n) => names[n as SettingName] ?? n);
 }
 
 function buildConfig(lookup: Lookup): Config {
@@ -303,6 +325,7 @@ function buildConfig(lookup: Lookup): Config {
     keyFiles,
     kms,
     spoolDir: spool?.value ?? `${homedir()}/.walship`,
+    keyCacheDir: spool?.value ?? `${homedir()}/.walship`,
     logLevel: oneOf<LogLevel>(lookup, 'WALSHIP_LOG_LEVEL', ['trace', 'debug', 'info', 'warn', 'error', 'silent'], 'info'),
     timeoutMs,
     deadlineMs: integer(lookup, 'WALSHIP_DEADLINE', (2 * timeoutMs) / 1000, 1, 7200) * 1000,
@@ -336,10 +359,9 @@ export function pinStore(config: Config, store: 1 | 2): Config {
   if (!config.second) {
     throw new ConfigError('--store 2 asks for the second store, but WALSHIP_STORE2 is not set', { hint: 'set WALSHIP_STORE2 (and its settings) where walship reads its configuration' });
   }
-  // The spool stays the first store's: the cluster's journal, markers and
-  // bindings live there. Its KMS data-key cache checks the configured key, so
-  // sharing it costs at most a new data key.
-  return { ...config.second.config, spoolDir: config.spoolDir, second: undefined };
+  // The spool stays the first store's (the cluster's journal and bindings
+  // live there); the key caches stay the second store's own.
+  return { ...config.second.config, second: undefined };
 }
 
 /** Only the log level, for logging set-up before (or despite) a bad config. */

@@ -9,7 +9,7 @@ export { createKeyFile, KeyfileProvider } from './keyfile.js';
 export { CompositeKeyProvider } from './composite.js';
 export { KmsProvider, type DataKeyStatus } from './kms.js';
 
-export type KeySettings = Pick<Config, 'encryption' | 'keyFiles' | 'kms' | 'spoolDir' | 'timeoutMs'>;
+export type KeySettings = Pick<Config, 'encryption' | 'keyFiles' | 'kms' | 'keyCacheDir' | 'timeoutMs'>;
 
 /** The KMS provider the configuration describes (reading needs no key id; writing does). */
 export function kmsProviderFor(config: KeySettings, warn?: (message: string) => void): KmsProvider {
@@ -19,7 +19,7 @@ export function kmsProviderFor(config: KeySettings, warn?: (message: string) => 
     region: config.kms.region,
     endpoint: config.kms.endpoint,
     timeoutMs: config.timeoutMs,
-    spoolDir: config.spoolDir,
+    spoolDir: config.keyCacheDir,
     cache: config.kms.keyCache,
     rotation: { maxAgeMs: config.kms.rotateAgeMs, maxObjects: config.kms.rotateSegments },
     ...(warn ? { warn } : {}),

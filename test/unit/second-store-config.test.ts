@@ -36,12 +36,13 @@ describe('second store settings', () => {
     expect(load({}).second).toBeUndefined();
   });
 
-  it('has its own location, defaults to sync, and a spool of its own under the first one', () => {
+  it('has its own location, defaults to sync, and a key cache of its own under the first store's spool', () => {
     const c = load({ WALSHIP_STORE2: 'file:///srv/b', WALSHIP_SPOOL_DIR: '/var/spool/w' });
     expect(c.second!.mode).toBe('sync');
     expect(c.second!.config.store).toEqual({ kind: 'file', dir: '/srv/b', url: 'file:///srv/b' });
     expect(c.store.url).toBe('file:///srv/a');
-    expect(c.second!.config.spoolDir).toBe('/var/spool/w/store2');
+    expect(c.second!.config.keyCacheDir).toBe('/var/spool/w/store2');
+    expect(c.second!.config.spoolDir).toBe('/var/spool/w');
     expect(c.spoolDir).toBe('/var/spool/w');
   });
 
@@ -105,7 +106,7 @@ describe('second store settings', () => {
 
   it('a key file of its own under an inherited kms mode is an error that asks for the mode, never plaintext', () => {
     const err = configError({ WALSHIP_ENCRYPTION: 'kms', WALSHIP_KMS_KEY_ID: 'alias/main', WALSHIP_STORE2: 'file:///srv/b', WALSHIP_STORE2_KEY_FILE: '/k/two' });
-    expect(err.message).toMatch(/^the second store \(WALSHIP_STORE2\): WALSHIP_ENCRYPTION=kms needs WALSHIP_KMS_KEY_ID/);
+    expect(err.message).toMatch(/^the second store \(WALSHIP_STORE2\): WALSHIP_ENCRYPTION=kms needs WALSHIP_STORE2_KMS_KEY_ID/);
     expect(second({ WALSHIP_ENCRYPTION: 'kms', WALSHIP_KMS_KEY_ID: 'alias/main', WALSHIP_STORE2: 'file:///srv/b', WALSHIP_STORE2_ENCRYPTION: 'keyfile', WALSHIP_STORE2_KEY_FILE: '/k/two' }).encryption).toBe('keyfile');
   });
 
@@ -117,10 +118,10 @@ describe('second store settings', () => {
 
   it.each([
     [{ WALSHIP_STORE2: 'file://relative' }, /^the second store \(WALSHIP_STORE2\): WALSHIP_STORE2="file:\/\/relative" is invalid/],
-    [{ WALSHIP_STORE2: 'file:///srv/b', WALSHIP_STORE2_ENCRYPTION: 'keyfile' }, /^the second store \(WALSHIP_STORE2\): .*needs WALSHIP_KEY_FILE/],
+    [{ WALSHIP_STORE2: 'file:///srv/b', WALSHIP_STORE2_ENCRYPTION: 'keyfile' }, /^the second store \(WALSHIP_STORE2\): WALSHIP_STORE2_ENCRYPTION=keyfile needs WALSHIP_STORE2_KEY_FILE/],
     [{ WALSHIP_STORE2: 'file:///srv/b', WALSHIP_STORE2_KEY_FILE: 'rel.key' }, /^the second store \(WALSHIP_STORE2\): WALSHIP_STORE2_KEY_FILE="rel.key" is invalid/],
     [{ WALSHIP_STORE2: 's3://bkt-dr', WALSHIP_STORE2_S3_ENDPOINT: 'nohttp:9000' }, /^the second store \(WALSHIP_STORE2\): WALSHIP_STORE2_S3_ENDPOINT=.* is invalid/],
-    [{ WALSHIP_STORE2: 'file:///srv/b', WALSHIP_STORE2_ENCRYPTION: 'kms' }, /^the second store \(WALSHIP_STORE2\): .*needs WALSHIP_KMS_KEY_ID/],
+    [{ WALSHIP_STORE2: 'file:///srv/b', WALSHIP_STORE2_ENCRYPTION: 'kms' }, /^the second store \(WALSHIP_STORE2\): .*needs WALSHIP_STORE2_KMS_KEY_ID/],
   ])('a bad second-store setting is one line that says it is the second store\'s: %j', (env, message) => {
     const err = configError(env);
     expect(err.message).toMatch(message);
@@ -191,5 +192,22 @@ describe('storeFingerprint with a second store', () => {
 
   it('pinned to the first store it is the one-store fingerprint', () => {
     expect(storeFingerprint(pinStore(sync, 1), env)).toBe(storeFingerprint(one, env));
+  });
+});
+
+describe('the second store keeps its own key caches, and its errors name its settings', () => {
+  it('its KMS data-key cache is <spool>/store2, pinned or not; the spool itself stays the first store\'s', () => {
+    const c = loadConfig({ env: { ...BASE, WALSHIP_STORE2: 'file:///srv/b', WALSHIP_SPOOL_DIR: '/spool' } });
+    expect(c.keyCacheDir).toBe('/spool');
+    expect(c.second?.config.keyCacheDir).toBe('/spool/store2');
+    expect(c.second?.config.spoolDir).toBe('/spool');
+    const pinned = pinStore(c, 2);
+    expect(pinned.keyCacheDir).toBe('/spool/store2');
+    expect(pinned.spoolDir).toBe('/spool');
+  });
+
+  it('a missing second-store key setting is named as WALSHIP_STORE2_…', () => {
+    const env = { ...BASE, WALSHIP_STORE2: 'file:///srv/b', WALSHIP_STORE2_ENCRYPTION: 'kms' };
+    expect(() => loadConfig({ env })).toThrow(/the second store \(WALSHIP_STORE2\): WALSHIP_STORE2_ENCRYPTION=kms needs WALSHIP_STORE2_KMS_KEY_ID/);
   });
 });
