@@ -333,6 +333,14 @@ Exit status:
   return program;
 }
 
+/**
+ * Commands that write archive data or bind a data directory: never to one
+ * store of two (review: a pinned push or agent acknowledged WAL the other
+ * store never got, under the two-store fingerprint, and rebound the data
+ * directory to the second store).
+ */
+const UNPINNABLE: ReadonlySet<string> = new Set(['push', 'agent', 'agent-worker', 'backup', 'init', 'prefetch-worker']);
+
 export interface FailureRule {
   /** The command the arguments name, whatever global options come first (see main.ts). */
   readonly command: string | undefined;
@@ -348,6 +356,13 @@ export async function main(argv: readonly string[], rule: FailureRule): Promise<
     // they start) by hand: on a terminal their errors read as one line.
     if (action.opts<{ json?: boolean }>().json === true) setOutputStyle('json');
     else setOutputStyle(LOG_COMMANDS.has(rule.command ?? '') ? 'log' : 'person');
+    const pin = globals(program).store;
+    if (pin !== undefined && UNPINNABLE.has(action.name())) {
+      process.stderr.write(
+        `walship: --store ${pin} cannot be used with ${action.name()}: it writes the archive, and one store alone would leave the other without it (sync) or rebind this data directory to one store; ${action.name() === 'init' ? 'a second store joins with "walship init --join"' : 'leave --store out (with WALSHIP_STORE2_MODE=async the first store alone is written and walship replicate copies)'}\n`,
+      );
+      throw new CommanderError(EXIT.USAGE, 'walship.storePin', `--store with ${action.name()}`);
+    }
   });
   try {
     await program.parseAsync(argv as string[]);

@@ -36,7 +36,7 @@ describe('second store settings', () => {
     expect(load({}).second).toBeUndefined();
   });
 
-  it('has its own location, defaults to sync, and a key cache of its own under the first store's spool', () => {
+  it('has its own location, defaults to sync, and a key cache of its own under the first store spool', () => {
     const c = load({ WALSHIP_STORE2: 'file:///srv/b', WALSHIP_SPOOL_DIR: '/var/spool/w' });
     expect(c.second!.mode).toBe('sync');
     expect(c.second!.config.store).toEqual({ kind: 'file', dir: '/srv/b', url: 'file:///srv/b' });
