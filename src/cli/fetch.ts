@@ -129,7 +129,8 @@ async function startPrefetch(pool: PrefetchPool, name: string, globals: GlobalOp
     // which fills the pool instead of a worker (src/agent/recovery.ts).
     if (process.env.WALSHIP_AGENT === 'on') return;
     if (await pool.workerAlive()) return;
-    const args = [process.argv[1]!, ...(globals.config ? ['--config', globals.config] : []), 'prefetch-worker'];
+    // The same pin as this call: a pool filled from another store would never be handed over.
+    const args = [process.argv[1]!, ...(globals.config ? ['--config', globals.config] : []), ...(globals.store ? ['--store', globals.store] : []), 'prefetch-worker'];
     const child = spawn('flock', ['-xn', pool.lockPath, process.execPath, ...process.execArgv, ...args], {
       cwd: process.cwd(),
       detached: true,

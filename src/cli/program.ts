@@ -339,7 +339,7 @@ Exit status:
  * store never got, under the two-store fingerprint, and rebound the data
  * directory to the second store).
  */
-const UNPINNABLE: ReadonlySet<string> = new Set(['push', 'agent', 'agent-worker', 'backup', 'init', 'prefetch-worker']);
+const UNPINNABLE: ReadonlySet<string> = new Set(['push', 'agent', 'agent-worker', 'backup', 'init']);
 
 export interface FailureRule {
   /** The command the arguments name, whatever global options come first (see main.ts). */

@@ -156,6 +156,28 @@ describe('exit codes hold whatever global options come first', () => {
     });
   });
 
+  it('--store N before the command: the launcher still finds fetch when dist/main.mjs is missing, and a pinned fetch that cannot run stops recovery', async () => {
+    const pinned: readonly Form[] = [
+      { label: '--store 2', args: () => ['--store', '2'], env: () => ({ WALSHIP_STORE: storeUrl }) },
+      { label: '-c F --store 1', args: (c) => ['-c', c, '--store', '1'], env: () => ({}) },
+    ];
+    await withReplaced(join(installRoot, 'dist', 'main.mjs'), undefined, () => expectEveryForm(['fetch', NAME, 'pg_wal/RECOVERYXLOG'], fetchFails, pinned));
+    // With the bundle there: --store 2 without WALSHIP_STORE2 is a configuration error, which fetch never reports as "not found".
+    await expectEveryForm(['fetch', NAME, 'pg_wal/RECOVERYXLOG'], fetchFails, pinned.slice(0, 1));
+  });
+
+  it('push, backup, init and agent refuse --store (they write the archive)', async () => {
+    const form: Form = { label: '--store 2', args: () => ['--store', '2'], env: () => ({ WALSHIP_STORE: storeUrl }) };
+    const push = await run(form, 'recovery', ['push', `pg_wal/${NAME}`]);
+    expect(push.code).toBe(1);
+    expect(push.stderr).toContain('--store 2 cannot be used with push');
+    for (const command of [['backup'], ['init'], ['agent']]) {
+      const r = await run(form, 'recovery', command);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toContain(`--store 2 cannot be used with ${command[0]}`);
+    }
+  });
+
   it('push with its build chunk deleted exits 1', async () => {
     await withReplaced(await chunk('push'), undefined, () => expectEveryForm(['push', `pg_wal/${NAME}`], () => 1));
   });
