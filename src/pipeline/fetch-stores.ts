@@ -3,7 +3,8 @@ import { errorMessage, StoreUnavailableError, WalshipError } from '../errors.js'
 import type { Store } from '../store/index.js';
 import { readManifest } from './manifest.js';
 import { defaultBackoff, restoreArchived, type ReadOptions, type RestoreResult } from './fetch.js';
-import { requireJoined } from './second-store.js';
+import { requireArchive, requireJoined } from './second-store.js';
+import { readBinding } from '../spool/cluster.js';
 
 /** A store to read from, with the keys its copies were encoded under. */
 export interface ReadSource {
@@ -57,11 +58,7 @@ async function oneRound(sources: readonly ReadSource[], opts: RestoreFromStoresO
   let notFound: RestoreResult | undefined;
   for (const [i, source] of sources.entries()) {
     try {
-      if (i > 0 && failures.length === 0) {
-        // The first store answered "not here", so its manifest is readable.
-        const first = await readManifest(sources[0]!.store);
-        if (first) await requireJoined(first, source.store);
-      }
+      if (i > 0) await checkSameArchive(sources[0]!.store, source.store, failures.length === 0, opts.dataDir);
       const r = await restoreArchived({ ...opts, retries: 0, store: source.store, keys: source.keys });
       if (r.status === 'found') return { result: { ...r, from: source.store.description }, failures };
       notFound = r;
@@ -70,6 +67,27 @@ async function oneRound(sources: readonly ReadSource[], opts: RestoreFromStoresO
     }
   }
   return failures.length === 0 ? { result: { ...notFound!, from: undefined }, failures } : { failures };
+}
+
+/**
+ * A later store is read only as a copy of this archive: compared with the
+ * first store's manifest when the first store answered, else with the
+ * data directory's binding (walship.archive, which every base backup
+ * carries). With neither, it is not read: a second store re-pointed at
+ * another archive of the same cluster (a clone, the store from before a
+ * rebind) would otherwise hand over its segments.
+ */
+async function checkSameArchive(first: Store, later: Store, firstAnswered: boolean, dataDir: string | undefined): Promise<void> {
+  if (firstAnswered) {
+    const m = await readManifest(first);
+    if (m) return requireJoined(m, later);
+  }
+  const binding = dataDir !== undefined ? await readBinding(dataDir) : undefined;
+  if (binding) return requireArchive(binding.archiveId, `${dataDir}/walship.archive names`, later);
+  throw new StoreUnavailableError(
+    `the first store cannot be read, and nothing says which archive ${later.description} must hold (${dataDir ?? 'the data directory'} has no walship.archive)`,
+    { hint: 'bring the first store back, or read the second store alone on purpose with "walship --store 2 …"' },
+  );
 }
 
 function unavailable(sources: readonly ReadSource[], failures: readonly Failure[], name: string): StoreUnavailableError {

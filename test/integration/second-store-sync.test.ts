@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PgCluster } from '../support/pg-cluster.js';
 import { until } from '../support/processes.js';
-import { archiveCommand, fileArchive, keyfileEncryption, logRecords, makeSegments, runWalship, tempDir, walshipBin, withSecondStore, type TestArchive } from '../support/walship.js';
+import { archiveCommand, fileArchive, keyfileEncryption, logRecords, makeSegments, runWalship, walshipBin, withSecondStore, type TestArchive } from '../support/walship.js';
 
 /**
  * A second store (issue 12) with a real PostgreSQL 15: sync archiving
@@ -221,19 +221,11 @@ describe('second store, real PostgreSQL', () => {
     const lagPoint = await makeSegments(primary, 2);
     await primary.waitArchived(lagPoint, 90_000);
 
-    // Async: nothing copies to the second store in this branch. It is
-    // brought up to the lag point by hand: each file fetched from the first
-    // store and pushed into the second (so encoded under the second's key).
+    // Async: the second store is brought up to the lag point by one
+    // `walship replicate` pass (each file re-encoded under the second's key).
     const copied = (await walKeys(a.first)).filter((k) => k.startsWith('wal/'));
-    const work = await tempDir('walship-copy-');
-    for (const key of copied) {
-      const name = key.split('/').at(-1)!;
-      const path = join(work, name);
-      const f = await runWalship(['--store', '1', 'fetch', name, path], { env: a.env, cwd: work });
-      expect(f.code, f.stderr).toBe(0);
-      const p = await runWalship(['--store', '2', 'push', path], { env: a.env, cwd: work });
-      expect(p.code, p.stderr).toBe(0);
-    }
+    const rep = await runWalship(['replicate'], { env: a.env });
+    expect(rep.code, rep.stdout + rep.stderr).toBe(0);
     expect((await walKeys(a.second)).filter((k) => k.startsWith('wal/'))).toEqual(copied);
 
     // Past the lag point: in the first store only.

@@ -1,4 +1,6 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { writeBinding } from '../../src/spool/cluster.js';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ArchiveChangedError, StoreUnavailableError } from '../../src/errors.js';
@@ -19,6 +21,8 @@ let target: string;
 beforeEach(async () => {
   t = await twoStores();
   target = join(t.dir, 'pg_wal', 'RECOVERYXLOG');
+  // t.dir stands for the data directory being recovered, bound to the archive (as a restored backup is).
+  await writeBinding(t.dir, { archiveId: MANIFEST.archiveId, storeFingerprint: '0123456789abcdef', store: 'first' });
 });
 afterEach(() => t.cleanup());
 
@@ -31,7 +35,7 @@ async function archiveInto(s: TestStore, fill = 3): Promise<Buffer> {
 }
 
 function fetch() {
-  return restoreFromStores(sources(), { name: NAME, target, retries: 0, backoffMs: () => 1 });
+  return restoreFromStores(sources(), { name: NAME, target, retries: 0, backoffMs: () => 1, dataDir: t.dir });
 }
 
 async function fetchError(): Promise<unknown> {
@@ -93,6 +97,26 @@ describe('restoreFromStores', () => {
     expect(r.status).toBe('found');
     expect(r.from).toBe(t.second.store.description);
     expect(readFileSync(target).equals(raw)).toBe(true);
+  });
+
+  it('first store down, and no binding says which archive the second must hold: unavailable, the second is not read', async () => {
+    await archiveInto(t.second, 4);
+    await rm(join(t.dir, 'walship.archive'));
+    t.first.store.down = true;
+    const err = await fetchError();
+    expect(err).toBeInstanceOf(StoreUnavailableError);
+    expect((err as Error).message).toMatch(/nothing says which archive .* must hold/);
+    expect(existsSync(target)).toBe(false);
+  });
+
+  it('first store down, and the second holds another archive than the binding names: unavailable, never its segment', async () => {
+    await archiveInto(t.second, 4);
+    await writeBinding(t.dir, { archiveId: 'ffffffffffffffffffffffffffffffff', storeFingerprint: '0123456789abcdef', store: 'first' });
+    t.first.store.down = true;
+    const err = await fetchError();
+    expect(err).toBeInstanceOf(StoreUnavailableError);
+    expect((err as Error).message).toMatch(/holds archive 0123456789abcdef0123456789abcdef .*walship\.archive names archive ffffffffffffffffffffffffffffffff/);
+    expect(existsSync(target)).toBe(false);
   });
 
   it('second store down, first found: delivered without asking the second', async () => {
