@@ -1,6 +1,7 @@
 import { loadConfig, logLevelFromEnv, pinStore, type Config } from '../config/index.js';
 import { ConfigError } from '../errors.js';
 import { keyProviderFor, type KeyProvider } from '../crypto/index.js';
+import { UnloadableKeys } from '../crypto/unloadable.js';
 import { createLogger, type Logger } from '../log/index.js';
 import { openStore, type Store } from '../store/index.js';
 import { reportError } from './report.js';
@@ -44,8 +45,18 @@ export async function commandContext(globals: GlobalOptions, log: Logger): Promi
   const config = configFor(globals);
   log.level = config.logLevel;
   const warn = (message: string) => log.warn(message);
-  const [first, second] = await Promise.all([openTarget(config, warn), config.second ? openTarget(config.second.config, warn) : undefined]);
+  const [first, second] = await Promise.all([openTarget(config, warn), config.second ? openSecondTarget(config.second.config, warn) : undefined]);
   return { ...first, second };
+}
+
+/**
+ * The second store, whose keys may fail to load without stopping what the
+ * first store alone can do: each use of its keys then fails with why.
+ */
+async function openSecondTarget(config: Config, warn: (message: string) => void): Promise<StoreTarget> {
+  const store = await openStore(config);
+  const keys = await keyProviderFor(config, warn).catch((err: unknown) => new UnloadableKeys(`the second store ${store.description}`, err));
+  return { config, store, keys };
 }
 
 async function openTarget(config: Config, warn: (message: string) => void): Promise<StoreTarget> {
