@@ -109,11 +109,13 @@ async function copyAll(
   const pending: CopyItem[] = [];
   /** Backups with an object that did not make it: their descriptor must wait. */
   const incomplete = new Set<string>();
+  /** A WAL or history file that did not make it may be one a backup needs: then every descriptor waits. */
+  let walIncomplete = false;
   let copied = 0;
   let bytes = 0;
   let stoppedBy: string | undefined;
   for (const [i, item] of items.entries()) {
-    if (stoppedBy !== undefined || (item.kind === 'descriptor' && incomplete.has(item.backupId!))) {
+    if (stoppedBy !== undefined || (item.kind === 'descriptor' && (walIncomplete || incomplete.has(item.backupId!)))) {
       pending.push(item);
       continue;
     }
@@ -128,6 +130,7 @@ async function copyAll(
       failures.push({ key: item.key, error: errorMessage(err) });
       pending.push(item);
       if (item.backupId !== undefined) incomplete.add(item.backupId);
+      else walIncomplete = true;
       opts.log.warn({ key: item.key }, `could not copy ${item.key} to ${second.store.description}: ${errorMessage(err)}`);
       // A store that cannot answer fails every object after this one too:
       // the pass stops, and the rest waits for the next one.

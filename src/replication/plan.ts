@@ -45,8 +45,14 @@ export async function listKeys(store: Store, prefixes: readonly string[]): Promi
   return out;
 }
 
-/** Every prefix a pass lists, in copy order. */
-export const REPLICATED_PREFIXES = [...WAL_PREFIXES, BACKUPS_PREFIX] as const;
+/**
+ * Every prefix a pass lists, backups FIRST: a backup's descriptor is
+ * written only after the WAL it needs was archived, so every descriptor in
+ * the backups listing has its WAL in the WAL listing made after it. Listed
+ * the other way round, a backup completing between the two listings would
+ * be copied without its last segments. (The copy order is planCopies'.)
+ */
+export const REPLICATED_PREFIXES = [BACKUPS_PREFIX, ...WAL_PREFIXES] as const;
 
 /**
  * The plan: every walship object of the first store the second lacks.

@@ -33,6 +33,7 @@ const ID_DONE = '20261201T021500Z-0badc0de';
 const ID_RUNNING = '20261201T031500Z-0000beef';
 const ID_DAMAGED = '20261201T041500Z-00d00d00';
 const ID_SYNC = '20261201T051500Z-5151c0de';
+const ID_SOUND = '20261201T061500Z-50d50d50';
 const log = createLogger('test', 'error');
 
 let dir: string;
@@ -224,6 +225,17 @@ describe('replicateOnce, two file stores with their own key files', () => {
     expect(state?.pending).toBe(3);
     expect(state?.lastError).toContain(key);
     expect(state?.syncedThrough).toBe(r.oldestPendingAt!.toISOString());
+  });
+
+  it('while a WAL file could not be copied, no backup gets its descriptor in the second store (it may need that file)', async () => {
+    writes.length = 0;
+    await backup(ID_SOUND, 1);
+    const r = await pass();
+    // The damaged segment of the previous case is still there and still fails.
+    expect(r.failures.map((f) => f.key)).toContain('wal/00000001/000000010000000000000003');
+    expect(writes).toContain(partKey(ID_SOUND, 1));
+    expect(writes).not.toContain(descriptorKey(ID_SOUND));
+    expect(await secondFs.head(descriptorKey(ID_SOUND))).toBeUndefined();
   });
 
   it('replicateBackup (walship backup in sync mode) copies that one backup, descriptor last, and nothing else', async () => {
