@@ -1,4 +1,5 @@
-import { ArchiveChangedError, ArchiveMissingError } from '../errors.js';
+import { randomBytes } from 'node:crypto';
+import { ArchiveChangedError, ArchiveMissingError, InvalidInputError } from '../errors.js';
 import { MANIFEST_KEY } from '../pipeline/layout.js';
 import { readManifest, type ArchiveManifest } from '../pipeline/manifest.js';
 import type { Store } from '../store/index.js';
@@ -26,6 +27,7 @@ export async function joinArchive(first: Store, second: Store): Promise<JoinResu
       hint: 'create the archive in the first store with "walship init", then join the second store',
     });
   }
+  await requireDistinct(first, second);
   const existing = await readManifest(second);
   if (existing) {
     if (existing.archiveId === manifest.archiveId) return { outcome: 'existing', manifest };
@@ -44,4 +46,24 @@ export async function joinArchive(first: Store, second: Store): Promise<JoinResu
     });
   }
   return { outcome: r === 'created' ? 'joined' : 'existing', manifest };
+}
+
+/**
+ * Two names for one place (a symlink to the first store's directory, one
+ * bucket reached through two endpoints) would make "both stores hold it"
+ * one copy. A marker written into the second store must not appear in the
+ * first.
+ */
+async function requireDistinct(first: Store, second: Store): Promise<void> {
+  const key = `walship-join-check-${randomBytes(8).toString('hex')}`;
+  await second.putIfAbsent(key, Buffer.from('walship init --join: is this store the first one?\n'), {});
+  try {
+    if ((await first.head(key)) !== undefined) {
+      throw new InvalidInputError(`${second.description} is the same store as ${first.description} (an object written to one appears in the other)`, {
+        hint: 'WALSHIP_STORE2 must be a separate store (another bucket, region or volume): a second name for the first store is no second copy',
+      });
+    }
+  } finally {
+    await second.delete(key).catch(() => undefined);
+  }
 }
