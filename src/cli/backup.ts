@@ -102,17 +102,21 @@ export async function runBackup(opts: BackupCliOptions, globals: GlobalOptions):
       },
     });
     const d = result.descriptor;
+    log.info(
+      { backup: d.id, startLsn: d.startLsn, stopLsn: d.stopLsn, rawBytes: d.rawBytes, storedBytes: d.storedBytes },
+      `backup ${d.id} complete: ${d.files} files, ${bytes(d.rawBytes)} (${bytes(d.storedBytes)} stored) in ${d.parts.length} parts, WAL ${d.wal.first} … ${d.wal.last}`,
+    );
     const spool = await tryOpenClusterSpool(config.spoolDir, result.dataDirectory, (m) => log.warn(m));
+    // Sync mode: a backup only one store holds is no success (metrics count it as a failure).
+    if (ctx.second && !(await toSecondStore(ctx, ctx.second, manifest, d.id, log))) {
+      if (spool) await recordBackupFailure(spool.dir).catch((e: unknown) => log.warn(`the failure was not recorded for metrics: ${errorMessage(e)}`));
+      return EXIT.FAILED;
+    }
     if (spool) {
       await recordBackupSuccess(spool.dir, { id: d.id, endedAt: Date.parse(d.stopTime), sizeBytes: d.rawBytes, durationSeconds: (Date.now() - began) / 1000 }).catch((err: unknown) =>
         log.warn(`the backup's outcome was not recorded for metrics: ${errorMessage(err)}`),
       );
     }
-    log.info(
-      { backup: d.id, startLsn: d.startLsn, stopLsn: d.stopLsn, rawBytes: d.rawBytes, storedBytes: d.storedBytes },
-      `backup ${d.id} complete: ${d.files} files, ${bytes(d.rawBytes)} (${bytes(d.storedBytes)} stored) in ${d.parts.length} parts, WAL ${d.wal.first} … ${d.wal.last}`,
-    );
-    if (ctx.second && !(await toSecondStore(ctx, ctx.second, manifest, d.id, log))) return EXIT.FAILED;
     process.stdout.write(`${d.id}\n`);
     return EXIT.OK;
   } catch (err) {

@@ -216,6 +216,10 @@ describe('second store, WALSHIP_STORE2_MODE=sync', () => {
     expect(failed.stderr).toMatch(/backup \S+ is complete and usable from .*, but could not be copied to the second store/);
     const id2 = /backup (\S+) is complete and usable/.exec(failed.stderr)![1]!;
     expect(existsSync(join(one.dir, 'backups', id2, 'descriptor'))).toBe(true);
+    // Metrics count it as a failure: in sync mode a backup one store lacks is not the backup promised.
+    const m = await runWalship(['metrics', '-D', primary.dataDir], { env });
+    expect(m.stdout).toMatch(/^walship_backups_total\{[^}]*outcome="success"[^}]*\} 1$/m);
+    expect(m.stdout).toMatch(/^walship_backups_total\{[^}]*outcome="failure"[^}]*\} 1$/m);
 
     await rm(join(two.dir, 'backups'), { recursive: true });
     const caughtUp = await runWalship(['replicate'], { env });
