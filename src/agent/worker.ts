@@ -1,10 +1,13 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { commandContext, commandLogger, type GlobalOptions } from '../cli/context.js';
-import { releaseSegmentMemory } from '../memory.js';
+import { releaseSegmentMemoryAbove } from '../memory.js';
 import type { ArchiveManifest } from '../pipeline/manifest.js';
 import { pushEverywhere, pushTargetsFor } from '../pipeline/push-targets.js';
 import { describeError } from '../spool/state.js';
 import type { WorkerReply, WorkerRequest } from './worker-protocol.js';
+
+/** Buffers this thread may leave for V8 to free lazily before it is made to (src/memory.ts). */
+const WORKER_GARBAGE_BYTES = 48 << 20;
 
 /**
  * The hidden `agent-worker` command, run only on a worker thread of the
@@ -37,7 +40,7 @@ export async function runAgentWorker(globals: GlobalOptions): Promise<number> {
       } catch (err) {
         send({ kind: 'failed', id: m.id, error: describeError(err) });
       } finally {
-        releaseSegmentMemory();
+        releaseSegmentMemoryAbove(WORKER_GARBAGE_BYTES);
       }
     });
   });
