@@ -6,9 +6,6 @@ import { pushEverywhere, pushTargetsFor } from '../pipeline/push-targets.js';
 import { describeError } from '../spool/state.js';
 import type { WorkerReply, WorkerRequest } from './worker-protocol.js';
 
-/** Buffers this thread may leave for V8 to free lazily before it is made to (src/memory.ts). */
-const WORKER_GARBAGE_BYTES = 48 << 20;
-
 /**
  * The hidden `agent-worker` command, run only on a worker thread of the
  * agent (src/agent/pusher-threads.ts): archives the files the agent sends,
@@ -40,7 +37,7 @@ export async function runAgentWorker(globals: GlobalOptions): Promise<number> {
       } catch (err) {
         send({ kind: 'failed', id: m.id, error: describeError(err) });
       } finally {
-        releaseSegmentMemoryAbove(WORKER_GARBAGE_BYTES);
+        releaseSegmentMemoryAbove();
       }
     });
   });
