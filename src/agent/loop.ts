@@ -33,6 +33,7 @@ const sameFile = (a: FileIdentity, b: FileIdentity) =>
   a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
 
 const FIRST_BACKOFF_MS = 1000;
+const UNMARKED_RECHECK_MS = 10_000;
 const MAX_BACKOFF_MS = 30_000;
 
 /**
@@ -62,6 +63,13 @@ export async function runLoop(o: LoopOptions): Promise<string> {
   let wake: (() => void) | undefined;
   const poke = () => wake?.();
   const confirmed = new ConfirmedFiles();
+  // Files whose marker was looked for and not found: not looked for again on
+  // every scan (a stat per file, every event), only for a waiting call's file
+  // and after UNMARKED_RECHECK_MS, since another writer (an in-process push
+  // after a fallback looks ahead) may have archived one meanwhile; missing
+  // that costs a second archiving ("already archived"), never WAL.
+  let unmarked = new Set<string>();
+  let unmarkedSince = Date.now();
 
   let watcher: FSWatcher | undefined;
   try {
@@ -147,17 +155,26 @@ export async function runLoop(o: LoopOptions): Promise<string> {
       if (reason) break;
       const { want, stamp, atMs } = await readWant(o.paths.want);
       const ready = await readyNames(walDir);
-      confirmed.retain(new Set(ready));
+      const readySet = new Set(ready);
+      confirmed.retain(readySet);
       const pending: string[] = [];
       const scanAt = Date.now();
+      if (scanAt - unmarkedSince > UNMARKED_RECHECK_MS) {
+        unmarked = new Set();
+        unmarkedSince = scanAt;
+      } else for (const n of unmarked) if (!readySet.has(n)) unmarked.delete(n);
       for (const n of walOrder(ready, want)) {
         if (inFlight.has(n)) continue;
         // Files confirmed before are not read again on every scan (ConfirmedFiles says when they are).
         if (confirmed.covers(n, { name: want, atMs }, scanAt)) continue;
-        const m = await o.markers.lookup(n, join(walDir, n));
-        if (m) {
-          confirmed.add(n, Date.parse(m.at) || scanAt);
-          continue;
+        if (!unmarked.has(n) || n === want) {
+          const m = await o.markers.lookup(n, join(walDir, n));
+          if (m) {
+            confirmed.add(n, Date.parse(m.at) || scanAt);
+            unmarked.delete(n);
+            continue;
+          }
+          unmarked.add(n);
         }
         pending.push(n);
       }
