@@ -3,6 +3,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log/index.js';
 import { fileIdentity, type FileIdentity, type PushMarkers } from '../spool/push-markers.js';
+import { ConfirmedFiles } from './confirmed.js';
 import { clearFailure, writeFailure } from './failure-records.js';
 import { writeStatus, type AgentStatus } from './health.js';
 import type { AgentPaths } from './paths.js';
@@ -32,6 +33,7 @@ const sameFile = (a: FileIdentity, b: FileIdentity) =>
   a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
 
 const FIRST_BACKOFF_MS = 1000;
+const UNMARKED_RECHECK_MS = 10_000;
 const MAX_BACKOFF_MS = 30_000;
 
 /**
@@ -60,6 +62,14 @@ export async function runLoop(o: LoopOptions): Promise<string> {
   let lastWantStamp = '';
   let wake: (() => void) | undefined;
   const poke = () => wake?.();
+  const confirmed = new ConfirmedFiles();
+  // Files whose marker was looked for and not found: not looked for again on
+  // every scan (a stat per file, every event), only for a waiting call's file
+  // and after UNMARKED_RECHECK_MS, since another writer (an in-process push
+  // after a fallback looks ahead) may have archived one meanwhile; missing
+  // that costs a second archiving ("already archived"), never WAL.
+  let unmarked = new Set<string>();
+  let unmarkedSince = Date.now();
 
   let watcher: FSWatcher | undefined;
   try {
@@ -67,6 +77,17 @@ export async function runLoop(o: LoopOptions): Promise<string> {
     watcher.on('error', () => undefined);
   } catch (err) {
     o.log.warn(`cannot watch ${join(walDir, 'archive_status')} (${String(err)}); scanning only`);
+  }
+  // A call's request (want) is looked at at once, not at the next scan:
+  // during a back-off that is what retries its file for it.
+  let wantWatcher: FSWatcher | undefined;
+  try {
+    wantWatcher = watch(o.paths.dir, (_event, file) => {
+      if (file === 'want') poke();
+    });
+    wantWatcher.on('error', () => undefined);
+  } catch {
+    // the scan still reads it
   }
 
   const status = (): AgentStatus => ({
@@ -100,6 +121,7 @@ export async function runLoop(o: LoopOptions): Promise<string> {
         return;
       }
       await o.markers.record(name, before, r.blake3, r.storedBytes);
+      confirmed.add(name);
       await clearFailure(o.paths.failedDir, name);
       lastCompleted = { file: name, at: new Date().toISOString() };
       backoffMs = FIRST_BACKOFF_MS;
@@ -131,11 +153,29 @@ export async function runLoop(o: LoopOptions): Promise<string> {
     for (;;) {
       reason = await o.shouldStop();
       if (reason) break;
-      const { want, stamp } = await readWant(o.paths.want);
+      const { want, stamp, atMs } = await readWant(o.paths.want);
+      const ready = await readyNames(walDir);
+      const readySet = new Set(ready);
+      confirmed.retain(readySet);
       const pending: string[] = [];
-      for (const n of walOrder(await readyNames(walDir), want)) {
+      const scanAt = Date.now();
+      if (scanAt - unmarkedSince > UNMARKED_RECHECK_MS) {
+        unmarked = new Set();
+        unmarkedSince = scanAt;
+      } else for (const n of unmarked) if (!readySet.has(n)) unmarked.delete(n);
+      for (const n of walOrder(ready, want)) {
         if (inFlight.has(n)) continue;
-        if (await o.markers.lookup(n, join(walDir, n))) continue;
+        // Files confirmed before are not read again on every scan (ConfirmedFiles says when they are).
+        if (confirmed.covers(n, { name: want, atMs }, scanAt)) continue;
+        if (!unmarked.has(n) || n === want) {
+          const m = await o.markers.lookup(n, join(walDir, n));
+          if (m) {
+            confirmed.add(n, Date.parse(m.at) || scanAt);
+            unmarked.delete(n);
+            continue;
+          }
+          unmarked.add(n);
+        }
         pending.push(n);
       }
       queueDepth = pending.length;
@@ -164,6 +204,7 @@ export async function runLoop(o: LoopOptions): Promise<string> {
     }
   } finally {
     watcher?.close();
+    wantWatcher?.close();
     // What was started finishes (or fails) before the agent exits: a record is only ever written whole.
     await Promise.allSettled([...inFlight.values()]);
     clearInterval(heartbeat);
@@ -173,13 +214,17 @@ export async function runLoop(o: LoopOptions): Promise<string> {
   return reason;
 }
 
-/** The file a waiting call asked for, and a stamp that changes with every new request. */
-async function readWant(path: string): Promise<{ want: string | undefined; stamp: string }> {
+/**
+ * The file a waiting call asked for, a stamp that changes with every new
+ * request, and when it was made: the launcher renames a new file into
+ * place, which sets its change time.
+ */
+async function readWant(path: string): Promise<{ want: string | undefined; stamp: string; atMs: number | undefined }> {
   try {
     const [text, st] = await Promise.all([readFile(path, 'utf8'), stat(path)]);
     const want = text.trim().split(/\s+/)[0];
-    return { want: want || undefined, stamp: `${st.ino}:${st.mtimeMs}` };
+    return { want: want || undefined, stamp: `${st.ino}:${st.mtimeMs}`, atMs: Math.max(st.mtimeMs, st.ctimeMs) };
   } catch {
-    return { want: undefined, stamp: '' };
+    return { want: undefined, stamp: '', atMs: undefined };
   }
 }

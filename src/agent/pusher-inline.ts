@@ -1,3 +1,4 @@
+import { releaseSegmentMemoryAbove } from '../memory.js';
 import { pushEverywhere, type PushTargets } from '../pipeline/push-targets.js';
 import { describeError } from '../spool/state.js';
 import { PushFailed, type Archived, type Pusher } from './pusher.js';
@@ -18,6 +19,8 @@ export class InlinePusher implements Pusher {
       return { file: r.file, outcome: r.outcome, rawBytes: r.rawBytes, storedBytes: r.storedBytes, blake3: r.blake3 };
     } catch (err) {
       throw new PushFailed(describeError(err));
+    } finally {
+      releaseSegmentMemoryAbove();
     }
   }
 

@@ -20,9 +20,8 @@ import { agentLogger } from './log-file.js';
 import { runLoop } from './loop.js';
 import { agentPaths, type AgentPaths } from './paths.js';
 import { postmasterAlive, readPostmasterIdentity } from './postmaster.js';
-import { InlinePusher } from './pusher-inline.js';
 import type { Pusher } from './pusher.js';
-import { startThreadPusher } from './pusher-threads.js';
+import { startPusher } from './pusher-mixed.js';
 import { beat, writeStatus } from './health.js';
 import { prefetchParallelism, RecoveryFeeder } from './recovery.js';
 import { loadConfig } from '../config/index.js';
@@ -91,11 +90,7 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
 
     const slots = config.agentJobs ?? availableParallelism();
     const targets = await pushTargetsFor(ctx, ctx.second, archive.manifest, log);
-    pusher = slots > 1 ? await startThreadPusher(globals, archive.manifest, slots, log).catch((err: unknown) => {
-      log.warn(`worker threads unavailable (${errorMessage(err)}); archiving on one thread`);
-      return undefined;
-    }) : undefined;
-    pusher ??= new InlinePusher(targets, slots);
+    pusher = await startPusher(globals, archive.manifest, targets, slots, log);
     log.info({ dataDir, slots, archiveId, storeFingerprint: fingerprint }, `agent started for ${dataDir} (archive ${archiveId} at ${store.description})`);
 
     // The recovery side runs beside the archiving loop: a standby with

@@ -1,6 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { commandContext, commandLogger, type GlobalOptions } from '../cli/context.js';
-import { releaseSegmentMemory } from '../memory.js';
+import { releaseSegmentMemoryAbove } from '../memory.js';
 import type { ArchiveManifest } from '../pipeline/manifest.js';
 import { pushEverywhere, pushTargetsFor } from '../pipeline/push-targets.js';
 import { describeError } from '../spool/state.js';
@@ -37,7 +37,7 @@ export async function runAgentWorker(globals: GlobalOptions): Promise<number> {
       } catch (err) {
         send({ kind: 'failed', id: m.id, error: describeError(err) });
       } finally {
-        releaseSegmentMemory();
+        releaseSegmentMemoryAbove();
       }
     });
   });

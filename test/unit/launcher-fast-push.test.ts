@@ -1,0 +1,106 @@
+import { execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { loadConfig, storeFingerprint } from '../../src/config/index.js';
+import { clusterSpoolPath } from '../../src/spool/cluster.js';
+import { fileIdentity } from '../../src/spool/push-markers.js';
+
+/**
+ * bin/walship's fast_push answers PostgreSQL from a status record without
+ * Node (the agent's records and look-ahead markers). It checks the file, the
+ * marker's age and the stored object with one stat(1): these pin that every
+ * check still refuses what it must, run on the launcher's own functions.
+ */
+const launcher = readFileSync(join(__dirname, '..', '..', 'bin', 'walship'), 'utf8');
+const fn = (name: string) => {
+  const m = new RegExp(`^${name}\\(\\) \\{[\\s\\S]*?^\\}`, 'm').exec(launcher);
+  if (!m) throw new Error(`bin/walship has no ${name}()`);
+  return m[0];
+};
+const functions = ['clock', 'log_line', 'spool_ok', 'cluster_dir', 'store_fingerprint', 'norm_store', 'record_state', 'push_context', 'fast_push'].map(fn).join('\n');
+
+const base = mkdtempSync(join(tmpdir(), 'walship-fastpush-'));
+afterAll(() => rmSync(base, { recursive: true, force: true }));
+const name = '000000010000000000000007';
+const data = join(base, 'data');
+const spool = join(base, 'spool');
+const store = join(base, 'store');
+const env = { WALSHIP_STORE: `file://${store}`, WALSHIP_SPOOL_DIR: spool };
+const aid = '0123456789abcdef0123456789abcdef';
+let marker: string;
+
+function fastPush(): string {
+  const script = `set -C\ncmd=push config_arg=\nspool=$WALSHIP_SPOOL_DIR\n${functions}\nfast_push pg_wal/${name} && echo yes || echo no`;
+  return execFileSync('/bin/sh', ['-c', script], { env: { PATH: process.env.PATH!, WALSHIP_LOG_LEVEL: 'silent', ...env }, cwd: data, encoding: 'utf8' }).trim();
+}
+
+async function writeMarker(over: { archiveId?: string; storedBytes?: number } = {}): Promise<void> {
+  const id = await fileIdentity(join(data, 'pg_wal', name));
+  const fp = storeFingerprint(loadConfig({ env }));
+  writeFileSync(
+    marker,
+    `v2 ${over.archiveId ?? aid} ${fp} ${id.dev} ${id.ino} ${id.size} ${id.mtimeNs} ${id.ctimeNs} ${'ab'.repeat(32)} ${over.storedBytes ?? 1234} ${new Date().toISOString()}\n`,
+  );
+}
+
+beforeEach(async () => {
+  rmSync(base, { recursive: true, force: true });
+  mkdirSync(join(data, 'global'), { recursive: true });
+  mkdirSync(join(data, 'pg_wal'));
+  const control = Buffer.alloc(16);
+  control.writeBigUInt64LE(7301234567890123456n);
+  writeFileSync(join(data, 'global', 'pg_control'), control);
+  writeFileSync(join(data, 'pg_wal', name), Buffer.alloc(4096, 1));
+  writeFileSync(join(data, 'walship.archive'), `v1 ${aid} x\n`);
+  mkdirSync(spool, { mode: 0o700 });
+  chmodSync(spool, 0o700);
+  const cdir = await clusterSpoolPath(spool, data);
+  mkdirSync(join(cdir, 'pushed'), { recursive: true });
+  marker = join(cdir, 'pushed', name);
+  mkdirSync(join(store, 'wal', '00000001'), { recursive: true });
+  writeFileSync(join(store, 'walship.json'), '{}');
+  writeFileSync(join(store, 'wal', '00000001', name), Buffer.alloc(1234));
+});
+
+describe('bin/walship fast_push', () => {
+  it('answers from a record that matches the file, the archive, the configuration and the stored object, and consumes it', async () => {
+    await writeMarker();
+    expect(fastPush()).toBe('yes');
+    expect(existsSync(marker)).toBe(false);
+  });
+
+  it('refuses a record of another archive', async () => {
+    await writeMarker({ archiveId: 'f'.repeat(32) });
+    expect(fastPush()).toBe('no');
+  });
+
+  it('refuses when the stored object is not at the confirmed size, or gone', async () => {
+    await writeMarker({ storedBytes: 1233 });
+    expect(fastPush()).toBe('no');
+    await writeMarker();
+    rmSync(join(store, 'wal', '00000001', name));
+    expect(fastPush()).toBe('no');
+  });
+
+  it('refuses when the file changed after the record was written', async () => {
+    await writeMarker();
+    writeFileSync(join(data, 'pg_wal', name), Buffer.alloc(4096, 2));
+    expect(fastPush()).toBe('no');
+  });
+
+  it('refuses a record older than ten minutes', async () => {
+    await writeMarker();
+    const old = new Date(Date.now() - 11 * 60_000);
+    utimesSync(marker, old, old);
+    expect(fastPush()).toBe('no');
+    expect(existsSync(marker)).toBe(true);
+  });
+
+  it('refuses when the spool may be written by others', async () => {
+    await writeMarker();
+    chmodSync(spool, 0o777);
+    expect(fastPush()).toBe('no');
+  });
+});
