@@ -114,9 +114,12 @@ export async function openObject(store: Store, r: ReadInput): Promise<OpenedObje
           h = decodeHeader(Buffer.concat(seen));
         } catch {
           checkedPlain = true; // the decoder reports the damage
+          seen.length = 0;
         }
         if (h && !('need' in h)) {
           checkedPlain = true;
+          // Not kept: these are megabyte reads, alive for as long as the object is read.
+          seen.length = 0;
           if (r.plaintextRequired && h.header.encryption === 'none') {
             throw new UnencryptedObjectError(`${r.key} is stored without encryption, but WALSHIP_ENCRYPTION is on: anyone who can write to the store could have put it there; refused`, {
               key: r.key,

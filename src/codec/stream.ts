@@ -1,6 +1,6 @@
 import { hkdfSync } from 'node:crypto';
 import type { KeyProvider } from '../crypto/index.js';
-import { AuthenticationError, DEFAULT_CHUNK_BYTES, openChunk, sealChunk, TAG_BYTES } from './chunked-gcm.js';
+import { AuthenticationError, DEFAULT_CHUNK_BYTES, openChunk, sealChunk, sealChunkParts, TAG_BYTES } from './chunked-gcm.js';
 import type { CompressionName } from './compress.js';
 import { decodeHeader, encodeHeader, FORMAT_V2, FormatError, type HeaderV2, type ObjectHeader, type StoredHeader } from './format.js';
 import { blake3Hasher, lz4Native, type Blake3Hasher } from './native.js';
@@ -124,33 +124,43 @@ export class ObjectEncoder {
       plain.update(chunk);
       mac?.update(chunk);
       rawSize += chunk.length;
-      let piece: Buffer = this.header.compression === 'lz4-frame' ? lz4Native().compressFrameSync(chunk, { contentChecksum: true }) : chunk;
-      if (this.key) piece = sealChunk(this.key, this.headerBytes, index, false, piece);
+      const packed: Buffer = this.header.compression === 'lz4-frame' ? lz4Native().compressFrameSync(chunk, { contentChecksum: true }) : chunk;
+      const pieces = this.key ? sealChunkParts(this.key, this.headerBytes, index, false, packed) : [packed];
       index++;
+      const pieceBytes = pieces.reduce((n, p) => n + p.length, 0);
       const len = Buffer.allocUnsafe(4);
-      len.writeUInt32LE(piece.length, 0);
-      stored += RECORD_HEAD_BYTES + 4 + piece.length;
-      return [recordHead(DATA_MAGIC, 4), len, piece];
+      len.writeUInt32LE(pieceBytes, 0);
+      stored += RECORD_HEAD_BYTES + 4 + pieceBytes;
+      return [recordHead(DATA_MAGIC, 4), len, ...pieces];
     };
-    let pending: Buffer[] = [];
+    // A chunk that spans input pieces is assembled here, in one buffer
+    // reused for the whole object: emit() is done with a chunk before it
+    // returns, and a fresh megabyte per chunk only feeds the garbage
+    // collector. Copied rather than kept, also because a reader may reuse
+    // its buffer for the next piece (backup's tar reader does).
+    let staging: Buffer | undefined;
     let pendingBytes = 0;
     for await (const input of source) {
       let rest = input;
       while (pendingBytes + rest.length >= chunkSize) {
         const take = chunkSize - pendingBytes;
-        const chunk: Buffer = pendingBytes === 0 ? rest.subarray(0, take) : Buffer.concat([...pending, rest.subarray(0, take)], chunkSize);
+        let chunk: Buffer;
+        if (pendingBytes === 0) chunk = rest.subarray(0, take);
+        else {
+          rest.copy(staging!, pendingBytes, 0, take);
+          chunk = staging!;
+        }
         rest = rest.subarray(take);
-        pending = [];
         pendingBytes = 0;
         yield Buffer.concat(emit(chunk));
       }
       if (rest.length > 0) {
-        // Copied: a reader may reuse its buffer for the next piece.
-        pending.push(Buffer.from(rest));
+        staging ??= Buffer.allocUnsafe(chunkSize);
+        rest.copy(staging, pendingBytes);
         pendingBytes += rest.length;
       }
     }
-    if (pendingBytes > 0) yield Buffer.concat(emit(Buffer.concat(pending, pendingBytes)));
+    if (pendingBytes > 0) yield Buffer.concat(emit(staging!.subarray(0, pendingBytes)));
     const digest = plain.digestBuffer().toString('hex');
     const trailer: Trailer = mac
       ? { rawSize, chunks: index, mac: mac.digestBuffer().toString('hex') }
