@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { BackupDescriptor, Progress } from '../backup/index.js';
 import type { KeyProvider } from '../crypto/index.js';
 import { CorruptObjectError, errorMessage } from '../errors.js';
+import { collectWhileRestoring } from '../memory.js';
 import type { Store } from '../store/index.js';
 import { chooseBackup, type Choice } from './choose.js';
 import { chownTree, type Owner } from './owner.js';
@@ -63,6 +64,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
   const roots = [await prepareEmptyDir(o.dataDir, 'the data directory')];
   for (const [oid, dir] of tablespaceDirs) roots.push(await prepareEmptyDir(dir, `the directory of tablespace ${oid}`));
   const progress = o.onChosen?.(choice);
+  const stopCollecting = collectWhileRestoring();
   try {
     const meta = await writeParts({
       reader: { store: o.store, keys: o.keys, plaintextRequired: o.keys?.encrypts === true },
@@ -72,7 +74,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       jobs: o.jobs,
       onBytes: progress?.add,
       onPart: o.onPart,
-    });
+    }).finally(stopCollecting);
     progress?.done();
     await writeSmallFile(join(o.dataDir, 'backup_label'), meta.backupLabel);
     let remapped = false;
