@@ -23,7 +23,7 @@ await build({
   target: 'node20',
   outExtension: { '.js': '.mjs' },
   chunkNames: 'chunks/[name]-[hash]',
-  external: ['lz4-napi', '@napi-rs/blake-hash'],
+  external: ['lz4-napi', '@napi-rs/blake-hash', '@node-rs/crc32'],
   define: { WALSHIP_BUILD_VERSION: JSON.stringify(pkg.version) },
   // Bundled CommonJS dependencies call require() for Node built-ins.
   banner: { js: "import { createRequire as __walshipCreateRequire } from 'node:module'; const require = __walshipCreateRequire(import.meta.url);" },

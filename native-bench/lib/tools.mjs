@@ -18,7 +18,7 @@ import { AS_ROOT, chownPg, pgEnv, run, runOk, which } from './proc.mjs';
 export async function installWalship(root, dir) {
   if (!existsSync(join(root, 'dist', 'main.mjs'))) throw new Error(`${root}/dist/main.mjs is missing: run "npm run build" (npm run bench does)`);
   for (const p of ['package.json', 'bin', 'dist']) cpSync(join(root, p), join(dir, p), { recursive: true, dereference: true });
-  const wanted = new Set(['lz4-napi', '@napi-rs/blake-hash', ...bareImports(join(root, 'dist'))]);
+  const wanted = new Set(['lz4-napi', '@napi-rs/blake-hash', '@node-rs/crc32', ...bareImports(join(root, 'dist'))]);
   const queue = [...wanted];
   const copied = new Set();
   while (queue.length > 0) {

@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { LocalIoError } from '../errors.js';
+import { fileChecksum, MANIFEST_CHECKSUM } from './file-checksum.js';
 import type { ManifestFile } from './pg-manifest.js';
 import { END_OF_ARCHIVE, entryHeader, padding } from './tar.js';
 import type { WalkEntry } from './walk.js';
@@ -50,7 +50,7 @@ export interface TarProgress {
  * replay from the backup's start repairs, as with PostgreSQL's own base
  * backup (a file that shrank is padded with zeros to its header's size; one
  * that vanished is left out, as a dropped relation is). Every file stored is
- * reported to `onFile` with its SHA256, for backup_manifest.
+ * reported to `onFile` with its checksum, for backup_manifest.
  *
  * A piece of file content is valid only until the next piece is asked for:
  * one read buffer is reused for the whole part (ObjectEncoder copies what it
@@ -81,7 +81,7 @@ async function* fileEntry(path: string, abs: string, buf: Buffer, onFile: (f: Ma
     const st = await fh.stat();
     const size = st.size;
     const mtime = st.mtimeMs / 1000;
-    const sha = createHash('sha256');
+    const sum = fileChecksum(MANIFEST_CHECKSUM)!;
     yield entryHeader({ path, type: 'file', size, mode: st.mode, mtime });
     let pos = 0;
     while (pos < size) {
@@ -90,19 +90,19 @@ async function* fileEntry(path: string, abs: string, buf: Buffer, onFile: (f: Ma
       if (bytesRead === 0) {
         // Truncated while read: zeros, as PostgreSQL's base backup pads.
         const zeros = Buffer.alloc(size - pos);
-        sha.update(zeros);
+        sum.update(zeros);
         pos = size;
         yield zeros;
         break;
       }
       const piece = buf.subarray(0, bytesRead);
-      sha.update(piece);
+      sum.update(piece);
       pos += bytesRead;
       progress?.(bytesRead);
       yield piece;
     }
     yield padding(size);
-    onFile({ path, size, mtime, sha256: sha.digest('hex') });
+    onFile({ path, size, mtime, algorithm: MANIFEST_CHECKSUM, checksum: sum.hex() });
   } finally {
     await fh.close().catch(() => undefined);
   }
@@ -113,7 +113,10 @@ export function* memoryEntry(path: string, content: Buffer, mtime: number, onFil
   yield entryHeader({ path, type: 'file', size: content.length, mode: 0o600, mtime });
   yield content;
   yield padding(content.length);
-  onFile?.({ path, size: content.length, mtime, sha256: createHash('sha256').update(content).digest('hex') });
+  if (!onFile) return;
+  const sum = fileChecksum(MANIFEST_CHECKSUM)!;
+  sum.update(content);
+  onFile({ path, size: content.length, mtime, algorithm: MANIFEST_CHECKSUM, checksum: sum.hex() });
 }
 
 export { END_OF_ARCHIVE };

@@ -1,9 +1,10 @@
 import { createHash } from 'node:crypto';
+import type { ManifestChecksumAlgorithm } from './file-checksum.js';
 
 /**
  * PostgreSQL's backup_manifest, version 1 (the format pg_basebackup writes
  * and pg_verifybackup reads): one line per file with its size, time and
- * SHA256, the WAL range the backup needs, and a SHA256 of everything before
+ * checksum (file-checksum.ts), the WAL range the backup needs, and a SHA256 of everything before
  * the "Manifest-Checksum" key. The non-exclusive backup API writes none, so
  * walship writes it itself while it reads the files; a restored directory
  * can then be checked with `pg_verifybackup -n`.
@@ -13,8 +14,9 @@ export interface ManifestFile {
   readonly size: number;
   /** Seconds since the epoch. */
   readonly mtime: number;
-  /** SHA256 of the bytes stored, hex. */
-  readonly sha256: string;
+  readonly algorithm: ManifestChecksumAlgorithm;
+  /** Of the bytes stored, as backup_manifest spells it. */
+  readonly checksum: string;
 }
 
 export interface WalRange {
@@ -34,7 +36,7 @@ export function renderManifest(files: readonly ManifestFile[], wal: WalRange): B
     files
       .map(
         (f) =>
-          `{ "Path": ${JSON.stringify(f.path)}, "Size": ${f.size}, "Last-Modified": "${gmt(f.mtime)}", "Checksum-Algorithm": "SHA256", "Checksum": "${f.sha256}" }`,
+          `{ "Path": ${JSON.stringify(f.path)}, "Size": ${f.size}, "Last-Modified": "${gmt(f.mtime)}", "Checksum-Algorithm": "${f.algorithm}", "Checksum": "${f.checksum}" }`,
       )
       .join(',\n'),
     '],',

@@ -7,6 +7,7 @@ import { objectKey } from '../pipeline/layout.js';
 import type { Store } from '../store/index.js';
 import { parseWalName, segmentName, segmentNumber } from '../wal/index.js';
 import type { BackupDescriptor } from './descriptor.js';
+import { bothChecksums, fileChecksum } from './file-checksum.js';
 import { readCatalog } from './list.js';
 import { parseManifest, type ParsedManifest } from './pg-manifest.js';
 import { readPart } from './read-part.js';
@@ -56,7 +57,7 @@ const transient = (err: unknown) => err instanceof StoreUnavailableError || err 
  * and every WAL segment from the backup's start to its end is archived.
  * With --deep: every part is downloaded and decoded (authentication, LZ4,
  * BLAKE3 against the descriptor), backup_manifest checks itself, and every
- * file is checked against the manifest's size and SHA256 (what
+ * file is checked against the manifest's size and checksum (CRC32C, or SHA256 in older backups) (what
  * pg_verifybackup would check, which cannot read walship's parts).
  */
 export async function verifyBackup(o: BackupVerifyOptions): Promise<BackupVerifyReport> {
@@ -109,19 +110,20 @@ export async function verifyBackup(o: BackupVerifyOptions): Promise<BackupVerify
   let manifest: ParsedManifest | undefined;
   const seen = new Set<string>();
   const checkEntry = async (path: string, content: AsyncIterable<Buffer>, size: number): Promise<void> => {
-    const sha = createHash('sha256');
-    for await (const c of content) sha.update(c);
+    const m = manifest?.files.get(path);
+    const sum = m ? fileChecksum(m.algorithm) : undefined;
+    for await (const c of content) sum?.update(c);
     files++;
     if (!manifest || path === 'backup_manifest') return;
     seen.add(path);
-    const m = manifest.files.get(path);
     if (!m) problems.push(`${path} is in the backup but not in its backup_manifest`);
     else if (m.size !== size) problems.push(`${path}: ${size} bytes, backup_manifest says ${m.size}`);
-    else if (m.algorithm === 'SHA256' && m.checksum !== sha.digest('hex')) problems.push(`${path}: its SHA256 differs from backup_manifest's`);
+    else if (!sum) problems.push(`${path}: backup_manifest's checksum algorithm ${m.algorithm} is not one walship can check`);
+    else if (m.checksum.toLowerCase() !== sum.hex()) problems.push(`${path}: its ${m.algorithm} differs from backup_manifest's`);
   };
   let done = 0;
   try {
-    const pending: { path: string; size: number; sha: string }[] = [];
+    const pending: { path: string; size: number; sum: ReturnType<typeof bothChecksums> }[] = [];
     await readPart(reader, d, lastPart, async (e) => {
       if (e.type !== 'file') return;
       if (e.path === 'backup_manifest') {
@@ -133,9 +135,10 @@ export async function verifyBackup(o: BackupVerifyOptions): Promise<BackupVerify
         files++;
         return;
       }
-      const sha = createHash('sha256');
-      for await (const c of e.content) sha.update(c);
-      pending.push({ path: e.path, size: e.size, sha: sha.digest('hex') });
+      // Before the manifest says which algorithm counts; these are the small files written from memory.
+      const sum = bothChecksums();
+      for await (const c of e.content) sum.update(c);
+      pending.push({ path: e.path, size: e.size, sum });
       files++;
     });
     // Files before the manifest in the last part (backup_label, tablespace_map) and after it (pg_control).
@@ -143,7 +146,7 @@ export async function verifyBackup(o: BackupVerifyOptions): Promise<BackupVerify
       seen.add(f.path);
       const m = manifest?.files.get(f.path);
       if (!m) problems.push(`${f.path} is in the backup but not in its backup_manifest`);
-      else if (m.size !== f.size || (m.algorithm === 'SHA256' && m.checksum !== f.sha)) problems.push(`${f.path} does not match backup_manifest`);
+      else if (m.size !== f.size || m.checksum.toLowerCase() !== f.sum.hex(m.algorithm)) problems.push(`${f.path} does not match backup_manifest`);
     }
   } catch (err) {
     note(`part ${lastPart.n}`, err);

@@ -48,6 +48,24 @@ async function startRestored(dir: string, archive: TestArchive): Promise<PgClust
   return pg;
 }
 
+/**
+ * Every file in walship's backup_manifest carries a CRC32C that PostgreSQL's
+ * own pg_verifybackup checks: a restored file with one byte changed (same
+ * size) fails it. Put back afterwards, so the directory still starts.
+ */
+async function manifestChecksumsBite(dir: string): Promise<void> {
+  const manifest = JSON.parse(await readFile(join(dir, 'backup_manifest'), 'utf8')) as { Files: { Path: string; 'Checksum-Algorithm': string }[] };
+  expect(manifest.Files.length).toBeGreaterThan(100);
+  expect(new Set(manifest.Files.map((f) => f['Checksum-Algorithm']))).toEqual(new Set(['CRC32C']));
+  const file = join(dir, 'PG_VERSION');
+  const original = await readFile(file);
+  await writeFile(file, Buffer.from(original.toString('latin1').replace('15', '16'), 'latin1'));
+  const bad = await runAsPostgres(join(PG_BIN, 'pg_verifybackup'), ['-n', '-i', 'tablespace_map', dir]);
+  expect(bad.code).not.toBe(0);
+  expect(bad.stdout + bad.stderr).toMatch(/checksum mismatch for file "PG_VERSION"/);
+  await writeFile(file, original);
+}
+
 describe('walship backup and restore, file store, key file encryption', () => {
   it('takes a backup under load and restores it to each target kind; refuses impossible targets; a flipped byte is caught', async () => {
     const archive = await fileArchive(await keyfileEncryption());
@@ -127,6 +145,7 @@ describe('walship backup and restore, file store, key file encryption', () => {
       const r = await restore(archive, args);
       expect(r.code, `${kind}: ${r.out}`).toBe(0);
       expect(r.out).toContain('pg_verifybackup passed');
+      if (kind === cases[0]![0]) await manifestChecksumsBite(r.dir);
       const auto = await readFile(join(r.dir, 'postgresql.auto.conf'), 'utf8');
       expect(auto).toMatch(/^# recovery_target_name = 'stale_point'/m);
       expect(auto).toMatch(/^# restore_command = '\/bin\/false'/m);

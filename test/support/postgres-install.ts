@@ -35,7 +35,7 @@ import { runAsPostgres } from './postgres-user.js';
 export const nodePath: string = process.execPath;
 
 /** Packages the esbuild bundle keeps external (native addons). */
-export const NATIVE_PACKAGES: readonly string[] = Object.freeze(['lz4-napi', '@napi-rs/blake-hash']);
+export const NATIVE_PACKAGES: readonly string[] = Object.freeze(['lz4-napi', '@napi-rs/blake-hash', '@node-rs/crc32']);
 
 export interface InstallOptions {
   /** Fail if dist/main.mjs is missing (default true). */
@@ -228,6 +228,7 @@ async function verifyInstall(dir: string, bin: string): Promise<void> {
     "if (!lz4.uncompressSync(lz4.compressSync(input)).equals(input)) throw new Error('lz4 round trip mismatch');",
     "const digest = blake.blake3(input).toString('hex');",
     "if (!/^[0-9a-f]{64}$/.test(digest)) throw new Error('unexpected blake3 digest ' + digest);",
+    "if (req('@node-rs/crc32').crc32c(Buffer.from('123456789')) !== 0xe3069283) throw new Error('crc32c check value mismatch');",
     'fs.accessSync(bin, fs.constants.R_OK | fs.constants.X_OK);',
     "process.stdout.write(JSON.stringify({ lz4: req.resolve('lz4-napi'), blake: req.resolve('@napi-rs/blake-hash'), digest }));",
   ].join('\n');
