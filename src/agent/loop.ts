@@ -2,7 +2,10 @@ import { watch, type FSWatcher } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../log/index.js';
-import { fileIdentity, type FileIdentity, type PushMarkers } from '../spool/push-markers.js';
+import { ArchiveChangedError, ArchiveMissingError, ForeignClusterError } from '../errors.js';
+import { writeFileAtomic } from '../spool/atomic-file.js';
+import { fileIdentity, revokeMarkers, type FileIdentity, type PushMarkers } from '../spool/push-markers.js';
+import { describeError } from '../spool/state.js';
 import { ConfirmedFiles } from './confirmed.js';
 import { clearFailure, writeFailure } from './failure-records.js';
 import { writeStatus, type AgentStatus } from './health.js';
@@ -27,6 +30,12 @@ export interface LoopOptions {
   readonly otherActivity?: () => number;
   /** The recovery side's numbers, for status.json. */
   readonly prefetchStatus?: () => PrefetchStatus | undefined;
+  /**
+   * For a store bin/walship cannot look into (S3): reads the store's
+   * walship.json and throws unless it still holds archive `archiveId` (of
+   * this cluster, bound to this data directory). See answerCheck below.
+   */
+  readonly archiveCheck?: { readonly archiveId: string; check(): Promise<void> };
 }
 
 const sameFile = (a: FileIdentity, b: FileIdentity) =>
@@ -70,6 +79,41 @@ export async function runLoop(o: LoopOptions): Promise<string> {
   // that costs a second archiving ("already archived"), never WAL.
   let unmarked = new Set<string>();
   let unmarkedSince = Date.now();
+  // On S3 a status record says the store confirmed the object then; the
+  // store behind the same URL may since have been wiped, re-created or
+  // replaced (another server, DNS), which nothing in the record, the file or
+  // the configuration shows, and bin/walship cannot look. So for each call
+  // waiting on a file that has a record, the agent reads walship.json again
+  // and writes agent/checked ("v1 <archiveId> <ms the look began>"); the
+  // launcher answers from the record only when that look began after the
+  // call did. A store that holds no archive or another one revokes every
+  // record, fails the call (failure record) and stops the agent.
+  let checking: Promise<void> | undefined;
+  let checkedStamp = '';
+  let archiveGone: string | undefined;
+  const answerCheck = (c: NonNullable<LoopOptions['archiveCheck']>, want: string, stamp: string) => {
+    const began = Date.now();
+    checking = c
+      .check()
+      .then(
+        () => writeFileAtomic(o.paths.checked, `v1 ${c.archiveId} ${began}\n`),
+        async (err: unknown) => {
+          const rec = describeError(err);
+          await writeFailure(o.paths.failedDir, want, rec.code, rec.message);
+          if (err instanceof ArchiveMissingError || err instanceof ArchiveChangedError || err instanceof ForeignClusterError) {
+            await revokeMarkers(o.paths.clusterDir);
+            archiveGone = `the store no longer holds archive ${c.archiveId} (${rec.code}: ${rec.message})`;
+          }
+          o.log.error({ file: want, code: rec.code }, `cannot vouch for ${want}: ${rec.message}`);
+        },
+      )
+      .catch((err: unknown) => o.log.error(`cannot answer the call for ${want}: ${String(err)}`))
+      .finally(() => {
+        checkedStamp = stamp;
+        checking = undefined;
+        poke();
+      });
+  };
 
   let watcher: FSWatcher | undefined;
   try {
@@ -151,7 +195,7 @@ export async function runLoop(o: LoopOptions): Promise<string> {
   let reason: string | undefined;
   try {
     for (;;) {
-      reason = await o.shouldStop();
+      reason = archiveGone ?? (await o.shouldStop());
       if (reason) break;
       const { want, stamp, atMs } = await readWant(o.paths.want);
       const ready = await readyNames(walDir);
@@ -179,6 +223,9 @@ export async function runLoop(o: LoopOptions): Promise<string> {
         pending.push(n);
       }
       queueDepth = pending.length;
+      if (o.archiveCheck && want && readySet.has(want) && !inFlight.has(want) && !pending.includes(want) && stamp !== checkedStamp && !checking) {
+        answerCheck(o.archiveCheck, want, stamp);
+      }
       const now = Date.now();
       lastBusy = Math.max(lastBusy, o.otherActivity?.() ?? 0);
       if (pending.length > 0 || inFlight.size > 0) lastBusy = now;
@@ -206,7 +253,7 @@ export async function runLoop(o: LoopOptions): Promise<string> {
     watcher?.close();
     wantWatcher?.close();
     // What was started finishes (or fails) before the agent exits: a record is only ever written whole.
-    await Promise.allSettled([...inFlight.values()]);
+    await Promise.allSettled([...inFlight.values(), checking]);
     clearInterval(heartbeat);
     queueDepth = 0;
     await writeStatus(o.paths, status()).catch(() => undefined);

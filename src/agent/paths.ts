@@ -11,6 +11,7 @@ import { join } from 'node:path';
  *   <cluster spool>/agent/failed/<n>   why <n> could not be archived (one line: code, message)
  *   <cluster spool>/agent/heartbeat    touched every second while the agent lives
  *   <cluster spool>/agent/identity     "v1 <archiveId> <storeFingerprint> <pid>": what it archives to
+ *   <cluster spool>/agent/checked      "v1 <archiveId> <ms>": an S3 store held this archive at a look begun at <ms>
  *   <cluster spool>/agent/status.json  health for walship status and metrics
  *   <cluster spool>/agent/log          its log (it runs detached, with stdio closed)
  */
@@ -22,6 +23,7 @@ export interface AgentPaths {
   readonly failedDir: string;
   readonly heartbeat: string;
   readonly identity: string;
+  readonly checked: string;
   readonly status: string;
   readonly log: string;
 }
@@ -36,6 +38,7 @@ export function agentPaths(clusterDir: string): AgentPaths {
     failedDir: join(dir, 'failed'),
     heartbeat: join(dir, 'heartbeat'),
     identity: join(dir, 'identity'),
+    checked: join(dir, 'checked'),
     status: join(dir, 'status.json'),
     log: join(dir, 'log'),
   };

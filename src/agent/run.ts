@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { storeFingerprint } from '../config/index.js';
-import { errorMessage } from '../errors.js';
+import { ArchiveChangedError, errorMessage } from '../errors.js';
 import type { Logger } from '../log/index.js';
 import { openBoundArchive } from '../pipeline/archive-binding.js';
 import { pushTargetsFor } from '../pipeline/push-targets.js';
@@ -132,6 +132,17 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
       idleMs: config.agentIdleMs,
       otherActivity: () => Math.max(feeder.lastActivity(), replication?.lastActivity() ?? 0),
       prefetchStatus: () => feeder.status(),
+      // bin/walship sees a file store's walship.json and objects itself; an S3 store only through the agent.
+      archiveCheck:
+        config.store.kind === 's3'
+          ? {
+              archiveId,
+              check: async () => {
+                const now = await openBoundArchive(store, config, dataDir, cluster);
+                if (now.manifest.archiveId !== archiveId) throw new ArchiveChangedError(`${store.description} holds archive ${now.manifest.archiveId}, not ${archiveId}`);
+              },
+            }
+          : undefined,
       shouldStop: async () => {
         if (stopRequested) return `signal ${stopRequested}`;
         if (!(await postmasterAlive(dataDir, postmaster))) return 'the PostgreSQL server is gone';

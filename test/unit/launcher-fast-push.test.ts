@@ -31,14 +31,15 @@ const env = { WALSHIP_STORE: `file://${store}`, WALSHIP_SPOOL_DIR: spool };
 const aid = '0123456789abcdef0123456789abcdef';
 let marker: string;
 
-function fastPush(): string {
-  const script = `set -C\ncmd=push config_arg=\nspool=$WALSHIP_SPOOL_DIR\n${functions}\nfast_push pg_wal/${name} && echo yes || echo no`;
-  return execFileSync('/bin/sh', ['-c', script], { env: { PATH: process.env.PATH!, WALSHIP_LOG_LEVEL: 'silent', ...env }, cwd: data, encoding: 'utf8' }).trim();
+/** `call`: what agent_push sets before it checks (t0, when the call began; adir, the agent's directory). */
+function fastPush(storeEnv: Record<string, string> = env, call = ''): string {
+  const script = `set -C\ncmd=push config_arg=\nspool=$WALSHIP_SPOOL_DIR\n${functions}\n${call}\nfast_push pg_wal/${name} && echo yes || echo no`;
+  return execFileSync('/bin/sh', ['-c', script], { env: { PATH: process.env.PATH!, WALSHIP_LOG_LEVEL: 'silent', ...storeEnv }, cwd: data, encoding: 'utf8' }).trim();
 }
 
-async function writeMarker(over: { archiveId?: string; storedBytes?: number } = {}): Promise<void> {
+async function writeMarker(over: { archiveId?: string; storedBytes?: number } = {}, storeEnv: Record<string, string> = env): Promise<void> {
   const id = await fileIdentity(join(data, 'pg_wal', name));
-  const fp = storeFingerprint(loadConfig({ env }));
+  const fp = storeFingerprint(loadConfig({ env: storeEnv }));
   writeFileSync(
     marker,
     `v2 ${over.archiveId ?? aid} ${fp} ${id.dev} ${id.ino} ${id.size} ${id.mtimeNs} ${id.ctimeNs} ${'ab'.repeat(32)} ${over.storedBytes ?? 1234} ${new Date().toISOString()}\n`,
@@ -102,5 +103,35 @@ describe('bin/walship fast_push', () => {
     await writeMarker();
     chmodSync(spool, 0o777);
     expect(fastPush()).toBe('no');
+  });
+});
+
+describe('bin/walship fast_push on S3, where it cannot look into the store', () => {
+  const s3env = { WALSHIP_STORE: 's3://walship/prefix', WALSHIP_S3_ENDPOINT: 'http://127.0.0.1:9000', WALSHIP_SPOOL_DIR: spool };
+  let adir: string;
+  const call = (t0: number) => `t0=${t0} adir=${adir}`;
+  beforeEach(async () => {
+    adir = join(await clusterSpoolPath(spool, data), 'agent');
+    mkdirSync(adir, { recursive: true });
+  });
+
+  it('never answers from a record alone: the store behind the same URL may since have been wiped, re-created or replaced', async () => {
+    // Everything the record binds matches (archive, configuration, file); before the fix this answered yes.
+    await writeMarker({}, s3env);
+    expect(fastPush(s3env)).toBe('no');
+    expect(fastPush(s3env, call(Date.now()))).toBe('no');
+    expect(existsSync(marker)).toBe(true);
+  });
+
+  it('answers once the agent found this archive in the store in a look begun after the call began', async () => {
+    const t0 = Date.now();
+    await writeMarker({}, s3env);
+    writeFileSync(join(adir, 'checked'), `v1 ${aid} ${t0 - 1}\n`);
+    expect(fastPush(s3env, call(t0))).toBe('no');
+    writeFileSync(join(adir, 'checked'), `v1 ${'f'.repeat(32)} ${t0 + 5}\n`);
+    expect(fastPush(s3env, call(t0))).toBe('no');
+    writeFileSync(join(adir, 'checked'), `v1 ${aid} ${t0 + 5}\n`);
+    expect(fastPush(s3env, call(t0))).toBe('yes');
+    expect(existsSync(marker)).toBe(false);
   });
 });
