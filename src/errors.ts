@@ -111,3 +111,39 @@ export class LocalIoError extends WalshipError {
 export class ArchiveChangedError extends WalshipError {
   readonly code = 'ARCHIVE_CHANGED';
 }
+
+/** An error as another walship process reported it (code, message, hint), e.g. on its stdout as JSON. */
+export interface ReportedError {
+  readonly code: string;
+  readonly message: string;
+  readonly hint?: string;
+}
+
+type ErrorClass = new (message: string, ctx?: ErrorContext) => WalshipError;
+const CLASSES: readonly ErrorClass[] = [
+  ConfigError,
+  InvalidInputError,
+  StoreUnavailableError,
+  ArchiveMissingError,
+  CorruptObjectError,
+  UnencryptedObjectError,
+  KeyError,
+  KeyUnavailableError,
+  BusyError,
+  ArchiveConflictError,
+  ForeignClusterError,
+  LocalIoError,
+  ArchiveChangedError,
+];
+let byCode: Map<string, ErrorClass> | undefined;
+
+/**
+ * The error of the class the other process threw, so that exit codes and
+ * the drill's "cannot be restored" / "could not run" split come out as if
+ * the work had been done here. An unknown code becomes a LocalIoError.
+ */
+export function errorFromReport(r: ReportedError): WalshipError {
+  byCode ??= new Map(CLASSES.map((C) => [new C('').code, C]));
+  const C = byCode.get(r.code) ?? LocalIoError;
+  return new C(r.message, { hint: r.hint });
+}

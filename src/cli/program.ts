@@ -196,7 +196,7 @@ function build(setExit: (code: number) => void): Command {
     .option('--standby', 'write standby.signal instead of recovery.signal: a standby that keeps following the archive')
     .option('--start', 'start the server (as the data directory owner) and wait until recovery is promoted, paused or failed')
     .option('--tablespace-map <oid=dir>', 'restore tablespace OID into DIR instead of its original location (repeatable)', (v: string, prev: string[] = []) => [...prev, v])
-    .option('-j, --jobs <n>', 'parts downloaded at once (default 4)')
+    .option('-j, --jobs <n>', 'parts downloaded and written at once (default 4); with several cores, all but one in processes of their own')
     .option('--owner <user[:group]>', 'run as root: give everything restored to USER (and GROUP, else its primary group); never root')
     .addHelpText(
       'after',
@@ -258,6 +258,12 @@ Exit status:
       const { runAgentCommand } = await import('./agent.js');
       setExit(await runAgentCommand(opts, globals(program)));
     });
+
+  // One part of a restore, in a process of its own (src/restore/part-processes.ts); hidden from --help.
+  program.command('restore-part', { hidden: true }).action(async () => {
+    const { runRestorePartCommand } = await import('./restore-part.js');
+    setExit(await runRestorePartCommand(globals(program)));
+  });
 
   // A worker thread of the agent; hidden from --help.
   program.command('agent-worker', { hidden: true }).action(async () => {

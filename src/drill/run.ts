@@ -5,7 +5,7 @@ import type { Client } from 'pg';
 import type { BackupDescriptor } from '../backup/index.js';
 import type { KeyProvider } from '../crypto/index.js';
 import { errorMessage, WalshipError } from '../errors.js';
-import { appendServerSettings, describeTarget, pgProgram, restoreBackup, type Choice, type RecoveryTarget } from '../restore/index.js';
+import { appendServerSettings, describeTarget, pgProgram, restoreBackup, type Choice, type PartProcessCommand, type RecoveryTarget } from '../restore/index.js';
 import { clusterSpoolPath } from '../spool/cluster.js';
 import type { Store } from '../store/index.js';
 import { amcheck, catalogCheck, checkSql, requirePassed, type CheckResult } from './checks.js';
@@ -32,6 +32,8 @@ export interface DrillOptions {
   /** walship's spool: the scratch server's fetch calls record there, under the scratch data directory's key. */
   readonly spoolDir: string;
   readonly jobs: number;
+  /** Passed to restoreBackup: parts written in processes of their own. */
+  readonly partProcesses?: PartProcessCommand;
   readonly createdBy: string;
   readonly log: (message: string) => void;
   readonly warn: (message: string) => void;
@@ -84,6 +86,7 @@ export async function runDrill(o: DrillOptions, report: DrillReport): Promise<vo
       standby: false,
       tablespaceMap: [],
       jobs: o.jobs,
+      partProcesses: o.partProcesses,
       restoreCommand: o.restoreCommand,
       comment: (b) => `Written by ${o.createdBy} drill at ${new Date().toISOString()} from backup ${b.id}: a scratch copy, never production.`,
       warn: o.warn,

@@ -7,6 +7,7 @@ import { collectWhileRestoring } from '../memory.js';
 import type { Store } from '../store/index.js';
 import { chooseBackup, type Choice } from './choose.js';
 import { chownTree, type Owner } from './owner.js';
+import { partProcesses, type PartProcessCommand } from './part-processes.js';
 import { rewriteAutoConf } from './recovery-conf.js';
 import { pgProgram, runProgram } from './start.js';
 import type { RecoveryTarget, TargetAction, TimelineChoice } from './target.js';
@@ -39,6 +40,8 @@ export interface RestoreOptions {
    * the restore with nothing written.
    */
   readonly preflight?: (c: Choice) => Promise<{ readonly tablespaceMap?: readonly string[] } | undefined>;
+  /** Write some parts in processes of their own (the CLI's `walship restore-part`); without it, all here. */
+  readonly partProcesses?: PartProcessCommand;
 }
 
 export interface RestoreResult {
@@ -74,6 +77,7 @@ export async function restoreBackup(o: RestoreOptions): Promise<RestoreResult> {
       jobs: o.jobs,
       onBytes: progress?.add,
       onPart: o.onPart,
+      elsewhere: o.partProcesses ? partProcesses(o.partProcesses) : undefined,
     }).finally(stopCollecting);
     progress?.done();
     await writeSmallFile(join(o.dataDir, 'backup_label'), meta.backupLabel);

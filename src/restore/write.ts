@@ -37,6 +37,28 @@ export async function prepareEmptyDir(dir: string, what: string): Promise<string
   return dir;
 }
 
+/**
+ * Writes whole parts in other processes (part-processes.ts): the codec work
+ * of a part (AES-GCM, LZ4, BLAKE3) is synchronous, so parts restored in one
+ * process share one core however many run at once.
+ */
+export interface PartWriter {
+  /** How many parts it takes at once. */
+  readonly slots: number;
+  write(job: PartJob, onBytes?: (n: number) => void): Promise<void>;
+  /** Stops every part still being written (a restore that failed). */
+  close(): Promise<void>;
+}
+
+/** One part to write, with everything a process needs to write it but the store and keys. */
+export interface PartJob {
+  readonly backup: BackupDescriptor;
+  readonly part: number;
+  readonly dataDir: string;
+  readonly tablespaceDirs: readonly (readonly [string, string])[];
+  readonly plaintextRequired: boolean;
+}
+
 export interface WriteOptions {
   readonly reader: PartReader;
   readonly backup: BackupDescriptor;
@@ -46,6 +68,8 @@ export interface WriteOptions {
   readonly jobs: number;
   readonly onBytes?: (n: number) => void;
   readonly onPart?: (n: number, total: number, rawBytes: number) => void;
+  /** Takes up to its `slots` of the `jobs` parts in flight; the rest are written here. */
+  readonly elsewhere?: PartWriter;
 }
 
 /** The small files of the last part, checked before any of them is written. */
@@ -67,6 +91,48 @@ function placeOf(path: string, dataDir: string, tablespaceDirs: ReadonlyMap<stri
   return join(dataDir, path);
 }
 
+/** Writes a part's entries under `dataDir` (tablespace links are made beforehand), each file fsynced. */
+function entryWriter(dataDir: string, tablespaceDirs: ReadonlyMap<string, string>, onBytes?: (n: number) => void): (e: TarEntry) => Promise<void> {
+  return async (e) => {
+    if (e.path.startsWith('pg_tblspc/') && /^pg_tblspc\/\d+$/.test(e.path)) return; // the link, made beforehand
+    const target = placeOf(e.path, dataDir, tablespaceDirs);
+    if (e.type === 'dir') {
+      await mkdir(target, { recursive: true, mode: 0o700 });
+      await chmod(target, e.mode & 0o777 || 0o700);
+      return;
+    }
+    await mkdir(dirname(target), { recursive: true, mode: 0o700 });
+    const fh = await open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    try {
+      for await (const c of e.content) {
+        for (let off = 0; off < c.length; ) off += (await fh.write(c, off, c.length - off)).bytesWritten;
+        onBytes?.(c.length);
+      }
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  };
+}
+
+/** Downloads, verifies and writes one part (not the last) in this process. */
+export async function writePart(reader: PartReader, job: PartJob, onBytes?: (n: number) => void): Promise<void> {
+  const p = job.backup.parts.find((x) => x.n === job.part);
+  if (!p) throw new LocalIoError(`backup ${job.backup.id} has no part ${job.part}`);
+  try {
+    await readPart(reader, job.backup, p, entryWriter(job.dataDir, new Map(job.tablespaceDirs), onBytes));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (typeof code === 'string' && !(err instanceof WalshipError)) {
+      throw new LocalIoError(`cannot write the files of part ${p.n} (${code})`, {
+        hint: code === 'ENOSPC' ? 'the file system is full: free space and restore again into an empty directory' : undefined,
+        cause: err,
+      });
+    }
+    throw err;
+  }
+}
+
 /**
  * Downloads every part but the last in parallel, verifying each (readPart),
  * and writes the files; then reads the last part whole and returns its
@@ -85,42 +151,31 @@ export async function writeParts(o: WriteOptions): Promise<MetaFiles> {
       } else throw err;
     });
   }
-  const writeEntry = async (e: TarEntry): Promise<void> => {
-    if (e.path.startsWith('pg_tblspc/') && /^pg_tblspc\/\d+$/.test(e.path)) return; // the link, made above
-    const target = placeOf(e.path, o.dataDir, o.tablespaceDirs);
-    if (e.type === 'dir') {
-      await mkdir(target, { recursive: true, mode: 0o700 });
-      await chmod(target, e.mode & 0o777 || 0o700);
-      return;
-    }
-    await mkdir(dirname(target), { recursive: true, mode: 0o700 });
-    const fh = await open(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-    try {
-      for await (const c of e.content) {
-        for (let off = 0; off < c.length; ) off += (await fh.write(c, off, c.length - off)).bytesWritten;
-        o.onBytes?.(c.length);
-      }
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  };
-  let done = 0;
-  await mapLimit(parts.slice(0, -1), o.jobs, async (p) => {
-    try {
-      await readPart(o.reader, o.backup, p, writeEntry);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (typeof code === 'string' && !(err instanceof WalshipError)) {
-        throw new LocalIoError(`cannot write the files of part ${p.n} (${code})`, {
-          hint: code === 'ENOSPC' ? 'the file system is full: free space and restore again into an empty directory' : undefined,
-          cause: err,
-        });
-      }
-      throw err;
-    }
-    o.onPart?.(++done, parts.length, p.rawSize);
+  const job = (n: number): PartJob => ({
+    backup: o.backup,
+    part: n,
+    dataDir: o.dataDir,
+    tablespaceDirs: [...o.tablespaceDirs],
+    plaintextRequired: o.reader.plaintextRequired,
   });
+  let done = 0;
+  let away = 0;
+  try {
+    await mapLimit(parts.slice(0, -1), o.jobs, async (p) => {
+      if (o.elsewhere && away < o.elsewhere.slots) {
+        away++;
+        try {
+          await o.elsewhere.write(job(p.n), o.onBytes);
+        } finally {
+          away--;
+        }
+      } else await writePart(o.reader, job(p.n), o.onBytes);
+      o.onPart?.(++done, parts.length, p.rawSize);
+    });
+  } finally {
+    // After a failure, nothing may go on writing into the directory.
+    await o.elsewhere?.close();
+  }
 
   const meta = new Map<string, Buffer>();
   await readPart(o.reader, o.backup, last, async (e) => {

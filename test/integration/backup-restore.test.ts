@@ -168,6 +168,7 @@ describe('walship backup and restore, file store, key file encryption', () => {
     // A byte flipped inside a part's encrypted payload (not its header).
     const partFile = join(archive.dir, 'backups', id, 'part-000002');
     const bytes = await readFile(partFile);
+    const sound = Buffer.from(bytes);
     const headerLen = 12 + bytes.readUInt32BE(8);
     bytes[headerLen + 8 + 4 + 100]! ^= 0x40;
     await writeFile(partFile, bytes);
@@ -178,6 +179,19 @@ describe('walship backup and restore, file store, key file encryption', () => {
     expect(r.code, r.out).toBe(1);
     expect(r.out).toMatch(/part 2 of backup .* is damaged/);
     expect(existsSync(join(r.dir, 'global', 'pg_control'))).toBe(false);
+
+    // The same in the part restore hands to a process of its own (the first
+    // one dispatched, with two cores or more): its error comes back as what it is.
+    await writeFile(partFile, sound);
+    const firstFile = join(archive.dir, 'backups', id, 'part-000001');
+    const first = await readFile(firstFile);
+    const firstHeader = 12 + first.readUInt32BE(8);
+    first[firstHeader + 8 + 4 + 100]! ^= 0x40;
+    await writeFile(firstFile, first);
+    const r1 = await restore(archive, ['--jobs', '2']);
+    expect(r1.code, r1.out).toBe(1);
+    expect(r1.out).toMatch(/part 1 of backup .* is damaged/);
+    expect(existsSync(join(r1.dir, 'global', 'pg_control'))).toBe(false);
     const metrics = await runWalship(['metrics', '-D', primary.dataDir], { env });
     expect(metrics.stdout).toMatch(/^walship_backup_verification_failed\{[^}]*\} 1$/m);
     expect(metrics.stdout).toMatch(/^walship_backups_total\{[^}]*outcome="success"\} 1$/m);
