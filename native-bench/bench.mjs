@@ -7,7 +7,13 @@
 //   BENCH_LATENCY_RUNS=9    rounds in (b) (warm agent, cold agent, in-process push each)
 //   BENCH_REPEAT=5          passes over the target rows of (a) and (c); medians of per-pass ratios count
 //   BENCH_MAX_MINUTES=30    budget for the measurements; past it the rest is skipped
-//   BENCH_ONLY=a,b,c,extra,codecs  run only these parts (extra: the comparison-only rows)
+//   BENCH_ONLY=a,b,c,extra,codecs,d  run only these parts (extra: the comparison-only rows;
+//                          d: 1 GiB segments, peak RSS of push and fetch, agent and in-process)
+//   BENCH_GIB_SEGMENTS=3    1 GiB segments in (d)'s corpus (cached per count; 2-3 GiB of WAL, 1-3 minutes to make)
+//   BENCH_MEMPROBE=1        (d) only: preload native-bench/lib/memprobe.cjs into walship's Node processes,
+//                          splitting their peak RSS into V8 heap, Buffers and the rest (a diagnostic)
+//   BENCH_GIB_ENV="K=V ..."  (d) only: more environment for walship's processes, for experiments
+//                          (e.g. MIMALLOC_PURGE_DELAY=0); the report names it
 //   BENCH_RESULTS=path      where to write the table (default native-bench/results/latest.md)
 //   BENCH_CORPUS_DIR=dir    corpus cache (default native-bench/.corpus)
 //   BENCH_KEEP=1            keep the work directory (for debugging)
@@ -17,7 +23,7 @@
 //   BENCH_BACKUP_SCALE=140  pgbench scale of the backup rows' database (140: about 2.1 GB)
 //   BENCH_BACKUP_REPEAT=3   passes over the backup/restore rows
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,6 +33,7 @@ import { backupRun } from './lib/backup.mjs';
 import { pushLatencyRun } from './lib/latency.mjs';
 import { codecBench } from './lib/codecs.mjs';
 import { ensureCorpus } from './lib/corpus.mjs';
+import { ensureGibCorpus, gibRun } from './lib/gib.mjs';
 import { AS_ROOT, chownPg, cleanupAll, installCleanupHandlers, onCleanup, PG_BIN, pgEnv, run, sleepSync } from './lib/proc.mjs';
 import { renderReport } from './lib/report.mjs';
 import { replayedSegments, replayRun } from './lib/replay.mjs';
@@ -43,7 +50,16 @@ const BACKUP_ONLY = process.env.BENCH_BACKUP_ONLY === '1';
 const BACKUP = BACKUP_ONLY || process.env.BENCH_BACKUP !== 'off';
 const BACKUP_SCALE = int(process.env.BENCH_BACKUP_SCALE, 140);
 const BACKUP_REPEAT = int(process.env.BENCH_BACKUP_REPEAT, 3);
-const ONLY = new Set(BACKUP_ONLY ? [] : (process.env.BENCH_ONLY ?? 'a,b,c,extra,codecs').split(',').map((s) => s.trim()));
+const ONLY_DEFAULT = 'a,b,c,extra,codecs,d';
+const ONLY = new Set(BACKUP_ONLY ? [] : (process.env.BENCH_ONLY ?? ONLY_DEFAULT).split(',').map((s) => s.trim()));
+const GIB_SEGMENTS = int(process.env.BENCH_GIB_SEGMENTS, 3);
+const MEMPROBE = process.env.BENCH_MEMPROBE === '1';
+const GIB_ENV = Object.fromEntries(
+  (process.env.BENCH_GIB_ENV ?? '')
+    .split(/\s+/)
+    .filter(Boolean)
+    .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
+);
 const KEEP = process.env.BENCH_KEEP === '1';
 const RESULTS = process.env.BENCH_RESULTS ?? join(here, 'results', 'latest.md');
 const CACHE = process.env.BENCH_CORPUS_DIR ?? join(here, '.corpus');
@@ -119,6 +135,10 @@ async function main() {
   if (!Number.isInteger(LATENCY_RUNS) || LATENCY_RUNS < 1) fail('BENCH_LATENCY_RUNS must be an integer ≥ 1');
   if (!Number.isInteger(BACKUP_SCALE) || BACKUP_SCALE < 1) fail('BENCH_BACKUP_SCALE must be an integer ≥ 1 (a pgbench scale; 140 is about 2.1 GB)');
   if (!Number.isInteger(BACKUP_REPEAT) || BACKUP_REPEAT < 1) fail('BENCH_BACKUP_REPEAT must be an integer ≥ 1');
+  if (Object.keys(GIB_ENV).some((k) => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(k))) fail('BENCH_GIB_ENV must be space-separated NAME=VALUE pairs');
+  if (!Number.isInteger(GIB_SEGMENTS) || GIB_SEGMENTS < 1 || GIB_SEGMENTS > 8) fail('BENCH_GIB_SEGMENTS must be an integer from 1 to 8 (each is 1 GiB of WAL, on disk several times over)');
+  const unknown = [...ONLY].filter((p) => !ONLY_DEFAULT.split(',').includes(p));
+  if (unknown.length > 0) fail(`BENCH_ONLY: unknown part(s) ${unknown.join(', ')} (parts: ${ONLY_DEFAULT})`);
   if (!existsSync(join(PG_BIN, 'initdb'))) fail(`PostgreSQL 15 server binaries not found in ${PG_BIN} (apt-get install postgresql-15, or set BENCH_PG_BIN)`);
   installCleanupHandlers();
 
@@ -149,13 +169,15 @@ async function main() {
   const pgbackrest = await ensurePgbackrest(log);
   if (!pgbackrest.bin) log(`pgBackRest rows skipped: ${pgbackrest.reason}`);
 
-  // The backup rows make their own database: a backup-only run needs no corpus.
-  const corpus = BACKUP_ONLY ? undefined : await ensureCorpus({ cacheDir: CACHE, work, segments: SEGMENTS, log });
+  // The backup rows make their own database and (d) its own 1 GiB corpus:
+  // only (a)-(c) and the codecs read the 16 MiB corpus.
+  const needCorpus = ['a', 'b', 'c', 'codecs'].some((p) => ONLY.has(p));
+  const corpus = needCorpus ? await ensureCorpus({ cacheDir: CACHE, work, segments: SEGMENTS, log }) : undefined;
   const deadline = Date.now() + MAX_MINUTES * 60_000;
   const ctx = { work, corpus, acct, walship: { bin: walship.bin, keyFile }, pgbackrest, deadline, keep: KEEP, log };
   const res = { a: [], b: [], c: [], push: undefined, gib: undefined, codecs: undefined, backup: undefined, backupOnly: BACKUP_ONLY, notes: [], errors: [] };
   if (!pgbackrest.bin) res.notes.push(`pgBackRest not measured: ${pgbackrest.reason}.`);
-  res.gibReason = 'the bench has no 1 GiB-segment corpus yet (test/integration/large-segments.test.ts measures push and fetch peak RSS with initdb --wal-segsize=1024 under /usr/bin/time)';
+  if (!ONLY.has('d')) res.gibReason = `part d was not selected (BENCH_ONLY=${[...ONLY].join(',')})`;
   if (pgbackrest.installed) res.notes.push(`pgBackRest was installed by this run (${pgbackrest.version}).`);
   const loadStart = os.loadavg().map((l) => l.toFixed(2)).join(' ');
 
@@ -281,6 +303,42 @@ async function main() {
     );
   }
 
+  if (ONLY.has('d')) {
+    // A budget of its own, as the backup rows have: after a full (a)-(c)
+    // run the shared one is used up, and this is the only measurement of a
+    // target (memory with 1 GiB segments). Counted from after the corpus.
+    const gibCorpus = await step(`(d) 1 GiB-segment corpus (${GIB_SEGMENTS} segments)`, () => ensureGibCorpus({ cacheDir: CACHE, work, segments: GIB_SEGMENTS, log }), Infinity);
+    if (gibCorpus) {
+      const gibDeadline = Date.now() + MAX_MINUTES * 60_000;
+      let walshipExtraEnv = Object.keys(GIB_ENV).length > 0 ? () => GIB_ENV : undefined;
+      if (MEMPROBE) {
+        // The PostgreSQL user reads it from the work dir (the checkout may be private).
+        const probe = join(work, 'memprobe.cjs');
+        copyFileSync(join(here, 'lib', 'memprobe.cjs'), probe);
+        spawnSync('chmod', ['0644', probe]);
+        walshipExtraEnv = (dir) => {
+          mkdirSync(join(dir, 'memprobe'), { recursive: true });
+          chownPg(join(dir, 'memprobe'));
+          const nodeOptions = [`--require=${probe}`, GIB_ENV.NODE_OPTIONS].filter(Boolean).join(' ');
+          return { ...GIB_ENV, NODE_OPTIONS: nodeOptions, BENCH_MEMPROBE_DIR: join(dir, 'memprobe') };
+        };
+      }
+      const gctx = { ...ctx, corpus: gibCorpus, deadline: gibDeadline, notes: res.notes, walshipExtraEnv };
+      const { rows, planned } = await gibRun(gctx, { step: (name, fn) => step(name, fn, gibDeadline), tools });
+      res.gib = {
+        segments: gibCorpus.segments.length,
+        segmentBytes: gibCorpus.segmentBytes,
+        scale: gibCorpus.scale,
+        reused: gibCorpus.reused,
+        generationSeconds: gibCorpus.generationSeconds,
+        planned,
+        memprobe: MEMPROBE,
+        env: process.env.BENCH_GIB_ENV || undefined,
+        rows,
+      };
+    }
+  }
+
   if (BACKUP && tools.includes('pgbackrest')) {
     // A budget of its own, as long as the rest's: after a full (a)-(c) run
     // the shared one is used up, and these rows are what issue 11 asks for.
@@ -313,6 +371,9 @@ async function main() {
     backupScale: BACKUP_SCALE,
     backupRepeat: BACKUP_REPEAT,
     backupOnly: BACKUP_ONLY,
+    backup: BACKUP,
+    only: BACKUP_ONLY ? undefined : [...ONLY].join(','),
+    onlyDefault: ONLY_DEFAULT,
     loadStart,
     loadEnd: os.loadavg().map((l) => l.toFixed(2)).join(' '),
     accounting: acct.describe(),

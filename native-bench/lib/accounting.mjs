@@ -172,7 +172,8 @@ class Group {
     this.name = name;
     this.dir = dir;
     this.peaks = new Map(); // label -> max VmHWM kB
-    this.seen = new Map(); // pid -> label
+    this.seen = new Map(); // pid -> its latest label
+    this.labels = new Map(); // command line -> label
     this.timer = undefined;
     // All walship processes together (launchers, calls, the agent, helpers),
     // per sample: the largest sum of their current RSS, and the largest sum
@@ -180,6 +181,10 @@ class Group {
     // process's own peak, as if they had all peaked together).
     this.walshipSumKb = 0;
     this.walshipSumHwmKb = 0;
+    // label -> /proc/<pid>/status at the largest VmRSS sampled for that kind
+    // of process: what the resident memory was (anonymous, file-backed,
+    // shared) and how many threads held it.
+    this.breakdown = new Map();
     this.machine = undefined;
   }
 
@@ -204,23 +209,35 @@ class Group {
     let rss = 0;
     let hwm = 0;
     for (const pid of groupPids(this.dir)) {
-      let label = this.seen.get(pid);
       try {
+        // The command line is read at every sample, not once per pid: a
+        // process may exec something else after it was first seen (the
+        // launcher's `setsid node … agent &` is a subshell of the launcher,
+        // labelled like it, until it execs the agent).
+        const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+        // An empty cmdline: the process is exiting.
+        if (!cmdline) continue;
+        let label = this.labels.get(cmdline);
         if (!label) {
-          const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-          // An empty cmdline: the process is exiting. The shell and
-          // /usr/bin/time before their exec are not the tools either.
-          if (!argv[0]) continue;
-          label = labelFor(argv);
-          if (label === 'sh' || label === 'dash' || label === 'time') continue;
-          this.seen.set(pid, label);
+          label = labelFor(cmdline.split('\0'));
+          this.labels.set(cmdline, label);
         }
+        // The shell and /usr/bin/time before their exec are not the tools.
+        if (label === 'sh' || label === 'dash' || label === 'time') continue;
+        this.seen.set(pid, label);
         const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+        // It exec'd between the two reads: its figures belong to the next sample's label.
+        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8') !== cmdline) continue;
         const m = /VmHWM:\s+(\d+) kB/.exec(status);
         if (m) this.peaks.set(label, Math.max(this.peaks.get(label) ?? 0, Number(m[1])));
+        const cur = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0);
+        if (cur > (this.breakdown.get(label)?.rssKb ?? 0)) {
+          const kb = (field) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN);
+          this.breakdown.set(label, { rssKb: cur, anonKb: kb('RssAnon'), fileKb: kb('RssFile'), shmemKb: kb('RssShmem'), threads: Number(/Threads:\s+(\d+)/.exec(status)?.[1] ?? NaN) });
+        }
         if (m && isWalship(label)) {
           hwm += Number(m[1]);
-          rss += Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0);
+          rss += cur;
         }
       } catch {
         /* exited between the listing and the read */
@@ -334,6 +351,7 @@ export function summarise(group, timeLog, leftovers) {
     walshipSumHwmKb: group.dir ? group.walshipSumHwmKb : undefined,
     callCpuMs: calls.length > 0 ? callCpuMs : undefined,
     calls: calls.length,
+    rssBreakdown: group.dir ? Object.fromEntries(group.breakdown) : undefined,
     peaks: Object.fromEntries([...peaks].filter(([label]) => !['sh', 'dash', 'time'].includes(label)).sort((a, b) => b[1] - a[1])),
     leftovers,
   };

@@ -43,7 +43,8 @@ export async function prepareTool(ctx, spec, dir, data) {
     mkdirSync(store);
     mkdirSync(spool);
     chownPg(dir);
-    const env = walshipEnv({ home: dir, store, spool, keyFile: spec.encrypt ? ctx.walship.keyFile : undefined, lookAhead: spec.lookAhead, agent: spec.agent });
+    // ctx.walshipExtraEnv: (d)'s diagnostic memory probe (BENCH_MEMPROBE=1), nothing otherwise.
+    const env = { ...walshipEnv({ home: dir, store, spool, keyFile: spec.encrypt ? ctx.walship.keyFile : undefined, lookAhead: spec.lookAhead, agent: spec.agent }), ...(ctx.walshipExtraEnv?.(dir) ?? {}) };
     // walship init, untimed like pgBackRest's stanza-create: it reads
     // pg_control and one segment header, so the first segment is lent to
     // pg_wal for the moment.
@@ -132,6 +133,7 @@ export async function archiveRun(ctx, spec) {
     machineCpuMsPerSeg: acct.machineCpuMs === undefined ? undefined : acct.machineCpuMs / n,
     walshipSumKb: acct.walshipSumKb,
     walshipSumHwmKb: acct.walshipSumHwmKb,
+    rssBreakdown: acct.rssBreakdown,
     fallbacks,
     peaks: acct.peaks,
     leftovers: acct.leftovers,
