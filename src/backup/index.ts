@@ -7,3 +7,4 @@ export { verifyBackup, findBackup, type BackupVerifyOptions, type BackupVerifyRe
 export { readPart, type PartReader } from './read-part.js';
 export type { TarEntry } from './tar.js';
 export { parseManifest } from './pg-manifest.js';
+export { partUploaders } from './part-processes.js';

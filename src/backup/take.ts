@@ -17,7 +17,7 @@ import { END_OF_ARCHIVE, memoryEntry, planParts, tarOfEntries } from './parts.js
 import { renderManifest, type ManifestFile } from './pg-manifest.js';
 import { BackupSession, BackupSessionError } from './pg-session.js';
 import type { Progress } from './progress.js';
-import { PG_CONTROL, walkDataDir } from './walk.js';
+import { PG_CONTROL, walkDataDir, type WalkEntry } from './walk.js';
 
 export interface TakeOptions {
   readonly store: Store;
@@ -47,6 +47,57 @@ export interface TakeOptions {
   readonly onPart?: (p: BackupPart, totalParts: number) => void;
   readonly onLeftoverRemoved?: (id: string, keys: number) => void;
   readonly warn?: (message: string) => void;
+  /** Takes up to its `slots` of the `jobs` parts in flight; the rest are read and uploaded here. */
+  readonly elsewhere?: PartUploader;
+}
+
+/** One part to read and upload, with everything a process needs to do it but the store and keys. */
+export interface PartUpload {
+  readonly backupId: string;
+  readonly n: number;
+  readonly entries: readonly WalkEntry[];
+  readonly systemIdentifier: string;
+  readonly compression: 'lz4' | 'none';
+  readonly createdBy: string;
+}
+
+export interface UploadedPart {
+  readonly part: BackupPart;
+  /** Its files, for backup_manifest. */
+  readonly files: readonly ManifestFile[];
+}
+
+/**
+ * Uploads parts in other processes (part-processes.ts): a part's encoding
+ * (LZ4, BLAKE3, AES-GCM, the decode check) is synchronous, so parts read
+ * in one process share one core however many run at once.
+ */
+export interface PartUploader {
+  /** How many parts it takes at once. */
+  readonly slots: number;
+  upload(job: PartUpload, onBytes?: (n: number) => void): Promise<UploadedPart>;
+  /** Stops every part still being uploaded (a backup that failed). */
+  close(): Promise<void>;
+}
+
+/** Reads one part's files as a tar stream and stores it through the codec, in this process. */
+export async function uploadPart(store: Store, keys: KeyProvider | undefined, job: PartUpload, onBytes?: (n: number) => void): Promise<UploadedPart> {
+  const files: ManifestFile[] = [];
+  const source = (async function* () {
+    yield* tarOfEntries(job.entries, (f) => files.push(f), onBytes);
+    yield END_OF_ARCHIVE;
+  })();
+  const key = partKey(job.backupId, job.n);
+  const w = await writeObject(store, {
+    key,
+    name: partName(job.backupId, job.n),
+    source,
+    keys,
+    systemIdentifier: job.systemIdentifier,
+    compression: job.compression,
+    createdBy: job.createdBy,
+  });
+  return { part: { n: job.n, key, rawSize: w.rawSize, storedSize: w.storedBytes, blake3: w.blake3, files: files.length }, files };
 }
 
 export interface TakeResult {
@@ -123,28 +174,35 @@ export async function takeBackup(opts: TakeOptions): Promise<TakeResult> {
     const manifestFiles: ManifestFile[] = [];
     const totalParts = plan.length + 1;
     const backupId = id;
-    const parts = await mapLimit(plan, opts.jobs, async (p) => {
-      let files = 0;
-      const source = (async function* () {
-        yield* tarOfEntries(p.entries, (f) => {
-          manifestFiles.push(f);
-          files++;
-        }, progress?.add);
-        yield END_OF_ARCHIVE;
-      })();
-      const w = await writeObject(opts.store, {
-        key: partKey(backupId, p.n),
-        name: partName(backupId, p.n),
-        source,
-        keys: opts.keys,
-        systemIdentifier: facts.systemIdentifier,
-        compression: opts.compression,
-        createdBy: opts.createdBy,
-      });
-      const part: BackupPart = { n: p.n, key: partKey(backupId, p.n), rawSize: w.rawSize, storedSize: w.storedBytes, blake3: w.blake3, files };
-      opts.onPart?.(part, totalParts);
-      return part;
+    const job = (p: (typeof plan)[number]): PartUpload => ({
+      backupId,
+      n: p.n,
+      entries: p.entries,
+      systemIdentifier: facts.systemIdentifier,
+      compression: opts.compression,
+      createdBy: opts.createdBy,
     });
+    let away = 0;
+    let parts: BackupPart[];
+    try {
+      parts = await mapLimit(plan, opts.jobs, async (p) => {
+        let up: UploadedPart;
+        if (opts.elsewhere && away < opts.elsewhere.slots) {
+          away++;
+          try {
+            up = await opts.elsewhere.upload(job(p), progress?.add);
+          } finally {
+            away--;
+          }
+        } else up = await uploadPart(opts.store, opts.keys, job(p), progress?.add);
+        manifestFiles.push(...up.files);
+        opts.onPart?.(up.part, totalParts);
+        return up.part;
+      });
+    } finally {
+      // After a failure nothing may go on uploading while the debris is removed.
+      await opts.elsewhere?.close();
+    }
 
     // pg_control last, while the backup is still open (as PostgreSQL's base backup reads it).
     const control = await readControl(dataDir);

@@ -1,5 +1,5 @@
 import { bytes } from '../archive/index.js';
-import { progressLine, readCatalog, takeBackup, type BackupCatalog, type BackupDescriptor } from '../backup/index.js';
+import { partUploaders, progressLine, readCatalog, takeBackup, type BackupCatalog, type BackupDescriptor } from '../backup/index.js';
 import { BusyError, ConfigError, errorMessage } from '../errors.js';
 import { dbTarget, parseDsn } from '../metrics/conninfo.js';
 import { requireManifest, type ArchiveManifest } from '../pipeline/manifest.js';
@@ -10,6 +10,7 @@ import { recordBackupFailure, recordBackupSuccess } from '../spool/backup-state.
 import { tryOpenClusterSpool } from '../spool/cluster.js';
 import { CREATED_BY } from '../version.js';
 import { commandContext, commandLogger, type CommandContext, type GlobalOptions, type StoreTarget } from './context.js';
+import { childCommand } from './child-command.js';
 import { EXIT } from './exit-codes.js';
 import { reportError } from './report.js';
 
@@ -66,6 +67,7 @@ export async function runBackup(opts: BackupCliOptions, globals: GlobalOptions):
   let refused = false;
   try {
     const manifest = await requireManifest(store);
+    const partCommand = childCommand(globals, jobs, 'backup-part');
     const result = await takeBackup({
       store,
       keys: config.encryption === 'none' ? undefined : keys,
@@ -76,6 +78,7 @@ export async function runBackup(opts: BackupCliOptions, globals: GlobalOptions):
       fast: opts.fast === true,
       partBytes,
       jobs,
+      elsewhere: partCommand && partUploaders(partCommand),
       createdBy: CREATED_BY,
       warn: (m) => log.warn(m),
       onConnected: (dir) => (dataDirectory = dir),

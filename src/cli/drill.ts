@@ -9,7 +9,7 @@ import { recordDrill } from '../spool/drill-state.js';
 import { tryOpenClusterSpool } from '../spool/cluster.js';
 import { CREATED_BY } from '../version.js';
 import { contextOrReport, commandLogger, type GlobalOptions } from './context.js';
-import { partProcessCommand } from './restore-part.js';
+import { childCommand } from './child-command.js';
 import { EXIT } from './exit-codes.js';
 import { reportError } from './report.js';
 import { restoreCommand } from './restore-command.js';
@@ -82,7 +82,7 @@ export async function runDrillCommand(opts: DrillCliOptions, globals: GlobalOpti
         prefetch: config.prefetch,
         spoolDir: config.spoolDir,
         jobs,
-        partProcesses: partProcessCommand(globals, jobs),
+        partProcesses: childCommand(globals, jobs, 'restore-part'),
         createdBy: CREATED_BY,
         log: (m) => log.info(m),
         warn: (m) => log.warn(m),

@@ -150,7 +150,7 @@ function build(setExit: (code: number) => void): Command {
     .option('--label <label>', 'label passed to pg_backup_start (default: walship <id>)')
     .option('--fast', 'request an immediate checkpoint instead of a spread one')
     .option('--part-size <size>', 'target size of one part, e.g. 256MiB (default 1GiB)')
-    .option('-j, --jobs <n>', 'parts read and uploaded at once (default 2)')
+    .option('-j, --jobs <n>', 'parts read and uploaded at once (default 2); with several cores, all but one in processes of their own')
     .addHelpText(
       'after',
       '\nRun it as the PostgreSQL OS user on the database host, with the configuration archive_command uses; it connects\nlike the metrics reporter (WALSHIP_PG_DSN, else PGHOST/PGPORT/PGUSER, else the local socket).\nWith a second store in sync mode (WALSHIP_STORE2_MODE=sync) the backup is also copied there before it succeeds;\nin async mode walship replicate (or the agent) copies it.\nExit status: 0 complete (the id is printed on stdout), 1 failed (nothing usable left), or, in sync mode, complete in\nthe first store but not copied to the second (usable from the first; walship replicate retries the copy),\n2 bad arguments or configuration.',
@@ -221,7 +221,7 @@ function build(setExit: (code: number) => void): Command {
     .option('--scratch <dir>', 'where the scratch directory is made (default: the system temp directory); never the file system of pg_wal')
     .option('--owner <user>', 'when run as root: the OS user the scratch server runs as (default postgres)')
     .option('-D, --pgdata <dir>', 'data directory whose metrics record the outcome; env WALSHIP_PGDATA or PGDATA')
-    .option('-j, --jobs <n>', 'backup parts downloaded at once (default 4)')
+    .option('-j, --jobs <n>', 'backup parts downloaded and written at once (default 4); with several cores, all but one in processes of their own')
     .addHelpText(
       'after',
       `
@@ -258,6 +258,12 @@ Exit status:
       const { runAgentCommand } = await import('./agent.js');
       setExit(await runAgentCommand(opts, globals(program)));
     });
+
+  // One part of a backup, in a process of its own (src/backup/part-processes.ts); hidden from --help.
+  program.command('backup-part', { hidden: true }).action(async () => {
+    const { runBackupPartCommand } = await import('./backup-part.js');
+    setExit(await runBackupPartCommand(globals(program)));
+  });
 
   // One part of a restore, in a process of its own (src/restore/part-processes.ts); hidden from --help.
   program.command('restore-part', { hidden: true }).action(async () => {
@@ -345,7 +351,7 @@ Exit status:
  * store never got, under the two-store fingerprint, and rebound the data
  * directory to the second store).
  */
-const UNPINNABLE: ReadonlySet<string> = new Set(['push', 'agent', 'agent-worker', 'backup', 'init']);
+const UNPINNABLE: ReadonlySet<string> = new Set(['push', 'agent', 'agent-worker', 'backup', 'backup-part', 'init']);
 
 export interface FailureRule {
   /** The command the arguments name, whatever global options come first (see main.ts). */

@@ -10,7 +10,7 @@ import { contextOrReport, commandLogger, type GlobalOptions } from './context.js
 import { EXIT } from './exit-codes.js';
 import { reportError } from './report.js';
 import { restoreCommand } from './restore-command.js';
-import { partProcessCommand } from './restore-part.js';
+import { childCommand } from './child-command.js';
 
 interface RestoreCliOptions extends TargetOptions {
   readonly pgdata?: string;
@@ -77,7 +77,7 @@ export async function runRestore(raw: Record<string, unknown>, globals: GlobalOp
       standby: opts.standby === true,
       tablespaceMap: opts.tablespaceMap ?? [],
       jobs,
-      partProcesses: partProcessCommand(globals, jobs),
+      partProcesses: childCommand(globals, jobs, 'restore-part'),
       restoreCommand: command,
       comment: (b) =>
         `Written by ${CREATED_BY} restore at ${new Date().toISOString()} from backup ${b.id}: restore_command and the recovery target (earlier recovery lines are commented out above).`,

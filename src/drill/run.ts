@@ -3,9 +3,10 @@ import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import type { Client } from 'pg';
 import type { BackupDescriptor } from '../backup/index.js';
+import type { ChildCommand } from '../child/index.js';
 import type { KeyProvider } from '../crypto/index.js';
 import { errorMessage, WalshipError } from '../errors.js';
-import { appendServerSettings, describeTarget, pgProgram, restoreBackup, type Choice, type PartProcessCommand, type RecoveryTarget } from '../restore/index.js';
+import { appendServerSettings, describeTarget, pgProgram, restoreBackup, type Choice, type RecoveryTarget } from '../restore/index.js';
 import { clusterSpoolPath } from '../spool/cluster.js';
 import type { Store } from '../store/index.js';
 import { amcheck, catalogCheck, checkSql, requirePassed, type CheckResult } from './checks.js';
@@ -33,7 +34,7 @@ export interface DrillOptions {
   readonly spoolDir: string;
   readonly jobs: number;
   /** Passed to restoreBackup: parts written in processes of their own. */
-  readonly partProcesses?: PartProcessCommand;
+  readonly partProcesses?: ChildCommand;
   readonly createdBy: string;
   readonly log: (message: string) => void;
   readonly warn: (message: string) => void;

@@ -5,4 +5,3 @@ export { TargetNotEmptyError } from './write.js';
 export { outsideRecoverySettings, appendServerSettings } from './recovery-conf.js';
 export { startAndWait, pgProgram, runProgram, type StartOutcome, type RunResult } from './start.js';
 export { resolveOwner, chownTree, type Owner } from './owner.js';
-export { type PartProcessCommand } from './part-processes.js';

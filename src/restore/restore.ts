@@ -7,7 +7,8 @@ import { collectWhileRestoring } from '../memory.js';
 import type { Store } from '../store/index.js';
 import { chooseBackup, type Choice } from './choose.js';
 import { chownTree, type Owner } from './owner.js';
-import { partProcesses, type PartProcessCommand } from './part-processes.js';
+import type { ChildCommand } from '../child/index.js';
+import { partProcesses } from './part-processes.js';
 import { rewriteAutoConf } from './recovery-conf.js';
 import { pgProgram, runProgram } from './start.js';
 import type { RecoveryTarget, TargetAction, TimelineChoice } from './target.js';
@@ -41,7 +42,7 @@ export interface RestoreOptions {
    */
   readonly preflight?: (c: Choice) => Promise<{ readonly tablespaceMap?: readonly string[] } | undefined>;
   /** Write some parts in processes of their own (the CLI's `walship restore-part`); without it, all here. */
-  readonly partProcesses?: PartProcessCommand;
+  readonly partProcesses?: ChildCommand;
 }
 
 export interface RestoreResult {

@@ -1,11 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import { CorruptObjectError, LocalIoError, StoreUnavailableError } from '../../src/errors.js';
+import { partUploaders } from '../../src/backup/part-processes.js';
+import type { PartUpload } from '../../src/backup/take.js';
 import { partProcesses } from '../../src/restore/part-processes.js';
 import type { PartJob } from '../../src/restore/write.js';
 
+/** A child script that runs `script` with `job` parsed from the first stdin line (the parent keeps stdin open). */
+function firstLine(script: string): string {
+  return `let j='';process.stdin.on('data',(c)=>{j+=c;if(!j.includes('\\n'))return;process.stdin.pause();const job=JSON.parse(j.slice(0,j.indexOf('\\n')));${script};process.stdin.destroy();})`;
+}
+
 /** A stand-in for `walship restore-part`: a Node script that reads the job from stdin and answers as told. */
 function child(script: string) {
-  return partProcesses({ command: [process.execPath, '-e', `let j='';process.stdin.on('data',(c)=>j+=c).on('end',()=>{const job=JSON.parse(j);${script}})`], slots: 1 });
+  return partProcesses({ command: [process.execPath, '-e', firstLine(script)], slots: 1 });
 }
 
 const job: PartJob = {
@@ -16,7 +23,27 @@ const job: PartJob = {
   plaintextRequired: true,
 };
 
-describe('restore parts written in processes of their own', () => {
+describe('backup and restore parts done in processes of their own', () => {
+  it("a backup part's result (the part and its manifest files) comes back whole", async () => {
+    const up = partUploaders({
+      command: [
+        process.execPath,
+        '-e',
+        firstLine(
+          `console.log(JSON.stringify({bytes:job.entries[0].size}));console.log(JSON.stringify({ok:true,result:{part:{n:job.n,key:'k',rawSize:1,storedSize:2,blake3:'b',files:1},files:[{path:job.entries[0].path,size:3,mtime:1,algorithm:'CRC32C',checksum:'8a744722'}]}}))`,
+        ),
+      ],
+      slots: 1,
+    });
+    const job: PartUpload = { backupId: 'B', n: 4, entries: [{ path: 'PG_VERSION', abs: '/x/PG_VERSION', type: 'file', mode: 0o600, size: 3, mtime: 1 }], systemIdentifier: '1', compression: 'lz4', createdBy: 't' };
+    let bytes = 0;
+    const r = await up.upload(job, (n) => (bytes += n));
+    expect(bytes).toBe(3);
+    expect(r.part).toMatchObject({ n: 4, rawSize: 1 });
+    expect(r.files).toEqual([{ path: 'PG_VERSION', size: 3, mtime: 1, algorithm: 'CRC32C', checksum: '8a744722' }]);
+    await up.close();
+  });
+
   it('hands the whole job over and adds up the bytes the process reports', async () => {
     const w = child(
       `if(job.part!==3||job.tablespaceDirs[0][1]!=='/ts'||job.plaintextRequired!==true)process.exit(9);console.log(JSON.stringify({bytes:5}));console.log('not json');console.log(JSON.stringify({bytes:7}));console.log(JSON.stringify({ok:true}));`,

@@ -1,0 +1,2 @@
+export { ChildJobs, type ChildCommand, type JobLine } from './run-jobs.js';
+export { serveOneJob, refuseJob } from './serve-job.js';
