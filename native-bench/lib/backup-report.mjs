@@ -48,7 +48,7 @@ function throughputTarget(res, op) {
               ? `its threads waited ${f(w.runqWaitS)} s in all for a CPU held by something else (pgBackRest's ${f(g.runqWaitS)} s; /proc schedstat, summed over threads; load average at the start ${res.meta?.loadStart ?? '–'})`
               : undefined,
             w.phases ? `time by phase (medians, from each tool's log): walship ${phaseText(w.phases)}${g.phases ? `; pgBackRest ${phaseText(g.phases)}` : ''}` : undefined,
-            w.parts !== undefined ? `the backup has ${w.parts} parts (--part-size 1 GiB) and walship moves whole parts, 2 at a time; pgBackRest's 2 processes share out files` : undefined,
+            w.parts !== undefined ? `the backup has ${w.parts} parts (--part-size 1 GiB) and walship moves whole parts, 2 at a time (one in its own process), and a part holds at least one file of up to 1 GiB; pgBackRest's 2 processes share out files` : undefined,
           ].filter(Boolean).join('; ')
         : undefined,
   };

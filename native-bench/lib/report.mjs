@@ -146,9 +146,9 @@ export function targets(res) {
         warm && warm.medianMs > 50
           ? [
               warm.agentArchivedMedianMs !== undefined
-                ? `the agent logged "archived" ${f(warm.agentArchivedMedianMs, 0)} ms (median) after the .ready file appeared, and the call exited ${f(warm.medianMs - warm.agentArchivedMedianMs, 0)} ms later (bin/walship polls for the record 10, 30, 70, 150, 310, 510 ms after it starts waiting, then checks it with a dozen short-lived processes)`
+                ? `the agent logged "archived" ${f(warm.agentArchivedMedianMs, 0)} ms (median) after the .ready file appeared, and the call exited ${f(warm.medianMs - warm.agentArchivedMedianMs, 0)} ms later (bin/walship looks for the record after sleeps of 2 ms doubling to 50 ms, then checks it with about eight short-lived programs: find, od, sha256sum, stat, date, rm, mv)`
                 : undefined,
-              floor !== undefined ? `one segment's codec work alone is ${f(floor, 0)} ms on one core (LZ4 compress + BLAKE3 + AES-GCM, codec table), and the agent gives one file to one worker thread` : undefined,
+              floor !== undefined ? `one segment's codec work alone is ${f(floor, 0)} ms on one core (LZ4 compress + BLAKE3 + AES-GCM, codec table), and the agent gives one file to one slot (on 2 cores both slots run on the agent's own thread)` : undefined,
               Object.keys(warm.fallbacks ?? {}).length ? `fallbacks: ${JSON.stringify(warm.fallbacks)}` : undefined,
             ].filter(Boolean).join('; ')
           : undefined,
@@ -163,7 +163,7 @@ export function targets(res) {
       met: cold && inproc ? push.medianColdOverInproc <= 1 : undefined,
       cause:
         cold && inproc && push.medianColdOverInproc > 1
-          ? `a cold call pays the agent's start-up (Node, then ${cores} worker threads that each load the bundle, configuration and keys) before the first file: ${f(cold.medianMs - inproc.medianMs, 0)} ms more than the in-process push at the median${cold.agentStartMedianMs !== undefined ? `; the agent logged its start ${f(cold.agentStartMedianMs, 0)} ms and the file archived ${f(cold.agentArchivedMedianMs, 0)} ms after the .ready file appeared (medians)` : ''}${Object.keys(cold.fallbacks ?? {}).length ? `; fallbacks: ${JSON.stringify(cold.fallbacks)}` : ''}`
+          ? `a cold call pays the agent's start-up (Node, the bundle, configuration and keys, and worker threads for cores beyond two) before the first file: ${f(cold.medianMs - inproc.medianMs, 0)} ms more than the in-process push at the median${cold.agentStartMedianMs !== undefined ? `; the agent logged its start ${f(cold.agentStartMedianMs, 0)} ms and the file archived ${f(cold.agentArchivedMedianMs, 0)} ms after the .ready file appeared (medians)` : ''}${Object.keys(cold.fallbacks ?? {}).length ? `; fallbacks: ${JSON.stringify(cold.fallbacks)}` : ''}`
           : undefined,
     });
   }
@@ -192,7 +192,7 @@ export function targets(res) {
       target: "CPU per segment, restore (PITR replay, restore side) ≤ pgBackRest's",
       measured: fcpu ? `${x(fcpu.median)}${ratios(fcpu)}; medians: walship ${f(wC.cpuMsPerSeg)}, pgBackRest ${f(pC.cpuMsPerSeg)} ms/segment` : 'not measured',
       met: fcpu ? fcpu.median <= 1 : undefined,
-      cause: fcpu && fcpu.median > 1 ? 'restore goes through the prefetch worker and fetch calls, not the agent (docs/agent.md: the agent does not serve recovery yet)' : undefined,
+      cause: fcpu && fcpu.median > 1 ? 'this row replays with the agent off (WALSHIP_AGENT defaults to off): restore goes through fetch calls and the detached prefetch worker, each call a Node process' : undefined,
     });
   }
   {
@@ -234,7 +234,7 @@ export function targets(res) {
       met: vsP && vsR ? vsP.median <= 1 && vsR.median <= 1.15 : undefined,
       cause:
         vsP && vsR && !(vsP.median <= 1 && vsR.median <= 1.15)
-          ? `walship's replay runs through the prefetch worker (the agent does not serve recovery yet); CPU on the restore side ${f(find(res.c, 'walship-enc')?.cpuMsPerSeg)} ms/segment vs ${f(find(res.c, 'pgbackrest-enc')?.cpuMsPerSeg)} for pgBackRest`
+          ? `walship's replay runs with the agent off (its default): every restore_command call is a Node process, helped by the prefetch worker; CPU on the restore side ${f(find(res.c, 'walship-enc')?.cpuMsPerSeg)} ms/segment vs ${f(find(res.c, 'pgbackrest-enc')?.cpuMsPerSeg)} for pgBackRest`
           : undefined,
     });
   }
