@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -195,7 +194,7 @@ export class RecoveryFeeder {
   }
 
   private async download(name: string): Promise<void> {
-    const tmp = join(this.pool.dir, `.${name}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+    const tmp = this.pool.tempPath(name);
     const started = Date.now();
     try {
       const r = await restoreArchived({

@@ -5,6 +5,7 @@ import type { Readable } from 'node:stream';
 import { decodeObject, decodeObjectStream, ObjectDecodeError, type DecodedSummary, type ObjectHeader, type StoredHeader } from '../codec/index.js';
 import { decodeHeader } from '../codec/format.js';
 import { fsyncDir } from '../fsutil/index.js';
+import { collectWhileRestoring } from '../memory.js';
 import type { KeyProvider } from '../crypto/index.js';
 import {
   ArchiveMissingError,
@@ -196,9 +197,16 @@ export async function restoreArchived(
 
   for (let attempt = 0; ; attempt++) {
     let body: Readable | undefined;
+    let stopCollecting = (): void => undefined;
     try {
       const [manifest, stream] = await Promise.all([readManifest(opts.store), opts.store.getStream(key)]);
       body = stream;
+      // A segment of hundreds of MB goes through as many decoded megabytes,
+      // which V8 frees lazily: without collections while it decodes, a 1 GiB
+      // segment's fetch peaked at 141-174 MB, with them at 134-142
+      // (native-bench/results/large-segments-2026-12-02.md). Not for 16 MiB
+      // segments, where a collection would cost more than it saves.
+      if ((manifest?.segmentSize ?? 0) >= LARGE_SEGMENT_BYTES) stopCollecting = collectWhileRestoring();
       if (manifest) checkCluster(manifest, controlId, opts.store.description, file.name);
       if (body === undefined) {
         return notFound(manifest, opts.store, file, key);
@@ -232,9 +240,14 @@ export async function restoreArchived(
       body?.destroy();
       await unlink(tmp).catch(() => undefined);
       await retryOrThrow(err, attempt, opts, backoff);
+    } finally {
+      stopCollecting();
     }
   }
 }
+
+/** From this segment size up, restoreArchived collects garbage while it decodes. */
+const LARGE_SEGMENT_BYTES = 256 << 20;
 
 /**
  * The object's header from the front of the stream (undefined when it is

@@ -7,7 +7,7 @@ import type { Logger } from '../log/index.js';
 import { PrefetchPool, POOL_DIR_NAME, readPostmasterIdentity, type PoolOwner, type PostmasterIdentity } from '../spool/prefetch-pool.js';
 import type { Store } from '../store/index.js';
 import { readControlSystemIdentifier, segmentName, segmentNumber } from '../wal/index.js';
-import { readArchived } from './fetch.js';
+import { restoreArchived } from './fetch.js';
 import { readManifest } from './manifest.js';
 
 /** Recovery is running in this data directory (PostgreSQL removes the signal file when it ends). */
@@ -142,15 +142,25 @@ export async function runPrefetchWorker(opts: WorkerOptions): Promise<void> {
       continue;
     }
     try {
-      const r = await readArchived({ name: next, store: opts.store, keys: opts.keys, retries: 1, dataDir: opts.dataDir, backoffMs: () => 500 });
+      // Streamed into the pool and verified on the way, as the agent's downloads
+      // are: a 1 GiB segment read whole into memory took this worker to 2.4 GB
+      // (native-bench/results/large-segments-2026-12-02.md).
+      const r = await restoreArchived({
+        name: next,
+        target: join(pool.dir, next),
+        exclusiveTmp: pool.tempPath(next),
+        store: opts.store,
+        keys: opts.keys,
+        retries: 1,
+        dataDir: opts.dataDir,
+        backoffMs: () => 500,
+      });
+      releaseSegmentMemory();
       if (r.status === 'not-found') {
         missingUntil.set(next, Date.now() + 1000);
         continue;
       }
-      // PostgreSQL may have moved past it while it downloaded.
-      if ((await pool.want()) !== want && next <= ((await pool.want()) ?? '')) continue;
-      await pool.put(next, r.data);
-      releaseSegmentMemory();
+      // PostgreSQL may have moved past it while it downloaded: discardStale removes it on the next round.
       log.debug({ file: next }, `prefetched ${next}`);
     } catch (err) {
       missingUntil.set(next, Date.now() + 5000);

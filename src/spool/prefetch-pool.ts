@@ -194,23 +194,13 @@ export class PrefetchPool {
     return true;
   }
 
-  /** Pools a verified segment: a new, exclusively created temporary file, fsynced, renamed, directory fsynced. */
-  async put(name: string, data: Buffer): Promise<void> {
-    const tmp = join(this.dir, `.${name}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-    try {
-      const fh = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-      try {
-        await fh.writeFile(data);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, join(this.dir, name));
-      await fsyncDir(this.dir);
-    } catch (err) {
-      await unlink(tmp).catch(() => undefined);
-      throw err;
-    }
+  /**
+   * A unique temporary name in the pool for a download of `name`, to be
+   * created exclusively (restoreArchived's exclusiveTmp): downloads stream
+   * into it, verified, and are renamed to `name` only when proven.
+   */
+  tempPath(name: string): string {
+    return join(this.dir, `.${name}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
   }
 
   async segments(): Promise<string[]> {

@@ -133,7 +133,7 @@ describe('prefetch pool', () => {
         expect(await take(), what).toBe(false);
         expect(existsSync(to), what).toBe(false);
       }
-      await pool.put(name, segmentBytes(name));
+      writeFileSync(join(pool.dir, name), segmentBytes(name));
       expect(await take()).toBe(true);
       expect(readFileSync(to).equals(segmentBytes(name))).toBe(true);
     } finally {
@@ -151,8 +151,15 @@ describe('prefetch pool', () => {
     writeFileSync(join(pool.dir, seg(1, 4)), 'unknown origin');
     await pool.adopt(owner());
     expect(readdirSync(pool.dir).sort()).toEqual(['owner']);
-    // Two writers of one segment at once never share a temporary file.
-    await Promise.all([pool.put(seg(1, 6), segmentBytes(seg(1, 6))), pool.put(seg(1, 6), segmentBytes(seg(1, 6)))]);
+    // Two downloads of one segment at once never share a temporary file; each
+    // is hidden (a dot name) from segments() and removed as a leftover by a new owner.
+    const [t1, t2] = [pool.tempPath(seg(1, 6)), pool.tempPath(seg(1, 6))];
+    expect(t1).not.toBe(t2);
+    for (const t of [t1, t2]) expect(t).toMatch(new RegExp(`^${pool.dir}/\\.${seg(1, 6)}\\.\\d+\\.[0-9a-f]{12}\\.tmp$`));
+    writeFileSync(t1, 'half');
+    writeFileSync(join(pool.dir, seg(1, 6)), segmentBytes(seg(1, 6)));
+    expect(await pool.segments()).toEqual([seg(1, 6)]);
+    await pool.removeTemporaries();
     expect(readdirSync(pool.dir).sort()).toEqual([seg(1, 6), 'owner']);
     await pool.adopt(owner());
     expect(await pool.segments()).toEqual([seg(1, 6)]);
@@ -165,7 +172,7 @@ describe('prefetch pool', () => {
   it('discards earlier segments and other timelines, keeps the current one', async () => {
     const pool = new PrefetchPool(fresh());
     await pool.ensure();
-    for (const s of [seg(1, 3), seg(1, 4), seg(1, 5), seg(1, 6), seg(2, 6), seg(2, 7)]) await pool.put(s, Buffer.from(s));
+    for (const s of [seg(1, 3), seg(1, 4), seg(1, 5), seg(1, 6), seg(2, 6), seg(2, 7)]) writeFileSync(join(pool.dir, s), s);
     await pool.discardStale(seg(1, 5));
     expect(await pool.segments()).toEqual([seg(1, 5), seg(1, 6)]);
     await pool.discardStale(seg(2, 6));
