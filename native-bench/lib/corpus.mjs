@@ -33,10 +33,17 @@ export async function ensureCorpus({ cacheDir, work, segments, log }) {
   meta.generationSeconds = Math.round((performance.now() - started) / 1000);
   writeFileSync(join(gen, 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`);
   mkdirSync(cacheDir, { recursive: true });
+  moveIntoCache(gen, dir);
+  log(`corpus: ${meta.segments.length} segments in ${meta.generationSeconds} s, cached in ${dir}`);
+  return { dir, ...meta, reused: false };
+}
+
+/** Moves a generated corpus (base/, wal/, meta.json) from `gen` into its cache directory `dir` (across file systems too). */
+export function moveIntoCache(gen, dir) {
+  mkdirSync(dir, { recursive: true });
   for (const part of ['base', 'wal', 'meta.json']) {
     const from = join(gen, part);
     const to = join(dir, part);
-    mkdirSync(dir, { recursive: true });
     try {
       renameSync(from, to);
     } catch (err) {
@@ -45,8 +52,6 @@ export async function ensureCorpus({ cacheDir, work, segments, log }) {
       rmSync(from, { recursive: true, force: true });
     }
   }
-  log(`corpus: ${meta.segments.length} segments in ${meta.generationSeconds} s, cached in ${dir}`);
-  return { dir, ...meta, reused: false };
 }
 
 async function generate(gen, segments, log) {

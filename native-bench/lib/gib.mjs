@@ -12,11 +12,12 @@
 //   wal/                                      the segments, exactly as archive_command copied them
 //   meta.json
 import { spawnSync } from 'node:child_process';
-import { closeSync, copyFileSync, cpSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { summarise } from './accounting.mjs';
 import { agentPaths, agentRunning, countFallbacks, standInPostmaster } from './agent.mjs';
 import { archiveRun, skeletonDataDir } from './archive.mjs';
+import { moveIntoCache } from './corpus.mjs';
 import { chownPg, onCleanup, pg, PG_BIN, run, sleep, stopPid } from './proc.mjs';
 import { pgbackrestConfig, walshipEnv } from './tools.mjs';
 
@@ -47,18 +48,7 @@ export async function ensureGibCorpus({ cacheDir, work, segments, log }) {
   const meta = await generate(gen, segments, log);
   meta.generationSeconds = Math.round((performance.now() - started) / 1000);
   writeFileSync(join(gen, 'meta.json'), `${JSON.stringify(meta, null, 2)}\n`);
-  mkdirSync(dir, { recursive: true });
-  for (const part of ['base', 'wal', 'meta.json']) {
-    const from = join(gen, part);
-    const to = join(dir, part);
-    try {
-      renameSync(from, to);
-    } catch (err) {
-      if (err.code !== 'EXDEV') throw err;
-      cpSync(from, to, { recursive: true, preserveTimestamps: true });
-      rmSync(from, { recursive: true, force: true });
-    }
-  }
+  moveIntoCache(gen, dir);
   log(`1 GiB corpus: ${meta.segments.length} segments in ${meta.generationSeconds} s, cached in ${dir}`);
   return { dir, ...meta, reused: false };
 }
