@@ -21,13 +21,13 @@ export interface PartPlan {
  * file (at most 1 GiB, PostgreSQL's segment size). Every directory goes
  * into the first part, so that restore creates them all early.
  */
-export function planParts(entries: readonly WalkEntry[], partBytes: number): PartPlan[] {
+export function planParts(entries: readonly WalkEntry[], partBytes: number, maxFiles: number = MAX_FILES_PER_PART): PartPlan[] {
   const dirs = entries.filter((e) => e.type === 'dir');
   const files = entries.filter((e) => e.type === 'file');
   const parts: { entries: WalkEntry[]; plannedBytes: number }[] = [{ entries: [...dirs], plannedBytes: 0 }];
   for (const f of files) {
     let cur = parts.at(-1)!;
-    if (cur.plannedBytes > 0 && cur.plannedBytes + f.size > partBytes) {
+    if ((cur.plannedBytes > 0 && cur.plannedBytes + f.size > partBytes) || cur.entries.length >= maxFiles) {
       cur = { entries: [], plannedBytes: 0 };
       parts.push(cur);
     }
@@ -36,6 +36,14 @@ export function planParts(entries: readonly WalkEntry[], partBytes: number): Par
   }
   return parts.map((p, i) => ({ n: i + 1, entries: p.entries, plannedBytes: p.plannedBytes }));
 }
+
+/**
+ * At most this many entries in one part, however small its files: a
+ * cluster with tens of thousands of tables has hundreds of thousands of
+ * 8 KiB files, and a part's entry list and its files' manifest lines travel
+ * between processes as one JSON line each (src/child/).
+ */
+export const MAX_FILES_PER_PART = 20_000;
 
 const READ_BYTES = 1 << 20;
 

@@ -58,6 +58,9 @@ export interface PartUpload {
   readonly entries: readonly WalkEntry[];
   readonly systemIdentifier: string;
   readonly compression: 'lz4' | 'none';
+  /** Whether the parent encrypts: a process whose configuration says otherwise refuses the part. */
+  readonly encrypted: boolean;
+  /** The parent's walship version: a process of another version (an upgrade mid-backup) refuses the part. */
   readonly createdBy: string;
 }
 
@@ -180,6 +183,7 @@ export async function takeBackup(opts: TakeOptions): Promise<TakeResult> {
       entries: p.entries,
       systemIdentifier: facts.systemIdentifier,
       compression: opts.compression,
+      encrypted: opts.keys !== undefined,
       createdBy: opts.createdBy,
     });
     let away = 0;
@@ -187,15 +191,26 @@ export async function takeBackup(opts: TakeOptions): Promise<TakeResult> {
     try {
       parts = await mapLimit(plan, opts.jobs, async (p) => {
         let up: UploadedPart;
-        if (opts.elsewhere && away < opts.elsewhere.slots) {
-          away++;
-          try {
-            up = await opts.elsewhere.upload(job(p), progress?.add);
-          } finally {
-            away--;
-          }
-        } else up = await uploadPart(opts.store, opts.keys, job(p), progress?.add);
-        manifestFiles.push(...up.files);
+        try {
+          if (opts.elsewhere && away < opts.elsewhere.slots) {
+            away++;
+            try {
+              up = await opts.elsewhere.upload(job(p), progress?.add);
+            } finally {
+              away--;
+            }
+            // What another process reports is checked against what it was asked to do.
+            if (up.part.n !== p.n || up.part.key !== partKey(backupId, p.n)) {
+              throw new LocalIoError(`part ${p.n} of backup ${backupId}: its process reported part ${up.part.n} (${up.part.key})`);
+            }
+          } else up = await uploadPart(opts.store, opts.keys, job(p), progress?.add);
+        } catch (err) {
+          // Stop the other part processes now, not when the slowest part ends.
+          void opts.elsewhere?.close();
+          throw err;
+        }
+        // One at a time: a part may hold hundreds of thousands of files, too many for push(...files).
+        for (const f of up.files) manifestFiles.push(f);
         opts.onPart?.(up.part, totalParts);
         return up.part;
       });

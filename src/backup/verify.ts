@@ -118,7 +118,7 @@ export async function verifyBackup(o: BackupVerifyOptions): Promise<BackupVerify
     seen.add(path);
     if (!m) problems.push(`${path} is in the backup but not in its backup_manifest`);
     else if (m.size !== size) problems.push(`${path}: ${size} bytes, backup_manifest says ${m.size}`);
-    else if (!sum) problems.push(`${path}: backup_manifest's checksum algorithm ${m.algorithm} is not one walship can check`);
+    else if (!sum) unchecked.push(`${path}: backup_manifest's checksum algorithm ${m.algorithm} is not one walship can check`);
     else if (m.checksum.toLowerCase() !== sum.hex()) problems.push(`${path}: its ${m.algorithm} differs from backup_manifest's`);
   };
   let done = 0;
@@ -146,7 +146,9 @@ export async function verifyBackup(o: BackupVerifyOptions): Promise<BackupVerify
       seen.add(f.path);
       const m = manifest?.files.get(f.path);
       if (!m) problems.push(`${f.path} is in the backup but not in its backup_manifest`);
-      else if (m.size !== f.size || m.checksum.toLowerCase() !== f.sum.hex(m.algorithm)) problems.push(`${f.path} does not match backup_manifest`);
+      else if (m.size !== f.size) problems.push(`${f.path} does not match backup_manifest`);
+      else if (f.sum.hex(m.algorithm) === undefined) unchecked.push(`${f.path}: backup_manifest's checksum algorithm ${m.algorithm} is not one walship can check`);
+      else if (m.checksum.toLowerCase() !== f.sum.hex(m.algorithm)) problems.push(`${f.path} does not match backup_manifest`);
     }
   } catch (err) {
     note(`part ${lastPart.n}`, err);

@@ -56,8 +56,9 @@ export class ChildJobs {
         } catch {
           return; // not ours: ignore rather than fail a sound job
         }
+        if (typeof m !== 'object' || m === null) return;
         if ('bytes' in m) onBytes?.(m.bytes);
-        else outcome = m;
+        else if ('ok' in m || 'error' in m) outcome = m;
       });
       child.on('error', (err) => (spawnError = err));
       child.stdin!.on('error', () => undefined); // a child that died early: its exit says why

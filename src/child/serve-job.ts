@@ -14,8 +14,10 @@ function readJob<J>(): Promise<J> {
   return new Promise((resolve, reject) => {
     let text = '';
     const onData = (c: string) => {
+      // Only the new piece is searched: a job line can be megabytes long.
+      const inPiece = c.indexOf('\n');
+      const nl = inPiece < 0 ? -1 : text.length + inPiece;
       text += c;
-      const nl = text.indexOf('\n');
       if (nl < 0) return;
       process.stdin.off('data', onData);
       process.stdin.once('end', () => process.exit(PARENT_GONE));

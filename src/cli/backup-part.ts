@@ -1,4 +1,5 @@
 import { refuseJob } from '../child/index.js';
+import { CREATED_BY } from '../version.js';
 import { commandContext, commandLogger, type GlobalOptions } from './context.js';
 
 /**
@@ -14,5 +15,5 @@ export async function runBackupPartCommand(globals: GlobalOptions): Promise<numb
     return refuseJob(err);
   }
   // The writing keys exactly as walship backup chooses them.
-  return runBackupPart(ctx.store, ctx.config.encryption === 'none' ? undefined : ctx.keys);
+  return runBackupPart(ctx.store, ctx.config.encryption === 'none' ? undefined : ctx.keys, CREATED_BY);
 }

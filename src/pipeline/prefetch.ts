@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { unlink } from 'node:fs/promises';
 import { join, resolve, dirname } from 'node:path';
 import type { KeyProvider } from '../crypto/index.js';
 import { errorMessage } from '../errors.js';
@@ -160,8 +161,11 @@ export async function runPrefetchWorker(opts: WorkerOptions): Promise<void> {
         missingUntil.set(next, Date.now() + 1000);
         continue;
       }
-      // PostgreSQL may have moved past it while it downloaded: discardStale removes it on the next round.
-      log.debug({ file: next }, `prefetched ${next}`);
+      // PostgreSQL may have moved past it while it downloaded (and fetched it
+      // itself): a segment it will not ask for again does not stay in pg_wal.
+      const now = await pool.want();
+      if (now !== want && now !== undefined && next <= now) await unlink(join(pool.dir, next)).catch(() => undefined);
+      else log.debug({ file: next }, `prefetched ${next}`);
     } catch (err) {
       missingUntil.set(next, Date.now() + 5000);
       log.warn({ file: next }, `prefetch of ${next} failed; fetch will download it itself: ${errorMessage(err)}`);

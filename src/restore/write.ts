@@ -162,14 +162,20 @@ export async function writeParts(o: WriteOptions): Promise<MetaFiles> {
   let away = 0;
   try {
     await mapLimit(parts.slice(0, -1), o.jobs, async (p) => {
-      if (o.elsewhere && away < o.elsewhere.slots) {
-        away++;
-        try {
-          await o.elsewhere.write(job(p.n), o.onBytes);
-        } finally {
-          away--;
-        }
-      } else await writePart(o.reader, job(p.n), o.onBytes);
+      try {
+        if (o.elsewhere && away < o.elsewhere.slots) {
+          away++;
+          try {
+            await o.elsewhere.write(job(p.n), o.onBytes);
+          } finally {
+            away--;
+          }
+        } else await writePart(o.reader, job(p.n), o.onBytes);
+      } catch (err) {
+        // Stop the other part processes now, not when the slowest part ends.
+        void o.elsewhere?.close();
+        throw err;
+      }
       o.onPart?.(++done, parts.length, p.rawSize);
     });
   } finally {

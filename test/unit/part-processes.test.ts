@@ -35,7 +35,7 @@ describe('backup and restore parts done in processes of their own', () => {
       ],
       slots: 1,
     });
-    const job: PartUpload = { backupId: 'B', n: 4, entries: [{ path: 'PG_VERSION', abs: '/x/PG_VERSION', type: 'file', mode: 0o600, size: 3, mtime: 1 }], systemIdentifier: '1', compression: 'lz4', createdBy: 't' };
+    const job: PartUpload = { backupId: 'B', n: 4, entries: [{ path: 'PG_VERSION', abs: '/x/PG_VERSION', type: 'file', mode: 0o600, size: 3, mtime: 1 }], systemIdentifier: '1', compression: 'lz4', encrypted: true, createdBy: 't' };
     let bytes = 0;
     const r = await up.upload(job, (n) => (bytes += n));
     expect(bytes).toBe(3);
