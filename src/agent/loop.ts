@@ -35,7 +35,7 @@ export interface LoopOptions {
    * walship.json and throws unless it still holds archive `archiveId` (of
    * this cluster, bound to this data directory). See answerCheck below.
    */
-  readonly archiveCheck?: { readonly archiveId: string; check(): Promise<void> };
+  readonly archiveCheck?: { readonly archiveId: string; check(want: string): Promise<void> };
 }
 
 const sameFile = (a: FileIdentity, b: FileIdentity) =>
@@ -94,7 +94,7 @@ export async function runLoop(o: LoopOptions): Promise<string> {
   const answerCheck = (c: NonNullable<LoopOptions['archiveCheck']>, want: string, stamp: string) => {
     const began = Date.now();
     checking = c
-      .check()
+      .check(want)
       .then(
         () => writeFileAtomic(o.paths.checked, `v1 ${c.archiveId} ${began}\n`),
         async (err: unknown) => {

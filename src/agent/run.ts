@@ -7,6 +7,7 @@ import { ArchiveChangedError, errorMessage } from '../errors.js';
 import type { Logger } from '../log/index.js';
 import { openBoundArchive } from '../pipeline/archive-binding.js';
 import { pushTargetsFor } from '../pipeline/push-targets.js';
+import { checkRecordedObject } from '../pipeline/recorded-object.js';
 import { ReplicationLoop } from './replication-loop.js';
 import { notifyingPusher } from './pusher-notify.js';
 import { openClusterSpool, readBinding } from '../spool/cluster.js';
@@ -137,9 +138,10 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
         config.store.kind === 's3'
           ? {
               archiveId,
-              check: async () => {
+              check: async (want: string) => {
                 const now = await openBoundArchive(store, config, dataDir, cluster);
                 if (now.manifest.archiveId !== archiveId) throw new ArchiveChangedError(`${store.description} holds archive ${now.manifest.archiveId}, not ${archiveId}`);
+                await checkRecordedObject(store, markers, want, join(dataDir, 'pg_wal', want));
               },
             }
           : undefined,

@@ -5,6 +5,7 @@ import type { Logger } from '../log/index.js';
 import { openBoundArchive } from '../pipeline/archive-binding.js';
 import { removeLeftoverPool } from '../pipeline/prefetch.js';
 import { pushEverywhere, pushTargetsFor, type PushTargets } from '../pipeline/push-targets.js';
+import { checkRecordedObject } from '../pipeline/recorded-object.js';
 import { nextReadyFiles } from '../pipeline/ready-files.js';
 import { tryOpenClusterSpool } from '../spool/cluster.js';
 import { fileIdentity, PushMarkers, revokeMarkers } from '../spool/push-markers.js';
@@ -42,7 +43,18 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
       : undefined;
     const name = basename(path);
     if (markers && isWalName(name)) {
-      const marker = await markers.lookup(name, path);
+      let marker = await markers.lookup(name, path);
+      if (marker) {
+        try {
+          await checkRecordedObject(store, markers, name, path);
+        } catch (err) {
+          if (!(err instanceof ArchiveMissingError)) throw err;
+          // The store lost what markers vouch for: none counts, the file is archived for real.
+          log.warn({ file: name }, `${errorMessage(err)}; every look-ahead marker is dropped and ${name} is archived again`);
+          await revokeMarkers(archive.cluster!.dir);
+          marker = undefined;
+        }
+      }
       if (marker) {
         await markers.remove(name);
         const ms = Math.round(performance.now() - started);
