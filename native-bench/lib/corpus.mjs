@@ -54,39 +54,49 @@ export function moveIntoCache(gen, dir) {
   }
 }
 
-async function generate(gen, segments, log) {
+/**
+ * A scratch cluster that writes the corpus: initdb as postgres in
+ * `gen/data` (with `initdbArgs`), archiving by cp into `gen/wal`, started on a
+ * socket in `gen/sock`. `conf` adds settings after the common ones. Returns
+ * what a generator needs; `stop` is also registered for cleanup.
+ */
+export async function startCorpusCluster(gen, { name, initdbArgs = [], conf = [], initdbTimeoutMs }) {
   const data = join(gen, 'data');
   const wal = join(gen, 'wal');
   const sock = join(gen, 'sock');
   mkdirSync(wal, { recursive: true });
   mkdirSync(sock, { recursive: true });
   chownPg(gen);
-  await pg('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C']);
+  await pg('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C', ...initdbArgs], initdbTimeoutMs ? { timeoutMs: initdbTimeoutMs } : undefined);
   writeFileSync(
     join(data, 'postgresql.auto.conf'),
     [
       `port = 5432`,
       `unix_socket_directories = '${sock}'`,
       `listen_addresses = ''`,
-      // Real WAL as most servers write it: full-page images on, no WAL
-      // compression, checkpoints at their defaults (max_wal_size 1GB).
+      // Real WAL as most servers write it: full-page images on, no WAL compression.
       `full_page_writes = on`,
       `wal_compression = off`,
       `archive_mode = on`,
       `archive_command = 'test ! -f ${wal}/%f && cp %p ${wal}/%f'`,
       // Fewer fsyncs make the corpus faster to generate; the WAL is the same.
       `synchronous_commit = off`,
-      `log_checkpoints = on`,
+      ...conf,
       '',
     ].join('\n'),
   );
   chownPg(data);
-  const logFile = join(gen, 'postgres.log');
-  await pg('pg_ctl', ['-D', data, '-l', logFile, '-w', '-t', '120', 'start']);
+  await pg('pg_ctl', ['-D', data, '-l', join(gen, 'postgres.log'), '-w', '-t', '120', 'start']);
   const pid = Number(readFileSync(join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
-  const stop = onCleanup('corpus cluster', () => stopPid(pid, 'SIGQUIT', 10000));
+  const stop = onCleanup(name, () => stopPid(pid, 'SIGQUIT', 10000));
   const conn = ['-h', sock, '-p', '5432', '-U', 'postgres'];
   const sql = async (q) => (await pg('psql', [...conn, '-X', '-qAt', '-v', 'ON_ERROR_STOP=1', '-d', 'postgres', '-c', q])).stdout.trim();
+  return { data, wal, sock, conn, sql, stop };
+}
+
+async function generate(gen, segments, log) {
+  // Checkpoints at their defaults (max_wal_size 1GB).
+  const { data, wal, conn, sql, stop } = await startCorpusCluster(gen, { name: 'corpus cluster', conf: ['log_checkpoints = on'] });
   try {
     await pg('pg_basebackup', [...conn, '-D', join(gen, 'base'), '-X', 'none', '-c', 'fast', '--no-sync'], { timeoutMs: 300_000 });
     // A bulk load first: pgbench -i writes about 0.85 segment of WAL per

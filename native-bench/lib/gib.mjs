@@ -17,8 +17,8 @@ import { join } from 'node:path';
 import { summarise } from './accounting.mjs';
 import { agentPaths, agentRunning, countFallbacks, standInPostmaster } from './agent.mjs';
 import { archiveRun, skeletonDataDir } from './archive.mjs';
-import { moveIntoCache } from './corpus.mjs';
-import { chownPg, onCleanup, pg, PG_BIN, run, sleep, stopPid } from './proc.mjs';
+import { moveIntoCache, startCorpusCluster } from './corpus.mjs';
+import { chownPg, pg, PG_BIN, run, sleep } from './proc.mjs';
 import { pgbackrestConfig, walshipEnv } from './tools.mjs';
 
 export const GIB = 1024 * 1024 * 1024;
@@ -55,38 +55,14 @@ export async function ensureGibCorpus({ cacheDir, work, segments, log }) {
 
 async function generate(gen, segments, log) {
   rmSync(gen, { recursive: true, force: true });
-  const data = join(gen, 'data');
-  const wal = join(gen, 'wal');
-  const sock = join(gen, 'sock');
-  mkdirSync(wal, { recursive: true });
-  mkdirSync(sock, { recursive: true });
-  chownPg(gen);
-  await pg('initdb', ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C', '--wal-segsize=1024'], { timeoutMs: 300_000 });
-  writeFileSync(
-    join(data, 'postgresql.auto.conf'),
-    [
-      `port = 5432`,
-      `unix_socket_directories = '${sock}'`,
-      `listen_addresses = ''`,
-      // As the 16 MiB corpus: full-page images on, no WAL compression.
-      `full_page_writes = on`,
-      `wal_compression = off`,
-      // initdb scales these with the segment size (5GB and 64GB for 1 GiB);
-      // smaller keeps the generator's pg_wal within a few GiB.
-      `min_wal_size = '2GB'`,
-      `max_wal_size = '4GB'`,
-      `archive_mode = on`,
-      `archive_command = 'test ! -f ${wal}/%f && cp %p ${wal}/%f'`,
-      `synchronous_commit = off`,
-      '',
-    ].join('\n'),
-  );
-  chownPg(data);
-  await pg('pg_ctl', ['-D', data, '-l', join(gen, 'postgres.log'), '-w', '-t', '120', 'start']);
-  const pid = Number(readFileSync(join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
-  const stop = onCleanup('1 GiB corpus cluster', () => stopPid(pid, 'SIGQUIT', 10000));
-  const conn = ['-h', sock, '-p', '5432', '-U', 'postgres'];
-  const sql = async (q) => (await pg('psql', [...conn, '-X', '-qAt', '-v', 'ON_ERROR_STOP=1', '-d', 'postgres', '-c', q])).stdout.trim();
+  const { data, wal, conn, sql, stop } = await startCorpusCluster(gen, {
+    name: '1 GiB corpus cluster',
+    initdbArgs: ['--wal-segsize=1024'],
+    initdbTimeoutMs: 300_000,
+    // initdb scales these with the segment size (5GB and 64GB for 1 GiB);
+    // smaller keeps the generator's pg_wal within a few GiB.
+    conf: [`min_wal_size = '2GB'`, `max_wal_size = '4GB'`],
+  });
   try {
     const first = await sql('SELECT pg_walfile_name(pg_current_wal_lsn())');
     const tli = first.slice(0, 8);
