@@ -33,7 +33,8 @@ export interface LoopOptions {
   /**
    * For a store bin/walship cannot look into (S3): reads the store's
    * walship.json and throws unless it still holds archive `archiveId` (of
-   * this cluster, bound to this data directory). See answerCheck below.
+   * this cluster, bound to this data directory) and the object the record
+   * of `want` vouches for. See answerCheck below.
    */
   readonly archiveCheck?: { readonly archiveId: string; check(want: string): Promise<void> };
 }
@@ -83,11 +84,12 @@ export async function runLoop(o: LoopOptions): Promise<string> {
   // store behind the same URL may since have been wiped, re-created or
   // replaced (another server, DNS), which nothing in the record, the file or
   // the configuration shows, and bin/walship cannot look. So for each call
-  // waiting on a file that has a record, the agent reads walship.json again
-  // and writes agent/checked ("v1 <archiveId> <ms the look began>"); the
-  // launcher answers from the record only when that look began after the
-  // call did. A store that holds no archive or another one revokes every
-  // record, fails the call (failure record) and stops the agent.
+  // waiting on a file that has a record, the agent reads walship.json again,
+  // looks for the recorded object, and writes agent/checked ("v1 <archiveId>
+  // <ms the look began>"); the launcher answers from the record only when
+  // that look began after the call did. A store that holds no archive,
+  // another one, or not the recorded object revokes every record, fails the
+  // call (failure record) and stops the agent.
   let checking: Promise<void> | undefined;
   let checkedStamp = '';
   let archiveGone: string | undefined;
@@ -102,7 +104,7 @@ export async function runLoop(o: LoopOptions): Promise<string> {
           await writeFailure(o.paths.failedDir, want, rec.code, rec.message);
           if (err instanceof ArchiveMissingError || err instanceof ArchiveChangedError || err instanceof ForeignClusterError) {
             await revokeMarkers(o.paths.clusterDir);
-            archiveGone = `the store no longer holds archive ${c.archiveId} (${rec.code}: ${rec.message})`;
+            archiveGone = `the store no longer holds archive ${c.archiveId} or what its records vouch for (${rec.code}: ${rec.message})`;
           }
           o.log.error({ file: want, code: rec.code }, `cannot vouch for ${want}: ${rec.message}`);
         },

@@ -141,7 +141,9 @@ export async function runAgent(args: AgentArgs, globals: GlobalOptions, stderr: 
               check: async (want: string) => {
                 const now = await openBoundArchive(store, config, dataDir, cluster);
                 if (now.manifest.archiveId !== archiveId) throw new ArchiveChangedError(`${store.description} holds archive ${now.manifest.archiveId}, not ${archiveId}`);
-                await checkRecordedObject(store, markers, want, join(dataDir, 'pg_wal', want));
+                // Without a record there is nothing to vouch for: the call waits for the agent's own archiving.
+                const marker = await markers.lookup(want, join(dataDir, 'pg_wal', want));
+                if (marker) await checkRecordedObject(store, want, marker);
               },
             }
           : undefined,

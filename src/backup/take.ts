@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseBackupLabel } from '../archive/backup-label.js';
-import { mapLimit } from '../archive/pool.js';
+import { spreadJobs, type Offload } from '../child/index.js';
 import type { KeyProvider } from '../crypto/index.js';
 import { errorMessage, ForeignClusterError, InvalidInputError, LocalIoError, WalshipError } from '../errors.js';
 import type { DbTarget } from '../metrics/conninfo.js';
@@ -47,8 +47,12 @@ export interface TakeOptions {
   readonly onPart?: (p: BackupPart, totalParts: number) => void;
   readonly onLeftoverRemoved?: (id: string, keys: number) => void;
   readonly warn?: (message: string) => void;
-  /** Takes up to its `slots` of the `jobs` parts in flight; the rest are read and uploaded here. */
-  readonly elsewhere?: PartUploader;
+  /**
+   * Takes up to its `slots` of the `jobs` parts in flight (processes of
+   * their own, part-processes.ts: a part's encoding is synchronous, so parts
+   * read in one process share one core); the rest are read and uploaded here.
+   */
+  readonly elsewhere?: Offload<PartUpload, UploadedPart>;
 }
 
 /** One part to read and upload, with everything a process needs to do it but the store and keys. */
@@ -68,19 +72,6 @@ export interface UploadedPart {
   readonly part: BackupPart;
   /** Its files, for backup_manifest. */
   readonly files: readonly ManifestFile[];
-}
-
-/**
- * Uploads parts in other processes (part-processes.ts): a part's encoding
- * (LZ4, BLAKE3, AES-GCM, the decode check) is synchronous, so parts read
- * in one process share one core however many run at once.
- */
-export interface PartUploader {
-  /** How many parts it takes at once. */
-  readonly slots: number;
-  upload(job: PartUpload, onBytes?: (n: number) => void): Promise<UploadedPart>;
-  /** Stops every part still being uploaded (a backup that failed). */
-  close(): Promise<void>;
 }
 
 /** Reads one part's files as a tar stream and stores it through the codec, in this process. */
@@ -186,38 +177,18 @@ export async function takeBackup(opts: TakeOptions): Promise<TakeResult> {
       encrypted: opts.keys !== undefined,
       createdBy: opts.createdBy,
     });
-    let away = 0;
-    let parts: BackupPart[];
-    try {
-      parts = await mapLimit(plan, opts.jobs, async (p) => {
-        let up: UploadedPart;
-        try {
-          if (opts.elsewhere && away < opts.elsewhere.slots) {
-            away++;
-            try {
-              up = await opts.elsewhere.upload(job(p), progress?.add);
-            } finally {
-              away--;
-            }
-            // What another process reports is checked against what it was asked to do.
-            if (up.part.n !== p.n || up.part.key !== partKey(backupId, p.n)) {
-              throw new LocalIoError(`part ${p.n} of backup ${backupId}: its process reported part ${up.part.n} (${up.part.key})`);
-            }
-          } else up = await uploadPart(opts.store, opts.keys, job(p), progress?.add);
-        } catch (err) {
-          // Stop the other part processes now, not when the slowest part ends.
-          void opts.elsewhere?.close();
-          throw err;
-        }
-        // One at a time: a part may hold hundreds of thousands of files, too many for push(...files).
+    const uploaded = await spreadJobs(plan.map(job), {
+      limit: opts.jobs,
+      here: (j) => uploadPart(opts.store, opts.keys, j, progress?.add),
+      away: opts.elsewhere,
+      onBytes: progress?.add,
+      onDone: (up) => {
+        // One at a time: a part may hold tens of thousands of files, too many for push(...files).
         for (const f of up.files) manifestFiles.push(f);
         opts.onPart?.(up.part, totalParts);
-        return up.part;
-      });
-    } finally {
-      // After a failure nothing may go on uploading while the debris is removed.
-      await opts.elsewhere?.close();
-    }
+      },
+    });
+    const parts = uploaded.map((up) => up.part);
 
     // pg_control last, while the backup is still open (as PostgreSQL's base backup reads it).
     const control = await readControl(dataDir);

@@ -57,8 +57,9 @@ const transient = (err: unknown) => err instanceof StoreUnavailableError || err 
  * and every WAL segment from the backup's start to its end is archived.
  * With --deep: every part is downloaded and decoded (authentication, LZ4,
  * BLAKE3 against the descriptor), backup_manifest checks itself, and every
- * file is checked against the manifest's size and checksum (CRC32C, or SHA256 in older backups) (what
- * pg_verifybackup would check, which cannot read walship's parts).
+ * file is checked against the manifest's size and checksum, CRC32C or (in
+ * older backups) SHA256: what pg_verifybackup would check, which cannot
+ * read walship's parts.
  */
 export async function verifyBackup(o: BackupVerifyOptions): Promise<BackupVerifyReport> {
   const d = await findBackup(o.store, o.keys, o.systemIdentifier, o.which);

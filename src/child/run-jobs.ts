@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { errorFromReport, LocalIoError, type ReportedError } from '../errors.js';
+import type { Offload } from './spread.js';
 
 /**
  * How a command starts one of its hidden job commands (`walship
@@ -30,18 +31,22 @@ export type JobLine<R> = { readonly bytes: number } | { readonly ok: true; reado
  * comes back as the class it threw (a damaged part stays a
  * CorruptObjectError naming the part).
  */
-export class ChildJobs {
+export class ChildJobs<J, R> implements Offload<J, R> {
   private readonly running = new Set<ChildProcess>();
   private closed = false;
 
-  constructor(private readonly cmd: ChildCommand) {}
+  /** `name` names a job in errors ("part 3 of backup X"). */
+  constructor(
+    private readonly cmd: ChildCommand,
+    private readonly name: (job: J) => string,
+  ) {}
 
   get slots(): number {
     return this.cmd.slots;
   }
 
-  /** `what` names the job in errors ("part 3 of backup X"). */
-  run<R>(what: string, job: unknown, onBytes?: (n: number) => void): Promise<R> {
+  run(job: J, onBytes?: (n: number) => void): Promise<R> {
+    const what = this.name(job);
     if (this.closed) return Promise.reject(new LocalIoError(`${what}: stopping, after another failure`));
     const [file, ...args] = this.cmd.command;
     const child = spawn(file!, args, { stdio: ['pipe', 'pipe', 'inherit'] });

@@ -46,7 +46,7 @@ export async function runPush(path: string, globals: GlobalOptions): Promise<num
       let marker = await markers.lookup(name, path);
       if (marker) {
         try {
-          await checkRecordedObject(store, markers, name, path);
+          await checkRecordedObject(store, name, marker);
         } catch (err) {
           if (!(err instanceof ArchiveMissingError)) throw err;
           // The store lost what markers vouch for: none counts, the file is archived for real.

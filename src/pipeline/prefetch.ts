@@ -3,7 +3,7 @@ import { unlink } from 'node:fs/promises';
 import { join, resolve, dirname } from 'node:path';
 import type { KeyProvider } from '../crypto/index.js';
 import { errorMessage } from '../errors.js';
-import { releaseSegmentMemory } from '../memory.js';
+import { releaseSegmentMemoryAbove } from '../memory.js';
 import type { Logger } from '../log/index.js';
 import { PrefetchPool, POOL_DIR_NAME, readPostmasterIdentity, type PoolOwner, type PostmasterIdentity } from '../spool/prefetch-pool.js';
 import type { Store } from '../store/index.js';
@@ -156,7 +156,8 @@ export async function runPrefetchWorker(opts: WorkerOptions): Promise<void> {
         dataDir: opts.dataDir,
         backoffMs: () => 500,
       });
-      releaseSegmentMemory();
+      // Long-lived, like the agent: collect only past a bound, not after every segment (memory.ts).
+      releaseSegmentMemoryAbove();
       if (r.status === 'not-found') {
         missingUntil.set(next, Date.now() + 1000);
         continue;

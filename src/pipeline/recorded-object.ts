@@ -1,6 +1,5 @@
 import { ArchiveMissingError } from '../errors.js';
 import { objectKey } from './layout.js';
-import type { PushMarkers } from '../spool/push-markers.js';
 import type { Store } from '../store/index.js';
 import { parseWalName } from '../wal/index.js';
 
@@ -14,9 +13,7 @@ import { parseWalName } from '../wal/index.js';
  * also stops; calls then archive in-process, file by file against the
  * store). bin/walship does the same for file stores with stat(1).
  */
-export async function checkRecordedObject(store: Store, markers: PushMarkers, name: string, path: string): Promise<void> {
-  const marker = await markers.lookup(name, path);
-  if (!marker) return; // no record to vouch for: the call waits for the agent's own archiving
+export async function checkRecordedObject(store: Store, name: string, marker: { readonly storedBytes: number }): Promise<void> {
   const key = objectKey(parseWalName(name));
   const info = await store.head(key);
   if (info?.size === marker.storedBytes) return;

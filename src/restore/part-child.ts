@@ -11,10 +11,7 @@ import { writePart, type PartJob } from './write.js';
 export async function runRestorePart(reader: (job: PartJob) => Promise<PartReader>): Promise<number> {
   const stopCollecting = collectWhileRestoring();
   try {
-    return await serveOneJob<PartJob, null>(async (job, onBytes) => {
-      await writePart(await reader(job), job, onBytes);
-      return null;
-    });
+    return await serveOneJob<PartJob, null>(async (job, onBytes) => writePart(await reader(job), job, onBytes));
   } finally {
     stopCollecting();
   }

@@ -1,8 +1,8 @@
 import { constants } from 'node:fs';
 import { chmod, mkdir, open, readdir, rm, stat, symlink, unlink } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { mapLimit } from '../archive/pool.js';
 import { readPart, type BackupDescriptor, type PartReader, type TarEntry } from '../backup/index.js';
+import { spreadJobs, type Offload } from '../child/index.js';
 import { fsyncDir } from '../fsutil/index.js';
 import { InvalidInputError, LocalIoError, WalshipError } from '../errors.js';
 
@@ -37,19 +37,6 @@ export async function prepareEmptyDir(dir: string, what: string): Promise<string
   return dir;
 }
 
-/**
- * Writes whole parts in other processes (part-processes.ts): the codec work
- * of a part (AES-GCM, LZ4, BLAKE3) is synchronous, so parts restored in one
- * process share one core however many run at once.
- */
-export interface PartWriter {
-  /** How many parts it takes at once. */
-  readonly slots: number;
-  write(job: PartJob, onBytes?: (n: number) => void): Promise<void>;
-  /** Stops every part still being written (a restore that failed). */
-  close(): Promise<void>;
-}
-
 /** One part to write, with everything a process needs to write it but the store and keys. */
 export interface PartJob {
   readonly backup: BackupDescriptor;
@@ -68,8 +55,12 @@ export interface WriteOptions {
   readonly jobs: number;
   readonly onBytes?: (n: number) => void;
   readonly onPart?: (n: number, total: number, rawBytes: number) => void;
-  /** Takes up to its `slots` of the `jobs` parts in flight; the rest are written here. */
-  readonly elsewhere?: PartWriter;
+  /**
+   * Takes up to its `slots` of the `jobs` parts in flight (processes of
+   * their own, part-processes.ts: a part's decoding is synchronous, so parts
+   * restored in one process share one core); the rest are written here.
+   */
+  readonly elsewhere?: Offload<PartJob, null>;
 }
 
 /** The small files of the last part, checked before any of them is written. */
@@ -115,12 +106,13 @@ function entryWriter(dataDir: string, tablespaceDirs: ReadonlyMap<string, string
   };
 }
 
-/** Downloads, verifies and writes one part (not the last) in this process. */
-export async function writePart(reader: PartReader, job: PartJob, onBytes?: (n: number) => void): Promise<void> {
+/** Downloads, verifies and writes one part (not the last) in this process. Resolves to null (a part process's result: nothing to report but success). */
+export async function writePart(reader: PartReader, job: PartJob, onBytes?: (n: number) => void): Promise<null> {
   const p = job.backup.parts.find((x) => x.n === job.part);
   if (!p) throw new LocalIoError(`backup ${job.backup.id} has no part ${job.part}`);
   try {
     await readPart(reader, job.backup, p, entryWriter(job.dataDir, new Map(job.tablespaceDirs), onBytes));
+    return null;
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (typeof code === 'string' && !(err instanceof WalshipError)) {
@@ -159,29 +151,17 @@ export async function writeParts(o: WriteOptions): Promise<MetaFiles> {
     plaintextRequired: o.reader.plaintextRequired,
   });
   let done = 0;
-  let away = 0;
-  try {
-    await mapLimit(parts.slice(0, -1), o.jobs, async (p) => {
-      try {
-        if (o.elsewhere && away < o.elsewhere.slots) {
-          away++;
-          try {
-            await o.elsewhere.write(job(p.n), o.onBytes);
-          } finally {
-            away--;
-          }
-        } else await writePart(o.reader, job(p.n), o.onBytes);
-      } catch (err) {
-        // Stop the other part processes now, not when the slowest part ends.
-        void o.elsewhere?.close();
-        throw err;
-      }
-      o.onPart?.(++done, parts.length, p.rawSize);
-    });
-  } finally {
-    // After a failure, nothing may go on writing into the directory.
-    await o.elsewhere?.close();
-  }
+  const rawSize = new Map(parts.map((p) => [p.n, p.rawSize]));
+  await spreadJobs(
+    parts.slice(0, -1).map((p) => job(p.n)),
+    {
+      limit: o.jobs,
+      here: (j) => writePart(o.reader, j, o.onBytes),
+      away: o.elsewhere,
+      onBytes: o.onBytes,
+      onDone: (_, j) => o.onPart?.(++done, parts.length, rawSize.get(j.part)!),
+    },
+  );
 
   const meta = new Map<string, Buffer>();
   await readPart(o.reader, o.backup, last, async (e) => {

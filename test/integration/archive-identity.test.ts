@@ -1,4 +1,4 @@
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, copyFile, mkdir, readdir, rm, symlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -159,6 +159,29 @@ describe('archive identity: init, binding, acknowledgements, per-cluster spool',
     const back = await push(pg, archiveA.env, ready[1]!);
     expect(back.code).toBe(0);
     expect(logRecords(back.stderr).some((x) => x.outcome === 'already-archived')).toBe(true);
+  });
+
+  it('look-ahead acknowledgements do not survive their objects: a marker whose object the store lost (same archive) is dropped, and the file is archived for real', async () => {
+    // S3, where bin/walship cannot look: only Node's check of the recorded object stands between the marker and exit 0.
+    const archive = await s3Archive(s3a, 'walship', 'lostobject', { WALSHIP_PUSH_CONCURRENCY: '8' });
+    const store = await archive.store();
+    const { pg, ready } = await backlog('lostobject', archive, 3);
+    expect((await push(pg, archive.env, ready[0]!)).code).toBe(0);
+    const key = `wal/00000001/${ready[1]!}`;
+    const marker = join(await clusterSpoolPath(archive.env.WALSHIP_SPOOL_DIR!, pg.dataDir), 'pushed', ready[1]!);
+    expect(existsSync(marker)).toBe(true);
+    const nextMarker = join(await clusterSpoolPath(archive.env.WALSHIP_SPOOL_DIR!, pg.dataDir), 'pushed', ready[2]!);
+    const nextBefore = readFileSync(nextMarker, 'utf8');
+    // walship.json still names the same archive; the object is gone.
+    await store.delete(key);
+    const r = await push(pg, archive.env, ready[1]!);
+    expect(r.code, r.stderr).toBe(0);
+    expect(logRecords(r.stderr).some((x) => x.outcome === 'archived-ahead')).toBe(false);
+    expect(r.stderr).toContain('is archived again');
+    expect(await store.head(key)).toBeDefined();
+    // Every other marker went with it: the next file's marker, if there is one, is a new one
+    // (this call's look-ahead archived it again, against the store), not the one from before.
+    if (existsSync(nextMarker)) expect(readFileSync(nextMarker, 'utf8')).not.toBe(nextBefore);
   });
 
   it('a spool that is not private is never trusted: a planted acknowledgement does not count, archiving goes on', async () => {

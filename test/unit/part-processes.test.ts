@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { CorruptObjectError, LocalIoError, StoreUnavailableError } from '../../src/errors.js';
+import { partKey } from '../../src/backup/layout.js';
 import { partUploaders } from '../../src/backup/part-processes.js';
 import type { PartUpload } from '../../src/backup/take.js';
 import { partProcesses } from '../../src/restore/part-processes.js';
@@ -30,17 +31,19 @@ describe('backup and restore parts done in processes of their own', () => {
         process.execPath,
         '-e',
         firstLine(
-          `console.log(JSON.stringify({bytes:job.entries[0].size}));console.log(JSON.stringify({ok:true,result:{part:{n:job.n,key:'k',rawSize:1,storedSize:2,blake3:'b',files:1},files:[{path:job.entries[0].path,size:3,mtime:1,algorithm:'CRC32C',checksum:'8a744722'}]}}))`,
+          `console.log(JSON.stringify({bytes:job.entries[0].size}));console.log(JSON.stringify({ok:true,result:{part:{n:job.n,key:${JSON.stringify(partKey('B', 4))},rawSize:1,storedSize:2,blake3:'b',files:1},files:[{path:job.entries[0].path,size:3,mtime:1,algorithm:'CRC32C',checksum:'8a744722'}]}}))`,
         ),
       ],
       slots: 1,
     });
     const job: PartUpload = { backupId: 'B', n: 4, entries: [{ path: 'PG_VERSION', abs: '/x/PG_VERSION', type: 'file', mode: 0o600, size: 3, mtime: 1 }], systemIdentifier: '1', compression: 'lz4', encrypted: true, createdBy: 't' };
     let bytes = 0;
-    const r = await up.upload(job, (n) => (bytes += n));
+    const r = await up.run(job, (n) => (bytes += n));
     expect(bytes).toBe(3);
     expect(r.part).toMatchObject({ n: 4, rawSize: 1 });
     expect(r.files).toEqual([{ path: 'PG_VERSION', size: 3, mtime: 1, algorithm: 'CRC32C', checksum: '8a744722' }]);
+    // A process that reports another part's key than it was asked for is not believed.
+    await expect(up.run({ ...job, n: 5 })).rejects.toThrow(/part 5 of backup B: its process reported part 5 \(.*part-000004/);
     await up.close();
   });
 
@@ -49,38 +52,38 @@ describe('backup and restore parts done in processes of their own', () => {
       `if(job.part!==3||job.tablespaceDirs[0][1]!=='/ts'||job.plaintextRequired!==true)process.exit(9);console.log(JSON.stringify({bytes:5}));console.log('not json');console.log(JSON.stringify({bytes:7}));console.log(JSON.stringify({ok:true}));`,
     );
     let bytes = 0;
-    await w.write(job, (n) => (bytes += n));
+    await w.run(job, (n) => (bytes += n));
     expect(bytes).toBe(12);
     await w.close();
   });
 
   it("brings back the child's error as its class: a damaged part stays a CorruptObjectError naming the part", async () => {
     const w = child(`console.log(JSON.stringify({error:{code:'OBJECT_CORRUPT',message:'part 3 of backup X is damaged: BLAKE3 mismatch',hint:'restore another backup'}}));process.exit(1);`);
-    const err = await w.write(job).catch((e: unknown) => e);
+    const err = await w.run(job).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CorruptObjectError);
     expect(err).toMatchObject({ message: 'part 3 of backup X is damaged: BLAKE3 mismatch', hint: 'restore another backup' });
     const outage = await child(`console.log(JSON.stringify({error:{code:'STORE_UNAVAILABLE',message:'S3 down'}}));process.exit(1);`)
-      .write(job)
+      .run(job)
       .catch((e: unknown) => e);
     expect(outage).toBeInstanceOf(StoreUnavailableError);
   });
 
   it('a process that ends without saying ok fails the part, even with exit 0', async () => {
-    const crashed = await child(`process.exit(3);`).write(job).catch((e: unknown) => e);
+    const crashed = await child(`process.exit(3);`).run(job).catch((e: unknown) => e);
     expect(crashed).toBeInstanceOf(LocalIoError);
     expect((crashed as Error).message).toMatch(/part 3 .* exited with code 3 without reporting/);
-    const silent = await child(`console.log(JSON.stringify({bytes:1}));`).write(job).catch((e: unknown) => e);
+    const silent = await child(`console.log(JSON.stringify({bytes:1}));`).run(job).catch((e: unknown) => e);
     expect(silent).toBeInstanceOf(LocalIoError);
   });
 
   it('close() stops a part still being written, and takes no more', async () => {
     const w = child(`setTimeout(()=>console.log(JSON.stringify({ok:true})),600000);`);
-    const pending = w.write(job).catch((e: unknown) => e);
+    const pending = w.run(job).catch((e: unknown) => e);
     await new Promise((r) => setTimeout(r, 200));
     await w.close();
     const err = await pending;
     expect(err).toBeInstanceOf(LocalIoError);
     expect((err as Error).message).toMatch(/killed \(SIGKILL\)/);
-    await expect(w.write(job)).rejects.toThrow(/stopping/);
+    await expect(w.run(job)).rejects.toThrow(/stopping/);
   });
 });
