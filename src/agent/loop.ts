@@ -101,11 +101,13 @@ export async function runLoop(o: LoopOptions): Promise<string> {
         () => writeFileAtomic(o.paths.checked, `v1 ${c.archiveId} ${began}\n`),
         async (err: unknown) => {
           const rec = describeError(err);
+          const gone = err instanceof ArchiveMissingError || err instanceof ArchiveChangedError || err instanceof ForeignClusterError;
+          // Set before anything is awaited: from here on nothing new is
+          // started (start() below), or a file whose record is revoked next
+          // would be archived again, into a store that is not the archive.
+          if (gone) archiveGone = `the store no longer holds archive ${c.archiveId} or what its records vouch for (${rec.code}: ${rec.message})`;
           await writeFailure(o.paths.failedDir, want, rec.code, rec.message);
-          if (err instanceof ArchiveMissingError || err instanceof ArchiveChangedError || err instanceof ForeignClusterError) {
-            await revokeMarkers(o.paths.clusterDir);
-            archiveGone = `the store no longer holds archive ${c.archiveId} or what its records vouch for (${rec.code}: ${rec.message})`;
-          }
+          if (gone) await revokeMarkers(o.paths.clusterDir);
           o.log.error({ file: want, code: rec.code }, `cannot vouch for ${want}: ${rec.message}`);
         },
       )
@@ -187,6 +189,7 @@ export async function runLoop(o: LoopOptions): Promise<string> {
   };
 
   const start = (name: string) => {
+    if (archiveGone) return;
     const p = archiveOne(name).finally(() => {
       inFlight.delete(name);
       poke();
