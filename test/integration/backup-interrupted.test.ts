@@ -2,13 +2,16 @@ import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from 'vitest';
+import { BACKUP_ARCHIVE_KINDS, backupArchive, type Stopper } from '../support/backup-archives.js';
 import type { PgCluster } from '../support/pg-cluster.js';
 import { basePostgresEnv, RUNUSER, runuserArgv } from '../support/postgres-user.js';
-import { archiveCommand, archivingPrimary, fileArchive, runWalship, walshipBin } from '../support/walship.js';
+import { archiveCommand, archivingPrimary, runWalship, walshipBin } from '../support/walship.js';
 
 const clusters: PgCluster[] = [];
+const stoppers: Stopper[] = [];
 afterAll(async () => {
   for (const c of clusters) await c.destroy().catch(() => undefined);
+  for (const stop of stoppers) await stop().catch(() => undefined);
 });
 
 interface Listing {
@@ -17,9 +20,9 @@ interface Listing {
 }
 
 describe('walship backup killed with SIGKILL', () => {
-  it('leaves no usable backup, and the next backup removes the leftovers', async () => {
-    const archive = await fileArchive();
-    const primary = await archivingPrimary('bk-kill', archive);
+  it.each(BACKUP_ARCHIVE_KINDS)('%s: leaves no usable backup, and the next backup removes the leftovers', async (kind) => {
+    const archive = await backupArchive(kind, stoppers);
+    const primary = await archivingPrimary(`bk-kill-${kind}`, archive);
     clusters.push(primary);
     await primary.pgbench(['-i', '-s', '1', '-q']);
     const env = { ...archive.env, PGHOST: primary.sockDir, PGPORT: String(primary.port), PGUSER: 'postgres' };

@@ -1,13 +1,13 @@
 import { existsSync } from 'node:fs';
-import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { BACKUP_ARCHIVE_KINDS, backupArchive, walObjects, type Stopper } from '../support/backup-archives.js';
 import { PG_BIN, PgCluster, runAsPostgres } from '../support/pg-cluster.js';
-import { archivingPrimary, fileArchive, runWalship, tempDir } from '../support/walship.js';
+import { archivingPrimary, runWalship, tempDir } from '../support/walship.js';
 
 /**
  * Retention by walship backups on a real PostgreSQL 15 (walship as its
- * archive_command, a file store): three backups with WAL written between
+ * archive_command; a file store, and S3 with KMS): three backups with WAL written between
  * them; `prune --keep-backups 2` removes backup 1 and exactly the WAL
  * before backup 2's start; the oldest kept backup still restores (with
  * --start, target latest) to the newest archived WAL, checked exactly.
@@ -17,12 +17,14 @@ import { archivingPrimary, fileArchive, runWalship, tempDir } from '../support/w
 
 const clusters: PgCluster[] = [];
 const startedByWalship: string[] = [];
+const stoppers: Stopper[] = [];
 afterAll(async () => {
   // A server walship restore --start started is not the harness's: stop it by its data directory.
   for (const dir of startedByWalship) {
     if (existsSync(join(dir, 'postmaster.pid'))) await runAsPostgres(join(PG_BIN, 'pg_ctl'), ['-D', dir, 'stop', '-m', 'immediate', '-w']).catch(() => undefined);
   }
   for (const c of clusters.reverse()) await c.destroy().catch(() => undefined);
+  for (const stop of stoppers) await stop().catch(() => undefined);
 });
 
 interface BackupListed {
@@ -49,18 +51,12 @@ async function snapshot(pg: { sql(q: string): Promise<string> }): Promise<string
   );
 }
 
-/** Object keys under the archive's wal/ directory, as names relative to it. */
-async function walFiles(archiveDir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const tl of await readdir(join(archiveDir, 'wal'))) for (const f of await readdir(join(archiveDir, 'wal', tl))) if (!f.startsWith('.')) out.push(`${tl}/${f}`);
-  return out.sort();
-}
-
 describe('retention with three walship backups', () => {
-  it('prune --keep-backups 2 keeps exactly what backups 2 and 3 need, and backup 2 still restores to the newest WAL', async () => {
-    const archive = await fileArchive();
+  it.each(BACKUP_ARCHIVE_KINDS)('%s: prune --keep-backups 2 keeps exactly what backups 2 and 3 need, and backup 2 still restores to the newest WAL', async (kind) => {
+    const archive = await backupArchive(kind, stoppers);
+    const store = await archive.store();
     const env = { ...archive.env };
-    const primary = await archivingPrimary('ret-primary', archive);
+    const primary = await archivingPrimary(`ret-${kind}`, archive);
     clusters.push(primary);
     const backupEnv = { ...env, PGHOST: primary.sockDir, PGPORT: String(primary.port), PGUSER: 'postgres' };
     await primary.pgbench(['-i', '-s', '1', '-q']);
@@ -98,7 +94,7 @@ describe('retention with three walship backups', () => {
     expect(reach1.backups.map((b) => [b.id, b.reachesNewest])).toEqual(ids.map((id) => [id, true]));
     expect(reach1.backups[0]!.from).toBe(b1.wal.first);
 
-    const before = await walFiles(archive.dir);
+    const before = await walObjects(archive);
     expect(before.some((f) => f.slice(9, 33) < b1.wal.first.slice(0, 24))).toBe(true); // WAL older than backup 1 exists
 
     // Refusals: nothing deleted.
@@ -109,7 +105,7 @@ describe('retention with three walship backups', () => {
     expect(past.code, past.stdout + past.stderr).toBe(1);
     expect(past.stderr).toContain(`would delete WAL that walship backup ${ids[0]}`);
     expect(past.stderr).toContain(`--before ${b1.wal.first}`);
-    expect(await walFiles(archive.dir)).toEqual(before);
+    expect(await walObjects(archive)).toEqual(before);
 
     // --keep-days with every segment recent would keep everything anyway; a
     // --before at backup 1's start is allowed, but deletes no backup.
@@ -130,7 +126,7 @@ describe('retention with three walship backups', () => {
     expect(dry.code, dry.stderr).toBe(0);
     expect(dry.stdout).toContain(`would delete  ${ids[0]}`);
     expect(dry.stdout).toContain('dry run: nothing deleted');
-    expect(await walFiles(archive.dir)).toEqual(before);
+    expect(await walObjects(archive)).toEqual(before);
     const pruned = await runWalship(['prune', '--keep-backups', '2', '--yes', '--json'], { env });
     expect(pruned.code, pruned.stderr).toBe(0);
     const plan = JSON.parse(pruned.stdout) as PrunePlanJson;
@@ -143,10 +139,12 @@ describe('retention with three walship backups', () => {
     const after = JSON.parse((await runWalship(['backup', 'list', '--json'], { env })).stdout) as { backups: BackupListed[]; unfinished: unknown[] };
     expect(after.backups.map((b) => b.id)).toEqual(ids.slice(1));
     expect(after.unfinished).toEqual([]);
-    expect(existsSync(join(archive.dir, 'backups', ids[0]!)) ? await readdir(join(archive.dir, 'backups', ids[0]!)) : []).toEqual([]);
+    const left: string[] = [];
+    for await (const o of store.list(`backups/${ids[0]!}/`)) left.push(o.key);
+    expect(left).toEqual([]);
     // Exactly the WAL before backup 2's start is gone (all of this is timeline 1).
     const keepFrom = b2.wal.first.slice(0, 24);
-    const walAfter = await walFiles(archive.dir);
+    const walAfter = await walObjects(archive);
     expect(walAfter).toEqual(before.filter((f) => f.slice(9, 33) >= keepFrom));
     expect(plan.deleted).toBe(before.length - walAfter.length);
     expect(walAfter[0]!.slice(9, 33)).toBe(keepFrom);
@@ -176,7 +174,7 @@ describe('retention with three walship backups', () => {
 
     // Backup 2's first WAL file lost by hand: not a gap in what is left (it
     // was the oldest segment), but backup 2 can no longer be restored.
-    await rm(join(archive.dir, 'wal', '00000001', b2.wal.first));
+    await store.delete(`wal/00000001/${b2.wal.first}`);
     const v3 = await runWalship(['verify'], { env });
     expect(v3.code, v3.stdout + v3.stderr).toBe(1);
     expect(v3.stdout).toContain(`backup ${ids[1]} cannot reach the newest WAL`);

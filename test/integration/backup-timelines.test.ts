@@ -2,8 +2,9 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { BACKUP_ARCHIVE_KINDS, backupArchive, type Stopper } from '../support/backup-archives.js';
 import { PG_BIN, PgCluster, runAsPostgres } from '../support/pg-cluster.js';
-import { archiveCommand, archivingPrimary, fileArchive, runWalship, tempDir, type TestArchive } from '../support/walship.js';
+import { archiveCommand, archivingPrimary, runWalship, tempDir, type TestArchive } from '../support/walship.js';
 
 /**
  * Backups on two timelines of one archive (issue 11: "a restore onto
@@ -13,12 +14,15 @@ import { archiveCommand, archivingPrimary, fileArchive, runWalship, tempDir, typ
  *   timeline 2: PITR of B1 to T1, promoted: a b c, then x, backup B2, y
  *
  * Timeline 2 is made by walship restore itself, with archive_mode kept on, so
- * its WAL and 00000002.history reach the archive as a user's would.
+ * its WAL and 00000002.history reach the archive as a user's would. On a file
+ * store and on S3 with KMS.
  */
 
 const clusters: PgCluster[] = [];
+const stoppers: Stopper[] = [];
 afterAll(async () => {
   for (const c of clusters.reverse()) await c.destroy().catch(() => undefined);
+  for (const stop of stoppers) await stop().catch(() => undefined);
 });
 
 /** The archiving settings a restored cluster needs (restoreFrom replaces the harness's). */
@@ -57,9 +61,9 @@ async function archiveAll(pg: PgCluster): Promise<void> {
 }
 
 describe('backups on two timelines after a promotion', () => {
-  it('time targets before the branch use the timeline-1 backup, latest on timeline 2 uses the timeline-2 backup; data checked exactly', async () => {
-    const archive = await fileArchive();
-    const primary = await archivingPrimary('tl-primary', archive);
+  it.each(BACKUP_ARCHIVE_KINDS)('%s: time targets before the branch use the timeline-1 backup, latest on timeline 2 uses the timeline-2 backup; data checked exactly', async (kind) => {
+    const archive = await backupArchive(kind, stoppers);
+    const primary = await archivingPrimary(`tl-${kind}`, archive);
     clusters.push(primary);
     await primary.sql('create table marks (id serial primary key, note text)');
     await primary.sql("insert into marks (note) values ('a')");
