@@ -2,21 +2,25 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { BACKUP_ARCHIVE_KINDS, backupArchive, damagePart, replaceObject, type Stopper } from '../support/backup-archives.js';
 import { PG_BIN, PgCluster, runAsPostgres } from '../support/pg-cluster.js';
 import { archivingPrimary, fileArchive, keyfileEncryption, runWalship, tempDir, type TestArchive } from '../support/walship.js';
 
 /**
  * walship backup and walship restore end to end, on a real PostgreSQL 15
- * with walship as its archive_command, a file store and key file
- * encryption: one backup taken under pgbench load, then restored to every
+ * with walship as its archive_command, on a file store with key file
+ * encryption and on S3 with KMS: one backup taken under pgbench load, then restored to every
  * kind of target, each checked against what the primary held at that
  * point, with pg_verifybackup passing on the restored directory.
  */
 
 const clusters: PgCluster[] = [];
+const stoppers: Stopper[] = [];
 afterAll(async () => {
   for (const c of clusters.reverse()) await c.destroy().catch(() => undefined);
+  for (const stop of stoppers) await stop().catch(() => undefined);
 });
+
 
 /** What must come back exactly: pgbench's tables and the marks. */
 async function snapshot(pg: PgCluster): Promise<string> {
@@ -66,11 +70,11 @@ async function manifestChecksumsBite(dir: string): Promise<void> {
   await writeFile(file, original);
 }
 
-describe('walship backup and restore, file store, key file encryption', () => {
-  it('takes a backup under load and restores it to each target kind; refuses impossible targets; a flipped byte is caught', async () => {
-    const archive = await fileArchive(await keyfileEncryption());
+describe('walship backup and restore: file store with key file encryption, S3 with KMS', () => {
+  it.each(BACKUP_ARCHIVE_KINDS)('%s: takes a backup under load and restores it to each target kind; refuses impossible targets; a flipped byte is caught', async (kind) => {
+    const archive = kind === 'file' ? await fileArchive(await keyfileEncryption()) : await backupArchive(kind, stoppers);
     const env = { ...archive.env };
-    const primary = await archivingPrimary('bk-primary', archive, { archive_timeout: '1s' } as Record<string, string>);
+    const primary = await archivingPrimary(`bk-${kind}`, archive, { archive_timeout: '1s' } as Record<string, string>);
     clusters.push(primary);
     const backupEnv = { ...env, PGHOST: primary.sockDir, PGPORT: String(primary.port), PGUSER: 'postgres' };
 
@@ -166,12 +170,7 @@ describe('walship backup and restore, file store, key file encryption', () => {
     }
 
     // A byte flipped inside a part's encrypted payload (not its header).
-    const partFile = join(archive.dir, 'backups', id, 'part-000002');
-    const bytes = await readFile(partFile);
-    const sound = Buffer.from(bytes);
-    const headerLen = 12 + bytes.readUInt32BE(8);
-    bytes[headerLen + 8 + 4 + 100]! ^= 0x40;
-    await writeFile(partFile, bytes);
+    const sound = await damagePart(archive, `backups/${id}/part-000002`);
     const bad = await runWalship(['backup', 'verify', id, '--deep', '-D', primary.dataDir], { env });
     expect(bad.code, bad.stdout + bad.stderr).toBe(1);
     expect(bad.stdout).toMatch(/part 2 .*decryption failed/);
@@ -182,12 +181,8 @@ describe('walship backup and restore, file store, key file encryption', () => {
 
     // The same in the part restore hands to a process of its own (the first
     // one dispatched, with two cores or more): its error comes back as what it is.
-    await writeFile(partFile, sound);
-    const firstFile = join(archive.dir, 'backups', id, 'part-000001');
-    const first = await readFile(firstFile);
-    const firstHeader = 12 + first.readUInt32BE(8);
-    first[firstHeader + 8 + 4 + 100]! ^= 0x40;
-    await writeFile(firstFile, first);
+    await replaceObject(archive, `backups/${id}/part-000002`, sound);
+    await damagePart(archive, `backups/${id}/part-000001`);
     const r1 = await restore(archive, ['--jobs', '2']);
     expect(r1.code, r1.out).toBe(1);
     expect(r1.out).toMatch(/part 1 of backup .* is damaged/);

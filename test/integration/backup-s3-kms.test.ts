@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readHeader } from '../../src/codec/index.js';
+import { damagePart } from '../support/backup-archives.js';
 import { kmsEncryption, startKmsServer, type KmsServer } from '../support/kms-server.js';
 import { PG_BIN, PgCluster, runAsPostgres } from '../support/pg-cluster.js';
 import { startS3Server, type S3Server } from '../support/s3-server.js';
@@ -84,14 +85,8 @@ describe('walship backup and restore on S3 with KMS', () => {
     expect(await marks(pg)).toBe(expected);
     await pg.destroy();
 
-    // One byte flipped inside the first part's sealed payload (past its
-    // header): the chunk no longer authenticates, so what decodes changes.
-    const partKey = parts[0]!;
-    const bytes = (await store.get(partKey))!;
-    const headerLen = 12 + bytes.readUInt32BE(8);
-    bytes[headerLen + 8 + 4 + 100]! ^= 0x40;
-    await store.delete(partKey);
-    expect(await store.putIfAbsent(partKey, bytes, {})).toBe('created');
+    // One byte flipped inside the first part's sealed payload.
+    await damagePart(archive, parts[0]!);
     const bad = await runWalship(['backup', 'verify', id, '--deep'], { env: archive.env });
     expect(bad.code, bad.stdout + bad.stderr).toBe(1);
     expect(bad.stdout).toMatch(/part 1 .*decryption failed/);

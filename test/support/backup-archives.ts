@@ -1,4 +1,5 @@
 import { kmsEncryption, startKmsServer } from './kms-server.js';
+import { chownTreeToPostgres } from './postgres-user.js';
 import { startS3Server } from './s3-server.js';
 import { fileArchive, s3Archive, type TestArchive } from './walship.js';
 
@@ -27,4 +28,30 @@ export async function walObjects(archive: TestArchive): Promise<string[]> {
   const out: string[] = [];
   for await (const o of (await archive.store()).list('wal/')) out.push(o.key.slice('wal/'.length));
   return out.sort();
+}
+
+/**
+ * Flips one bit inside a stored part's sealed payload (past its header and
+ * the first chunk's length and nonce): that chunk no longer authenticates,
+ * so what decodes changes. Returns the sound bytes, to put back.
+ */
+export async function damagePart(archive: TestArchive, key: string): Promise<Buffer> {
+  const bytes = (await (await archive.store()).get(key))!;
+  const sound = Buffer.from(bytes);
+  const headerLen = 12 + bytes.readUInt32BE(8);
+  bytes[headerLen + 8 + 4 + 100]! ^= 0x40;
+  await replaceObject(archive, key, bytes);
+  return sound;
+}
+
+/**
+ * Puts `bytes` in place of the object at `key` (a store never overwrites:
+ * delete, then create). In a file store the new file is made by this test
+ * process (root) and handed back to postgres, who runs walship.
+ */
+export async function replaceObject(archive: TestArchive, key: string, bytes: Buffer): Promise<void> {
+  const store = await archive.store();
+  await store.delete(key);
+  if ((await store.putIfAbsent(key, bytes, {})) !== 'created') throw new Error(`could not put ${key} back`);
+  if ('dir' in archive && typeof archive.dir === 'string') await chownTreeToPostgres(archive.dir);
 }
