@@ -6,6 +6,7 @@ import { PgCluster } from '../support/pg-cluster.js';
 import { loadConfig } from '../../src/config/index.js';
 import { openStore } from '../../src/store/index.js';
 import { fileArchive, keyfileEncryption, logRecords, runWalship, tempDir, walshipBin, type TestArchive } from '../support/walship.js';
+import { fauxqs } from '../support/backup-archives.js';
 
 /**
  * 1 GiB segments (`initdb --wal-segsize=1024`): push and fetch stream, so
@@ -58,13 +59,9 @@ function sampleDetached(dataDir: string): { stop(): Map<string, number> } {
   };
 }
 
-interface Fauxqs {
-  startFauxqs(opts: { port: number; logger?: boolean; host?: string }): Promise<{ port: number; stop(): Promise<void>; createBucket(name: string): unknown }>;
-}
-// fauxqs: an in-process S3 (an ES module, absent until installed). Segments
-// that compress below 64 MiB go up in one PUT, larger ones as a multipart
-// upload; test/store/s3-multipart*.test.ts cover the multipart calls.
-const fauxqs = await (import('fauxqs' as string) as Promise<Fauxqs>).catch(() => undefined);
+// fauxqs: an in-process S3. Segments that compress below 64 MiB go up in
+// one PUT, larger ones as a multipart upload; test/store/s3-multipart*.test.ts
+// cover the multipart calls.
 
 describe('1 GiB segments, real PostgreSQL 15, encrypted', () => {
   it('file store: archives and restores (PITR) with bounded memory in every push and fetch', async () => {

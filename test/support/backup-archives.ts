@@ -55,3 +55,24 @@ export async function replaceObject(archive: TestArchive, key: string, bytes: Bu
   if ((await store.putIfAbsent(key, bytes, {})) !== 'created') throw new Error(`could not put ${key} back`);
   if ('dir' in archive && typeof archive.dir === 'string') await chownTreeToPostgres(archive.dir);
 }
+
+interface Fauxqs {
+  startFauxqs(opts: { port: number; logger?: boolean; host?: string }): Promise<{ port: number; stop(): Promise<void>; createBucket(name: string): unknown }>;
+}
+/**
+ * fauxqs (npm, an in-process S3 emulator, an ES module) implements multipart
+ * upload, which s3rver lacks; undefined when it is not installed.
+ */
+export const fauxqs = await (import('fauxqs' as string) as Promise<Fauxqs>).catch(() => undefined);
+
+/** An empty archive on fauxqs with KMS envelope encryption: S3 objects above 64 MiB go up as multipart uploads. */
+export async function multipartKmsArchive(stoppers: Stopper[], extra: Record<string, string> = {}): Promise<TestArchive> {
+  if (!fauxqs) throw new Error('fauxqs is not installed (npm ci installs it as a dev dependency)');
+  const [kms, server] = await Promise.all([startKmsServer(), fauxqs.startFauxqs({ port: 0, logger: false, host: '127.0.0.1' })]);
+  stoppers.push(() => kms.stop(), () => server.stop());
+  kms.createKey({ alias: 'walship-backups' });
+  server.createBucket('walship');
+  const endpoint = `http://127.0.0.1:${server.port}`;
+  const s3 = { endpoint, port: server.port, dir: '', buckets: ['walship'], stop: () => server.stop() };
+  return s3Archive(s3, 'walship', 'prod/db1', { ...kmsEncryption(kms, 'alias/walship-backups'), ...extra });
+}
