@@ -1,9 +1,10 @@
 import { hkdfSync } from 'node:crypto';
 import type { KeyProvider } from '../crypto/index.js';
 import { AuthenticationError, DEFAULT_CHUNK_BYTES, openChunk, sealChunk, sealChunkParts, TAG_BYTES } from './chunked-gcm.js';
-import type { CompressionName } from './compress.js';
+import { compress, type CompressionName } from './compress.js';
 import { decodeHeader, encodeHeader, FORMAT_V2, FormatError, type HeaderV2, type ObjectHeader, type StoredHeader } from './format.js';
-import { blake3Hasher, lz4Native, type Blake3Hasher } from './native.js';
+import { decompressLz4Chunk } from './lz4-chunk.js';
+import { blake3Hasher, type Blake3Hasher } from './native.js';
 
 /**
  * Object format v2 (docs/FORMAT.md, "Format 2"): written in one pass, read
@@ -124,7 +125,8 @@ export class ObjectEncoder {
       plain.update(chunk);
       mac?.update(chunk);
       rawSize += chunk.length;
-      const packed: Buffer = this.header.compression === 'lz4-frame' ? lz4Native().compressFrameSync(chunk, { contentChecksum: true }) : chunk;
+      // The same call lz4-chunk.ts makes its zero frame with: see decompressLz4Chunk.
+      const packed: Buffer = compress(this.header.compression, chunk);
       const pieces = this.key ? sealChunkParts(this.key, this.headerBytes, index, false, packed) : [packed];
       index++;
       const pieceBytes = pieces.reduce((n, p) => n + p.length, 0);
@@ -258,7 +260,7 @@ export async function* decodeV2Body(
       let chunk: Buffer;
       if (header.compression === 'lz4-frame') {
         try {
-          chunk = lz4Native().decompressFrameSync(piece);
+          chunk = decompressLz4Chunk(piece, chunkSize);
         } catch (err) {
           throw new FormatError(`chunk ${index}: LZ4 decompression failed: ${(err as Error).message}`);
         }
