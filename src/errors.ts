@@ -117,6 +117,8 @@ export interface ReportedError {
   readonly code: string;
   readonly message: string;
   readonly hint?: string;
+  readonly file?: string;
+  readonly key?: string;
 }
 
 type ErrorClass = new (message: string, ctx?: ErrorContext) => WalshipError;
@@ -145,5 +147,5 @@ let byCode: Map<string, ErrorClass> | undefined;
 export function errorFromReport(r: ReportedError): WalshipError {
   byCode ??= new Map(CLASSES.map((C) => [new C('').code, C]));
   const C = byCode.get(r.code) ?? LocalIoError;
-  return new C(r.message, { hint: r.hint });
+  return new C(r.message, { hint: r.hint, file: r.file, key: r.key });
 }

@@ -1,3 +1,4 @@
+import { WalshipError, type ReportedError } from '../errors.js';
 import { describeError } from '../spool/state.js';
 import type { JobLine } from './run-jobs.js';
 
@@ -60,7 +61,7 @@ export async function serveOneJob<J, R>(work: (job: J, onBytes: (n: number) => v
     await say<R>({ ok: true, result });
     return 0;
   } catch (err) {
-    await say<R>({ error: describeError(err) });
+    await say<R>({ error: report(err) });
     return 1;
   } finally {
     // Nothing more to hear from the parent; an open stdin would keep this process alive.
@@ -70,6 +71,13 @@ export async function serveOneJob<J, R>(work: (job: J, onBytes: (n: number) => v
 
 /** When the job's setup (configuration, keys) fails before there is a job to run. */
 export async function refuseJob(err: unknown): Promise<number> {
-  await say({ error: describeError(err) });
+  await say({ error: report(err) });
   return 1;
+}
+
+/** The error as the parent revives it (errorFromReport): class, message, hint, and the file and store key it names. */
+function report(err: unknown): ReportedError {
+  const r = describeError(err);
+  if (!(err instanceof WalshipError)) return r;
+  return { ...r, ...(err.file ? { file: err.file } : {}), ...(err.key ? { key: err.key } : {}) };
 }

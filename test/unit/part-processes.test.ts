@@ -58,10 +58,13 @@ describe('backup and restore parts done in processes of their own', () => {
   });
 
   it("brings back the child's error as its class: a damaged part stays a CorruptObjectError naming the part", async () => {
-    const w = child(`console.log(JSON.stringify({error:{code:'OBJECT_CORRUPT',message:'part 3 of backup X is damaged: BLAKE3 mismatch',hint:'restore another backup'}}));process.exit(1);`);
+    const w = child(
+      `console.log(JSON.stringify({error:{code:'OBJECT_CORRUPT',message:'part 3 of backup X is damaged: BLAKE3 mismatch',hint:'restore another backup',key:'backups/X/part-000003'}}));process.exit(1);`,
+    );
     const err = await w.run(job).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CorruptObjectError);
-    expect(err).toMatchObject({ message: 'part 3 of backup X is damaged: BLAKE3 mismatch', hint: 'restore another backup' });
+    // The store key comes back too: the log line of the failure names the object.
+    expect(err).toMatchObject({ message: 'part 3 of backup X is damaged: BLAKE3 mismatch', hint: 'restore another backup', key: 'backups/X/part-000003' });
     const outage = await child(`console.log(JSON.stringify({error:{code:'STORE_UNAVAILABLE',message:'S3 down'}}));process.exit(1);`)
       .run(job)
       .catch((e: unknown) => e);
