@@ -12,6 +12,7 @@
 #
 # Settings as in the bench: file store, LZ4, AES-256-GCM keyfile, default
 # part size, -j 2. Results go to $WORK/results.tsv (WORK=/tmp/walship-perf).
+# EXTRA_ENV="NAME=value ..." adds to the environment walship runs in.
 set -euo pipefail
 WORK=${WORK:-/tmp/walship-perf}
 PGBIN=/usr/lib/postgresql/15/bin
@@ -22,7 +23,7 @@ NODE_DIR=$(dirname "$(command -v node)")
 ENVV=(env -i PATH="$PGBIN:$NODE_DIR:/usr/local/bin:/usr/bin:/bin" LANG=C.UTF-8 HOME=$WORK
   WALSHIP_STORE=file://$WORK/store WALSHIP_SPOOL_DIR=$WORK/spool WALSHIP_COMPRESSION=lz4
   WALSHIP_ENCRYPTION=keyfile WALSHIP_KEY_FILE=$WORK/keys/walship.key
-  PGHOST=$SOCK PGPORT=5433 PGUSER=postgres)
+  PGHOST=$SOCK PGPORT=5433 PGUSER=postgres ${EXTRA_ENV:-})
 asPg() { runuser -u postgres -- "${ENVV[@]}" "$@"; }
 
 install() {
