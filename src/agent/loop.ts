@@ -106,8 +106,12 @@ export async function runLoop(o: LoopOptions): Promise<string> {
           // started (start() below), or a file whose record is revoked next
           // would be archived again, into a store that is not the archive.
           if (gone) archiveGone = `the store no longer holds archive ${c.archiveId} or what its records vouch for (${rec.code}: ${rec.message})`;
-          await writeFailure(o.paths.failedDir, want, rec.code, rec.message);
-          if (gone) await revokeMarkers(o.paths.clusterDir);
+          try {
+            await writeFailure(o.paths.failedDir, want, rec.code, rec.message);
+          } finally {
+            // Revoked whatever became of the failure record.
+            if (gone) await revokeMarkers(o.paths.clusterDir);
+          }
           o.log.error({ file: want, code: rec.code }, `cannot vouch for ${want}: ${rec.message}`);
         },
       )
@@ -168,6 +172,9 @@ export async function runLoop(o: LoopOptions): Promise<string> {
         o.log.warn({ file: name }, `${name} changed or vanished while it was archived; no status record written`);
         return;
       }
+      // A store found not to be the archive while this file was under way:
+      // what it confirmed is not in the archive, so nothing vouches for it.
+      if (archiveGone) return;
       await o.markers.record(name, before, r.blake3, r.storedBytes);
       confirmed.add(name);
       await clearFailure(o.paths.failedDir, name);
@@ -259,6 +266,9 @@ export async function runLoop(o: LoopOptions): Promise<string> {
     wantWatcher?.close();
     // What was started finishes (or fails) before the agent exits: a record is only ever written whole.
     await Promise.allSettled([...inFlight.values(), checking]);
+    // A record written by a file that finished between the look's failure and
+    // the revocation (archiveOne checks archiveGone only before it records).
+    if (archiveGone) await revokeMarkers(o.paths.clusterDir).catch((err: unknown) => o.log.error(`cannot revoke the status records: ${String(err)}`));
     clearInterval(heartbeat);
     queueDepth = 0;
     await writeStatus(o.paths, status()).catch(() => undefined);

@@ -102,6 +102,69 @@ describe('the agent looks at an S3 store again for each waiting call', () => {
     expect(existsSync(paths.checked)).toBe(false);
   });
 
+  it('a store that is no longer the archive: no file is archived again while, or after, its records are revoked', async () => {
+    // Hundreds of records, so that revoking them takes long enough for a scan
+    // to run meanwhile (before 4a4cec3 that scan archived the files whose
+    // records were already gone, into the store that is not the archive).
+    for (let i = 0; i < 400; i++) {
+      const n = `00000001000000010000${i.toString(16).toUpperCase().padStart(4, '0')}`;
+      writeFileSync(join(data, 'pg_wal', n), Buffer.alloc(512, 2));
+      writeFileSync(join(data, 'pg_wal', 'archive_status', `${n}.ready`), '');
+      await markers.record(n, await fileIdentity(join(data, 'pg_wal', n)), 'cd'.repeat(32), 50);
+    }
+    writeFileSync(paths.want, `${A}\n`);
+    const r = await loopUntil(
+      async () => {
+        throw new ArchiveMissingError('no walship archive at s3://walship/x (no walship.json)');
+      },
+      () => false,
+    );
+    expect(r).toMatch(/no longer holds archive/);
+    expect(archived).toEqual([]);
+    expect(existsSync(join(cdir, 'pushed'))).toBe(false);
+  });
+
+  it('a file already being archived when the look fails gets no record, not even once it is stored', async () => {
+    const C = '000000010000000000000007';
+    writeFileSync(join(data, 'pg_wal', C), Buffer.alloc(4096, 3));
+    writeFileSync(join(data, 'pg_wal', 'archive_status', `${C}.ready`), '');
+    writeFileSync(paths.want, `${A}\n`);
+    let started!: () => void;
+    const pushing = new Promise<void>((r) => (started = r));
+    const slow: Pusher = {
+      slots: 1,
+      archive: async (path) => {
+        archived.push(path);
+        started();
+        await new Promise((r) => setTimeout(r, 400));
+        return { file: C, outcome: 'archived', rawBytes: 4096, storedBytes: 100, blake3: 'ef'.repeat(32) };
+      },
+      close: async () => undefined,
+    };
+    const r = await runLoop({
+      dataDir: data,
+      paths,
+      markers,
+      pusher: slow,
+      log,
+      idleMs: 0,
+      scanMs: 20,
+      archiveCheck: {
+        archiveId: aid,
+        // The look fails while C is on its way to the store.
+        check: async () => {
+          await pushing;
+          throw new ArchiveMissingError('no walship archive at s3://walship/x (no walship.json)');
+        },
+      },
+      shouldStop: async () => undefined,
+    });
+    expect(r).toMatch(/no longer holds archive/);
+    expect(archived).toEqual([join(data, 'pg_wal', C)]);
+    expect(existsSync(join(cdir, 'pushed', C))).toBe(false);
+    expect(existsSync(join(cdir, 'pushed', A))).toBe(false);
+  });
+
   it('a store that cannot be read: the call fails, the records stay (the next call looks again)', async () => {
     writeFileSync(paths.want, `${A}\n`);
     const r = await loopUntil(
