@@ -26,8 +26,15 @@ export function decompressLz4Chunk(frame: Buffer, chunkSize: number): Buffer {
   return lz4Native().decompressFrameSync(frame);
 }
 
-/** Chunk sizes worth remembering (walship writes 1 MiB; headers may say up to 64 MiB). */
-const MAX_REMEMBERED_CHUNK = 4 << 20;
+/**
+ * Chunk sizes worth a zero frame: walship writes 1 MiB chunks, while a
+ * header (of an unencrypted, so unauthenticated, object) may say up to 64
+ * MiB. Making a zero frame costs ~7 ms per MiB (mostly the checking
+ * decode), so at most MAX_SIZES sizes of at most 1 MiB get one per process;
+ * once the map is full, other sizes simply take the decoder.
+ */
+const MAX_REMEMBERED_CHUNK = 1 << 20;
+const MAX_SIZES = 4;
 /** Every compressed frame smaller than chunkSize / this is compared; a zero frame is ~1/250. */
 const ZERO_RATIO = 128;
 const zeroFrames = new Map<number, Buffer | null>();
@@ -36,11 +43,16 @@ function zeroFrame(frame: Buffer, chunkSize: number): Buffer | null {
   if (chunkSize > MAX_REMEMBERED_CHUNK || frame.length * ZERO_RATIO > chunkSize) return null;
   let z = zeroFrames.get(chunkSize);
   if (z === undefined) {
-    const zeros = Buffer.alloc(chunkSize);
-    const candidate = compress('lz4-frame', zeros);
-    // Trusted only once the library decoded it back to zeros (null: never shortcut).
-    z = lz4Native().decompressFrameSync(candidate).equals(zeros) ? candidate : null;
-    if (zeroFrames.size >= 4) zeroFrames.clear();
+    if (zeroFrames.size >= MAX_SIZES) return null;
+    z = null;
+    try {
+      const zeros = Buffer.alloc(chunkSize);
+      const candidate = compress('lz4-frame', zeros);
+      // Trusted only once the library decoded it back to zeros (null: never shortcut).
+      if (lz4Native().decompressFrameSync(candidate).equals(zeros)) z = candidate;
+    } catch {
+      // No shortcut for this size: a failure here must not read as damage to the object being decoded.
+    }
     zeroFrames.set(chunkSize, z);
   }
   return z;

@@ -33,8 +33,8 @@ function switchedSegment(): Buffer {
   return seg;
 }
 
-async function encode(data: Buffer, encrypted: boolean): Promise<Buffer> {
-  const enc = await ObjectEncoder.create({ name, compression: 'lz4-frame', keys: encrypted ? keys : undefined, systemIdentifier: '7', createdBy: 't', chunkSize: MiB });
+async function encode(data: Buffer, encrypted: boolean, chunkSize = MiB): Promise<Buffer> {
+  const enc = await ObjectEncoder.create({ name, compression: 'lz4-frame', keys: encrypted ? keys : undefined, systemIdentifier: '7', createdBy: 't', chunkSize });
   const parts: Buffer[] = [];
   for await (const p of enc.encode([data])) parts.push(p);
   return Buffer.concat(parts);
@@ -61,6 +61,28 @@ describe('zero-filled chunks', () => {
       // The one chunk with WAL in it, and at most once the zero frame itself (checked on first use).
       expect(spy.mock.calls.length).toBeGreaterThanOrEqual(1);
       expect(spy.mock.calls.length).toBeLessThanOrEqual(2);
+    } finally {
+      spy.mockRestore();
+    }
+  });
+
+  it('a zero frame the library does not decode back to zeros is never used as a shortcut', async () => {
+    // 512 KiB chunks: a size no other test here has made a zero frame for, so
+    // the first decode call below is the one that checks the new zero frame.
+    const data = Buffer.alloc(4 * MiB);
+    const object = await encode(data, false, 512 << 10);
+    const native = lz4Native();
+    const real = native.decompressFrameSync.bind(native);
+    const spy = vi.spyOn(native, 'decompressFrameSync').mockImplementationOnce((f: Buffer) => {
+      const wrong = real(f);
+      wrong[0] = 1;
+      return wrong;
+    });
+    try {
+      const back = await decode(object, false);
+      expect(back.equals(data)).toBe(true);
+      // The check, then every one of the 8 chunks through the decoder.
+      expect(spy.mock.calls.length).toBe(1 + 8);
     } finally {
       spy.mockRestore();
     }
