@@ -76,7 +76,7 @@ export async function refuseJob(err: unknown): Promise<number> {
 }
 
 /** The error as the parent revives it (errorFromReport): class, message, hint, and the file and store key it names. */
-function report(err: unknown): ReportedError {
+export function report(err: unknown): ReportedError {
   const r = describeError(err);
   if (!(err instanceof WalshipError)) return r;
   return { ...r, ...(err.file ? { file: err.file } : {}), ...(err.key ? { key: err.key } : {}) };

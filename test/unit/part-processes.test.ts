@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { CorruptObjectError, LocalIoError, StoreUnavailableError } from '../../src/errors.js';
+import { reportError } from '../../src/child/index.js';
+import { CorruptObjectError, errorFromReport, LocalIoError, StoreUnavailableError } from '../../src/errors.js';
 import { partKey } from '../../src/backup/layout.js';
 import { partUploaders } from '../../src/backup/part-processes.js';
 import type { PartUpload } from '../../src/backup/take.js';
@@ -69,6 +70,16 @@ describe('backup and restore parts done in processes of their own', () => {
       .run(job)
       .catch((e: unknown) => e);
     expect(outage).toBeInstanceOf(StoreUnavailableError);
+  });
+
+  it("the child's report of an error carries its class, hint, file and store key, and the parent revives all of them", () => {
+    const thrown = new CorruptObjectError('part 3 of backup X is damaged', { key: 'backups/X/part-000003', file: 'base/5/16396', hint: 'restore another backup' });
+    const line = JSON.parse(JSON.stringify({ error: reportError(thrown) })) as { error: Parameters<typeof errorFromReport>[0] };
+    const revived = errorFromReport(line.error);
+    expect(revived).toBeInstanceOf(CorruptObjectError);
+    expect(revived).toMatchObject({ message: thrown.message, key: thrown.key, file: thrown.file, hint: thrown.hint });
+    // Not a walship error: INTERNAL, without fields it does not have.
+    expect(reportError(new Error('boom'))).toEqual({ code: 'INTERNAL', message: 'boom' });
   });
 
   it('a process that ends without saying ok fails the part, even with exit 0', async () => {
