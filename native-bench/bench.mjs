@@ -280,6 +280,8 @@ async function main() {
     const walshipEnc = sources.get('walship-agent-enc') ?? sources.get('walship-enc');
     const rows = [
       { ...spec('walship', true, { every: true }), source: walshipEnc },
+      // The same with the agent filling the pool (WALSHIP_AGENT=on): the recovery default being weighed.
+      { ...spec('walship', true, { agent: true, every: true }), source: walshipEnc },
       { ...spec('pgbackrest', true, { every: true }), source: sources.get('pgbackrest-enc') },
       { ...spec('redo', false, { every: true }), id: 'redo', label: 'redo limit (segments in pg_wal)', toolLabel: 'every segment in pg_wal, restore_command /bin/false' },
       ...(extra

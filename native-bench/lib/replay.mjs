@@ -46,7 +46,7 @@ function restoreSetup(ctx, spec, dir, data) {
   if (spec.tool === 'walship') {
     const spool = join(dir, 'spool');
     mkdirSync(spool);
-    const env = walshipEnv({ home: dir, store: spec.source.store, spool, keyFile: spec.encrypt ? ctx.walship.keyFile : undefined, lookAhead: spec.lookAhead });
+    const env = walshipEnv({ home: dir, store: spec.source.store, spool, keyFile: spec.encrypt ? ctx.walship.keyFile : undefined, lookAhead: spec.lookAhead, agent: spec.agent });
     return { command: `${ctx.walship.bin} fetch %f %p`, env };
   }
   const cfg = pgbackrestConfig({ dir: join(dir, 'pgbackrest'), repo: spec.source.store, pgPath: data, encrypt: spec.encrypt });
