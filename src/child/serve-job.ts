@@ -61,7 +61,7 @@ export async function serveOneJob<J, R>(work: (job: J, onBytes: (n: number) => v
     await say<R>({ ok: true, result });
     return 0;
   } catch (err) {
-    await say<R>({ error: report(err) });
+    await say<R>({ error: reportError(err) });
     return 1;
   } finally {
     // Nothing more to hear from the parent; an open stdin would keep this process alive.
@@ -71,12 +71,12 @@ export async function serveOneJob<J, R>(work: (job: J, onBytes: (n: number) => v
 
 /** When the job's setup (configuration, keys) fails before there is a job to run. */
 export async function refuseJob(err: unknown): Promise<number> {
-  await say({ error: report(err) });
+  await say({ error: reportError(err) });
   return 1;
 }
 
 /** The error as the parent revives it (errorFromReport): class, message, hint, and the file and store key it names. */
-export function report(err: unknown): ReportedError {
+export function reportError(err: unknown): ReportedError {
   const r = describeError(err);
   if (!(err instanceof WalshipError)) return r;
   return { ...r, ...(err.file ? { file: err.file } : {}), ...(err.key ? { key: err.key } : {}) };
