@@ -31,6 +31,11 @@ export type StateEvent =
       readonly rawBytes: number;
       readonly storedBytes: number;
       readonly ms: number;
+      /**
+       * Answered from the prefetch pool, which also counts as a prefetch hit:
+       * bin/walship's hand-over writes one event for both, one file fewer.
+       */
+      readonly prefetched?: boolean;
     }
   | { readonly kind: 'fetch-failure'; readonly t: number; readonly file: string; readonly ms: number; readonly error: RecordedError }
   | { readonly kind: 'prefetch'; readonly t: number; readonly hit: boolean }
@@ -135,6 +140,7 @@ export function applyEvent(s: ArchiveState, e: StateEvent): void {
       if (e.outcome !== 'not-found') {
         side.last = newer(side.last, { file: e.file, t: e.t, rawBytes: e.rawBytes, storedBytes: e.storedBytes, ms: e.ms, outcome: e.outcome });
       }
+      if (e.kind === 'fetch' && e.prefetched === true) s.prefetch.hits += 1;
       return;
     }
     case 'push-failure':
@@ -175,7 +181,14 @@ export function isStateEvent(v: unknown): v is StateEvent {
     case 'push':
       return typeof e.file === 'string' && PUSH_OUTCOMES.includes(String(e.outcome)) && e.outcome !== 'failed' && num('rawBytes') && num('storedBytes') && num('ms');
     case 'fetch':
-      return typeof e.file === 'string' && (e.outcome === 'ok' || e.outcome === 'not-found') && num('rawBytes') && num('storedBytes') && num('ms');
+      return (
+        typeof e.file === 'string' &&
+        (e.outcome === 'ok' || e.outcome === 'not-found') &&
+        num('rawBytes') &&
+        num('storedBytes') &&
+        num('ms') &&
+        (e.prefetched === undefined || typeof e.prefetched === 'boolean')
+      );
     case 'push-failure':
     case 'fetch-failure':
       return typeof e.file === 'string' && num('ms') && typeof err?.code === 'string' && typeof err.message === 'string';

@@ -14,12 +14,7 @@ import { fileIdentity } from '../../src/spool/push-markers.js';
  * check still refuses what it must, run on the launcher's own functions.
  */
 const launcher = readFileSync(join(__dirname, '..', '..', 'bin', 'walship'), 'utf8');
-const fn = (name: string) => {
-  const m = new RegExp(`^${name}\\(\\) \\{[\\s\\S]*?^\\}`, 'm').exec(launcher);
-  if (!m) throw new Error(`bin/walship has no ${name}()`);
-  return m[0];
-};
-const functions = ['clock', 'log_line', 'spool_ok', 'cluster_dir', 'store_fingerprint', 'norm_store', 'record_state', 'push_context', 'fast_push'].map(fn).join('\n');
+const functions = [...launcher.matchAll(/^[a-z_]+\(\) \{[\s\S]*?^\}/gm)].map((m) => m[0]).join('\n');
 
 const base = mkdtempSync(join(tmpdir(), 'walship-fastpush-'));
 afterAll(() => rmSync(base, { recursive: true, force: true }));

@@ -36,7 +36,7 @@ describe('bin/walship computes what the Node side computes', () => {
   ];
   it.each(stores)('store fingerprint of %s (endpoint "%s")', (store, endpoint) => {
     const env = { WALSHIP_STORE: store, WALSHIP_S3_ENDPOINT: endpoint };
-    const shell = sh(`config_arg=\n${fn('store_fingerprint')}\n${fn('norm_store')}\nstore_fingerprint && echo "$fp" || echo none`, env);
+    const shell = sh(`config_arg=\n${fn('store_fingerprint')}\n${fn('store_text')}\n${fn('norm_store')}\nstore_fingerprint && echo "$fp" || echo none`, env);
     expect(shell).toBe(storeFingerprint(loadConfig({ env })));
   });
 
@@ -47,7 +47,7 @@ describe('bin/walship computes what the Node side computes', () => {
   ];
   it.each(seconds)('store fingerprint with a second store %o', (second) => {
     const env = { WALSHIP_STORE: 's3://bucket/pg', WALSHIP_S3_ENDPOINT: 'http://127.0.0.1:9001', ...second };
-    const shell = sh(`config_arg=\n${fn('store_fingerprint')}\n${fn('norm_store')}\nstore_fingerprint && echo "$fp" || echo none`, env);
+    const shell = sh(`config_arg=\n${fn('store_fingerprint')}\n${fn('store_text')}\n${fn('norm_store')}\nstore_fingerprint && echo "$fp" || echo none`, env);
     const node = storeFingerprint(loadConfig({ env }));
     expect(shell).toBe(node);
     // The second store changes the digest: a marker confirmed without it (or in another mode) never answers.
@@ -56,12 +56,12 @@ describe('bin/walship computes what the Node side computes', () => {
 
   it('leaves a second store with an unusual mode spelling to Node', () => {
     const env = { WALSHIP_STORE: 'file:///a', WALSHIP_STORE2: 'file:///b', WALSHIP_STORE2_MODE: 'ASYNC' };
-    expect(sh(`config_arg=\n${fn('store_fingerprint')}\n${fn('norm_store')}\nstore_fingerprint && echo "$fp" || echo none`, env)).toBe('none');
+    expect(sh(`config_arg=\n${fn('store_fingerprint')}\n${fn('store_text')}\n${fn('norm_store')}\nstore_fingerprint && echo "$fp" || echo none`, env)).toBe('none');
   });
 
   it('gives no fingerprint when a config file may decide, or the URL is unusual', () => {
     const run = (env: Record<string, string>, configArg = '') =>
-      sh(`config_arg='${configArg}'\n${fn('store_fingerprint')}\n${fn('norm_store')}\nstore_fingerprint && echo "$fp" || echo none`, env);
+      sh(`config_arg='${configArg}'\n${fn('store_fingerprint')}\n${fn('store_text')}\n${fn('norm_store')}\nstore_fingerprint && echo "$fp" || echo none`, env);
     expect(run({ WALSHIP_STORE: 'file:///a' }, '/etc/x.conf')).toBe('none');
     expect(run({ WALSHIP_STORE: 'file:///a', WALSHIP_CONFIG: '/etc/x.conf' })).toBe('none');
     expect(run({ WALSHIP_STORE: 'file:///a%20b' })).toBe('none');
@@ -79,5 +79,17 @@ describe('bin/walship computes what the Node side computes', () => {
       const shell = sh(`${fn('cluster_dir')}\ncluster_dir && echo "$cdir"`, { spool: '/spool' }, data);
       expect(shell.replace(/^\/spool/, '')).toBe((await clusterSpoolPath('/spool', data)).replace(/^\/spool/, ''));
     }
+  });
+});
+
+describe("bin/walship's clock_at (the hand-over's clock without date(1))", () => {
+  it('formats epoch milliseconds exactly as toISOString does, across leap days, month and year ends', () => {
+    const times = [
+      0, 1, 999, 86_399_999, Date.UTC(2000, 1, 29, 23, 59, 59, 9), Date.UTC(2000, 2, 1), Date.UTC(2024, 11, 31, 23, 59, 59, 999),
+      Date.UTC(2026, 11, 2, 17, 5, 3, 40), Date.UTC(2038, 0, 19, 3, 14, 8), Date.UTC(2100, 1, 28, 12), Date.UTC(2100, 2, 1), Date.now(),
+    ];
+    const script = `${fn('clock_at')}\nfor t in ${times.join(' ')}; do clock_at $t; echo "$now_ms $now_iso"; done`;
+    const lines = sh(script, {}).split('\n');
+    expect(lines).toEqual(times.map((t) => `${t} ${new Date(t).toISOString()}`));
   });
 });
