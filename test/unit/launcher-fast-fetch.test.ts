@@ -1,5 +1,5 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -195,5 +195,65 @@ describe('bin/walship fast_fetch', () => {
     chmodSync(spool, 0o777);
     expect(fastFetch()).toBe('yes');
     expect(readdirSync(events)).toEqual([]);
+  });
+});
+
+/**
+ * The whole launcher, with a stand-in for Node (dist/main.mjs) that says it
+ * ran: what PostgreSQL's call does when the shortcut cannot answer.
+ */
+describe('bin/walship fetch, the whole script', () => {
+  const root = join(tmpdir(), `walship-launcher-root-${process.pid}`);
+  const fakeBin = join(root, 'fake-bin');
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+  beforeEach(() => {
+    rmSync(root, { recursive: true, force: true });
+    mkdirSync(join(root, 'bin'), { recursive: true });
+    mkdirSync(join(root, 'dist'));
+    mkdirSync(fakeBin);
+    copyFileSync(join(__dirname, '..', '..', 'bin', 'walship'), join(root, 'bin', 'walship'));
+    writeFileSync(join(root, 'dist', 'main.mjs'), "console.log('node ran: ' + process.argv.slice(2).join(' '));\n");
+  });
+  const run = (extraEnv: Record<string, string> = {}, path = process.env.PATH!) =>
+    spawnSync('/bin/sh', [join(root, 'bin', 'walship'), 'fetch', name, 'pg_wal/RECOVERYXLOG'], {
+      cwd: data,
+      env: { PATH: path, HOME: base, WALSHIP_LOG_LEVEL: 'silent', ...env, ...extraEnv },
+      encoding: 'utf8',
+    });
+
+  it('answers from the pool without Node', () => {
+    const r = run();
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe('');
+    expect(existsSync(join(data, 'pg_wal', 'RECOVERYXLOG'))).toBe(true);
+  });
+
+  it('a file gone between the checks (pg_control, with the spool usable) goes to Node, never exit 2', () => {
+    // Before the fix, stat's three lines were taken for four and the shell
+    // stopped with status 2, which PostgreSQL reads as "not in the archive".
+    renameSync(join(data, 'global', 'pg_control'), join(data, 'global', 'pg_control.away'));
+    const r = run();
+    expect(r.stdout).toBe(`node ran: fetch ${name} pg_wal/RECOVERYXLOG\n`);
+    expect(r.status).toBe(0);
+    expect(existsSync(join(pool, name))).toBe(true);
+    expect(readdirSync(pool).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('any shell error in the shortcut hands the call to Node with its own arguments (here: od printing nonsense)', () => {
+    writeFileSync(join(fakeBin, 'od'), '#!/bin/sh\ni=0; while [ $i -lt 2048 ]; do printf "0 "; i=$((i+1)); done; echo "1+ 0 0 0 0 0 0 0 0 0"\n');
+    chmodSync(join(fakeBin, 'od'), 0o755);
+    writeOwner({ sysid: '0' });
+    const r = run({}, `${fakeBin}:${process.env.PATH!}`);
+    expect(r.stderr).toMatch(/arithmetic/);
+    expect(r.stdout).toBe(`node ran: fetch ${name} pg_wal/RECOVERYXLOG\n`);
+    expect(r.status).toBe(0);
+    expect(existsSync(join(pool, name))).toBe(true);
+  });
+
+  it('ignores the names it uses when the server environment happens to set them', () => {
+    const r = run({ seq: 'x+', hpath: '000000000000', cdir: join(base, 'elsewhere'), spool_checked: 'yes' });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe('');
+    expect(readdirSync(events).filter((n) => !n.startsWith('.'))).toHaveLength(1);
   });
 });
