@@ -122,6 +122,8 @@ function aggregate(runs) {
     walshipSumKb: max('walshipSumKb'),
     walshipSumHwmKb: max('walshipSumHwmKb'),
     fallbacks: runs[0].fallbacks ? fallbacks : undefined,
+    // Replay rows: how restore_command calls were answered, over every pass.
+    walshipCalls: runs[0].walshipCalls ? { handovers: runs.reduce((n, r) => n + (r.walshipCalls?.handovers ?? 0), 0), node: runs.reduce((n, r) => n + (r.walshipCalls?.node ?? 0), 0) } : undefined,
     runs: runs.map((r) => ({ pass: r.pass, wallS: r.wallS, segPerS: r.segPerS, cpuMsPerSeg: r.cpuMsPerSeg, machineCpuMsPerSeg: r.machineCpuMsPerSeg })),
     peaks: Object.fromEntries(Object.entries(peaks).sort((a, b) => b[1] - a[1])),
     failures: runs.reduce((sum, r) => sum + (r.failures ?? 0), 0),

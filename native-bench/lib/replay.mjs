@@ -150,6 +150,9 @@ export async function replayRun(ctx, spec) {
   }
   const leftovers = await group.settle(10_000);
   const acct = summarise(group, timeLog, leftovers);
+  // walship logs one line per call: the launcher's own hand-overs say "fast":true.
+  const logged = readFileSync(logPath, 'utf8').split('\n').filter((l) => l.startsWith('{') && l.includes('"cmd":"fetch"'));
+  const walshipCalls = spec.tool === 'walship' ? { handovers: logged.filter((l) => l.includes('"fast":true')).length, node: logged.filter((l) => !l.includes('"fast":true')).length } : undefined;
   if (!ctx.keep) rmSync(dir, { recursive: true, force: true });
   return {
     ...spec,
@@ -162,6 +165,7 @@ export async function replayRun(ctx, spec) {
     walshipSumKb: acct.walshipSumKb,
     walshipSumHwmKb: acct.walshipSumHwmKb,
     calls: acct.calls,
+    walshipCalls,
     peaks: acct.peaks,
     leftovers: acct.leftovers,
   };

@@ -192,7 +192,7 @@ export function targets(res) {
       target: "CPU per segment, restore (PITR replay, restore side) ≤ pgBackRest's",
       measured: fcpu ? `${x(fcpu.median)}${ratios(fcpu)}; medians: walship ${f(wC.cpuMsPerSeg)}, pgBackRest ${f(pC.cpuMsPerSeg)} ms/segment` : 'not measured',
       met: fcpu ? fcpu.median <= 1 : undefined,
-      cause: fcpu && fcpu.median > 1 ? 'this row replays with the agent off (WALSHIP_AGENT defaults to off): restore goes through fetch calls and the detached prefetch worker, each call a Node process' : undefined,
+      cause: fcpu && fcpu.median > 1 ? `this row replays with the agent off (WALSHIP_AGENT defaults to off), the detached prefetch worker filling the pool; ${replayCalls(wC)}` : undefined,
     });
   }
   {
@@ -234,11 +234,18 @@ export function targets(res) {
       met: vsP && vsR ? vsP.median <= 1 && vsR.median <= 1.15 : undefined,
       cause:
         vsP && vsR && !(vsP.median <= 1 && vsR.median <= 1.15)
-          ? `walship's replay runs with the agent off (its default): every restore_command call is a Node process, helped by the prefetch worker; CPU on the restore side ${f(find(res.c, 'walship-enc')?.cpuMsPerSeg)} ms/segment vs ${f(find(res.c, 'pgbackrest-enc')?.cpuMsPerSeg)} for pgBackRest`
+          ? `walship's replay runs with the agent off (its default), the prefetch worker filling the pool; ${replayCalls(find(res.c, 'walship-enc'))}; CPU on the restore side ${f(find(res.c, 'walship-enc')?.cpuMsPerSeg)} ms/segment vs ${f(find(res.c, 'pgbackrest-enc')?.cpuMsPerSeg)} for pgBackRest`
           : undefined,
     });
   }
   return out;
+}
+
+/** How a replay row's restore_command calls were answered, from walship's log lines (one per call). */
+function replayCalls(row) {
+  const c = row?.walshipCalls;
+  if (!c) return 'how its calls were answered was not recorded';
+  return `${c.handovers} of ${c.handovers + c.node} restore_command calls were answered by bin/walship from the pool without starting Node (the rest ran Node)`;
 }
 
 /** Section (d): 1 GiB segments. */
