@@ -1,5 +1,5 @@
-import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
@@ -128,5 +128,28 @@ describe('bin/walship fast_push on S3, where it cannot look into the store', () 
     writeFileSync(join(adir, 'checked'), `v1 ${aid} ${t0 + 5}\n`);
     expect(fastPush(s3env, call(t0))).toBe('yes');
     expect(existsSync(marker)).toBe(false);
+  });
+});
+
+describe('bin/walship push, the whole script', () => {
+  it('a shell error in the shortcut archives in-process (Node) instead of exiting 2 (here: date printing nonsense)', async () => {
+    const root = join(base, 'root');
+    mkdirSync(join(root, 'bin'), { recursive: true });
+    mkdirSync(join(root, 'dist'));
+    mkdirSync(join(root, 'fake-bin'));
+    copyFileSync(join(__dirname, '..', '..', 'bin', 'walship'), join(root, 'bin', 'walship'));
+    writeFileSync(join(root, 'dist', 'main.mjs'), "console.log('node ran: ' + process.argv.slice(2).join(' '));\n");
+    writeFileSync(join(root, 'fake-bin', 'date'), '#!/bin/sh\necho "1+ x"\n');
+    chmodSync(join(root, 'fake-bin', 'date'), 0o755);
+    await writeMarker();
+    const r = spawnSync('/bin/sh', [join(root, 'bin', 'walship'), 'push', `pg_wal/${name}`], {
+      cwd: data,
+      env: { PATH: `${join(root, 'fake-bin')}:${process.env.PATH!}`, WALSHIP_LOG_LEVEL: 'silent', ...env },
+      encoding: 'utf8',
+    });
+    expect(r.stdout).toBe(`node ran: push pg_wal/${name}\n`);
+    expect(r.status).toBe(0);
+    // The record was not consumed: the shortcut did not answer.
+    expect(existsSync(marker)).toBe(true);
   });
 });
