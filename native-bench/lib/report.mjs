@@ -146,7 +146,7 @@ export function targets(res) {
         warm && warm.medianMs > 50
           ? [
               warm.agentArchivedMedianMs !== undefined
-                ? `the agent logged "archived" ${f(warm.agentArchivedMedianMs, 0)} ms (median) after the .ready file appeared, and the call exited ${f(warm.medianMs - warm.agentArchivedMedianMs, 0)} ms later (bin/walship looks for the record after sleeps of 2 ms doubling to 50 ms, then checks it with about eight short-lived programs: find, od, sha256sum, stat, date, rm, mv)`
+                ? `the agent logged "archived" ${f(warm.agentArchivedMedianMs, 0)} ms (median) after the .ready file appeared, and the call exited ${f(warm.medianMs - warm.agentArchivedMedianMs, 0)} ms later (bin/walship looks for the record after sleeps of 2 ms doubling to 50 ms, then checks it and answers with short-lived programs: sha256sum, od, date, stat, rm, mv; native-bench/launcher-handover.mjs counts them)`
                 : undefined,
               floor !== undefined ? `one segment's codec work alone is ${f(floor, 0)} ms on one core (LZ4 compress + BLAKE3 + AES-GCM, codec table), and the agent gives one file to one slot (on 2 cores both slots run on the agent's own thread)` : undefined,
               Object.keys(warm.fallbacks ?? {}).length ? `fallbacks: ${JSON.stringify(warm.fallbacks)}` : undefined,
