@@ -8,6 +8,7 @@
 // so that it measures the launcher alone.
 //
 //   node native-bench/launcher-handover.mjs [calls]        # default 300
+//   LAUNCHER=/tmp/walship-old node native-bench/launcher-handover.mjs
 //
 // Prints the CPU (user + sys) per call, the wall time per call, and, when
 // strace(1) is installed, how many programs one call runs (execve) and how
@@ -20,7 +21,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const launcher = join(root, 'bin', 'walship');
+// LAUNCHER=path measures another copy of bin/walship (an older commit's, say) in the same set-up.
+const launcher = process.env.LAUNCHER ?? join(root, 'bin', 'walship');
 const calls = Number(process.argv[2] ?? 300);
 const name = '000000010000000100000003';
 const size = 16 << 20;
