@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PgCluster } from '../support/pg-cluster.js';
@@ -25,6 +25,7 @@ interface Report {
   lastReplayedCommit?: string;
   checks: { name: string; status: string; detail: string }[];
   scratch?: string;
+  kept?: boolean;
   error?: { code: string; message: string };
 }
 
@@ -249,6 +250,32 @@ describe('walship drill, file store', () => {
       expect(await readdir(scratchParent)).toEqual([]);
     } finally {
       await writeFile(partFile, original);
+    }
+  }, 600_000);
+
+  it('restores --backup ID to a --target-name, and with --keep leaves the scratch cluster stopped for inspection', async () => {
+    await primary.sql("select pg_create_restore_point('drill_rp')");
+    await primary.sql('insert into in_ts select generate_series(2501, 2600)');
+    const last = await makeSegments(primary, 2);
+    await primary.waitArchived(last, 120_000);
+    const checkFile = join(checkDir, 'check-name.sql');
+    // Exactly the rows before the restore point: the 100 inserted after it are not there.
+    await writeFile(checkFile, 'select count(*) = 2500 from in_ts;\n');
+    await chownTreeToPostgres(checkFile);
+    const { code, report, stderr } = await drill(['--backup', backupId, '--target-name', 'drill_rp', '--keep', '--check-sql', checkFile]);
+    expect(code, `${JSON.stringify(report, null, 2)}\n${stderr}`).toBe(0);
+    expect(report.backup?.id).toBe(backupId);
+    expect(report.checks.find((c) => c.name === 'check-sql')?.status).toBe('passed');
+    expect(report.kept).toBe(true);
+    expect(report.scratch).toBeDefined();
+    try {
+      expect(await readdir(scratchParent)).toHaveLength(1);
+      const kept = join(report.scratch!, 'data');
+      expect((await stat(join(kept, 'PG_VERSION'))).isFile()).toBe(true);
+      // Stopped: no server owns the directory any more.
+      await expect(stat(join(kept, 'postmaster.pid'))).rejects.toThrow();
+    } finally {
+      await rm(report.scratch!, { recursive: true, force: true });
     }
   }, 600_000);
 });
