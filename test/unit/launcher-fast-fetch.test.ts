@@ -250,6 +250,16 @@ describe('bin/walship fetch, the whole script', () => {
     expect(existsSync(join(pool, name))).toBe(true);
   });
 
+  it('once the segment is in place, an error in logging or statistics does not change the answer (a copy with a broken log_line)', () => {
+    const script = join(root, 'bin', 'walship');
+    writeFileSync(script, readFileSync(script, 'utf8').replace(/^log_line\(\) \{/m, 'log_line() {\n  x=$((1+))'));
+    const r = run();
+    expect(r.stderr).toMatch(/arithmetic/);
+    expect(r.stdout).toBe('');
+    expect(r.status).toBe(0);
+    expect(existsSync(join(data, 'pg_wal', 'RECOVERYXLOG'))).toBe(true);
+  });
+
   it('ignores the names it uses when the server environment happens to set them', () => {
     const r = run({ seq: 'x+', hpath: '000000000000', cdir: join(base, 'elsewhere'), spool_checked: 'yes' });
     expect(r.status).toBe(0);

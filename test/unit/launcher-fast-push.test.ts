@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
@@ -132,13 +132,41 @@ describe('bin/walship fast_push on S3, where it cannot look into the store', () 
 });
 
 describe('bin/walship push, the whole script', () => {
-  it('a shell error in the shortcut archives in-process (Node) instead of exiting 2 (here: date printing nonsense)', async () => {
+  /** A copy of the launcher beside a stand-in for Node that says it ran, and with which arguments. */
+  function launcherRoot(): string {
     const root = join(base, 'root');
     mkdirSync(join(root, 'bin'), { recursive: true });
     mkdirSync(join(root, 'dist'));
     mkdirSync(join(root, 'fake-bin'));
     copyFileSync(join(__dirname, '..', '..', 'bin', 'walship'), join(root, 'bin', 'walship'));
     writeFileSync(join(root, 'dist', 'main.mjs'), "console.log('node ran: ' + process.argv.slice(2).join(' '));\n");
+    // bash started as "sh" runs in POSIX mode: /bin/sh on RHEL, Fedora and Amazon Linux.
+    symlinkSync('/bin/bash', join(root, 'fake-bin', 'sh'));
+    return root;
+  }
+
+  it.each([
+    ['dash', '/bin/sh'],
+    ['bash as sh', 'fake-bin/sh'],
+  ])('%s: an agent lock that cannot be opened falls back to archiving in-process, with the call\'s own arguments', async (_shell, shell) => {
+    const root = launcherRoot();
+    writeFileSync(join(data, 'postmaster.pid'), `${process.pid}\n${data}\n1764700000\n`);
+    const cdir = await clusterSpoolPath(spool, data);
+    // A directory where the lock file should be: opening it for writing fails (as a root-owned lock would for postgres).
+    mkdirSync(join(cdir, 'agent.lock'), { recursive: true });
+    const r = spawnSync(shell.startsWith('/') ? shell : join(root, shell), [join(root, 'bin', 'walship'), 'push', `pg_wal/${name}`], {
+      cwd: data,
+      env: { PATH: process.env.PATH!, WALSHIP_AGENT: 'on', ...env },
+      encoding: 'utf8',
+    });
+    // Before the fix, bash ran the error trap with agent_start's (empty) arguments: Node printed its usage and exited 0, archiving nothing.
+    expect(r.stdout).toBe(`node ran: push pg_wal/${name}\n`);
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/"agentFallback":"cannot-start"/);
+  });
+
+  it('a shell error in the shortcut archives in-process (Node) instead of exiting 2 (here: date printing nonsense)', async () => {
+    const root = launcherRoot();
     writeFileSync(join(root, 'fake-bin', 'date'), '#!/bin/sh\necho "1+ x"\n');
     chmodSync(join(root, 'fake-bin', 'date'), 0o755);
     await writeMarker();

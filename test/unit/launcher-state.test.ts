@@ -93,3 +93,9 @@ describe("bin/walship's clock_at (the hand-over's clock without date(1))", () =>
     expect(lines).toEqual(times.map((t) => `${t} ${new Date(t).toISOString()}`));
   });
 });
+
+describe("bin/walship's clock_at with leading zeros", () => {
+  it('reads them as decimal, not octal', () => {
+    expect(sh(`${fn('clock_at')}\nclock_at 0089; echo "$now_ms $now_iso"`, {})).toBe(`89 ${new Date(89).toISOString()}`);
+  });
+});
