@@ -42,7 +42,8 @@ const segment = Buffer.alloc(size);
 segment.writeUInt16LE(0xd110, 0);
 segment.writeUInt16LE(2, 2);
 segment.writeUInt32LE(1, 4);
-segment.writeBigUInt64LE((0x100000000n / BigInt(size)) * 1n * BigInt(size) + 3n * BigInt(size), 8);
+// Its page address: log 1 (0x100000000), segment 3 of it.
+segment.writeBigUInt64LE(0x100000000n + 3n * BigInt(size), 8);
 segment.writeBigUInt64LE(sysid, 24);
 segment.writeUInt32LE(size, 32);
 segment.writeUInt32LE(8192, 36);

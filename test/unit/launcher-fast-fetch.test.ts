@@ -1,11 +1,12 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig, storeFingerprint } from '../../src/config/index.js';
 import { clusterSpoolPath } from '../../src/spool/cluster.js';
 import { applyEvent, emptyState, isStateEvent } from '../../src/spool/state-model.js';
+import { launcherCopy, launcherFunctions, nodeRan } from '../support/launcher.js';
 import { syntheticSegment } from '../support/synthetic-wal.js';
 
 /**
@@ -15,8 +16,7 @@ import { syntheticSegment } from '../support/synthetic-wal.js';
  * what it must, run on the launcher's own functions in a synthetic data
  * directory (the integration tests do the same with a real server).
  */
-const launcher = readFileSync(join(__dirname, '..', '..', 'bin', 'walship'), 'utf8');
-const functions = [...launcher.matchAll(/^[a-z_]+\(\) \{[\s\S]*?^\}/gm)].map((m) => m[0]).join('\n');
+const functions = launcherFunctions();
 
 const base = mkdtempSync(join(tmpdir(), 'walship-fastfetch-'));
 afterAll(() => rmSync(base, { recursive: true, force: true }));
@@ -55,7 +55,8 @@ function writeControl(id: bigint, size = 8192): void {
 async function holdLock(): Promise<void> {
   // Its own process group, so that stopping it stops sleep(1) too, which inherits the locked descriptor.
   holder = spawn('flock', ['-x', join(pool, 'worker.lock'), 'sleep', '600'], { stdio: 'ignore', detached: true });
-  for (let i = 0; i < 500; i++) {
+  // A generous bound: starting flock(1) can take a while on a busy 2-core machine.
+  for (const deadline = Date.now() + 60_000; Date.now() < deadline; ) {
     try {
       execFileSync('flock', ['-n', '-E', '75', join(pool, 'worker.lock'), 'true']);
     } catch {
@@ -123,7 +124,7 @@ describe('bin/walship fast_fetch', () => {
   it('hands nothing over when no filler holds the lock', () => {
     releaseLock();
     // flock(2) is released when the holder's process is gone; give it a moment.
-    for (let i = 0; i < 200; i++) {
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline; ) {
       try {
         execFileSync('flock', ['-n', '-E', '75', join(pool, 'worker.lock'), 'true']);
         break;
@@ -208,11 +209,7 @@ describe('bin/walship fetch, the whole script', () => {
   afterAll(() => rmSync(root, { recursive: true, force: true }));
   beforeEach(() => {
     rmSync(root, { recursive: true, force: true });
-    mkdirSync(join(root, 'bin'), { recursive: true });
-    mkdirSync(join(root, 'dist'));
-    mkdirSync(fakeBin);
-    copyFileSync(join(__dirname, '..', '..', 'bin', 'walship'), join(root, 'bin', 'walship'));
-    writeFileSync(join(root, 'dist', 'main.mjs'), "console.log('node ran: ' + process.argv.slice(2).join(' '));\n");
+    launcherCopy(root);
   });
   const run = (extraEnv: Record<string, string> = {}, path = process.env.PATH!) =>
     spawnSync('/bin/sh', [join(root, 'bin', 'walship'), 'fetch', name, 'pg_wal/RECOVERYXLOG'], {
@@ -233,7 +230,7 @@ describe('bin/walship fetch, the whole script', () => {
     // stopped with status 2, which PostgreSQL reads as "not in the archive".
     renameSync(join(data, 'global', 'pg_control'), join(data, 'global', 'pg_control.away'));
     const r = run();
-    expect(r.stdout).toBe(`node ran: fetch ${name} pg_wal/RECOVERYXLOG\n`);
+    expect(r.stdout).toBe(nodeRan(`fetch ${name} pg_wal/RECOVERYXLOG`));
     expect(r.status).toBe(0);
     expect(existsSync(join(pool, name))).toBe(true);
     expect(readdirSync(pool).filter((n) => n.endsWith('.tmp'))).toEqual([]);
@@ -245,7 +242,7 @@ describe('bin/walship fetch, the whole script', () => {
     writeOwner({ sysid: '0' });
     const r = run({}, `${fakeBin}:${process.env.PATH!}`);
     expect(r.stderr).toMatch(/arithmetic/);
-    expect(r.stdout).toBe(`node ran: fetch ${name} pg_wal/RECOVERYXLOG\n`);
+    expect(r.stdout).toBe(nodeRan(`fetch ${name} pg_wal/RECOVERYXLOG`));
     expect(r.status).toBe(0);
     expect(existsSync(join(pool, name))).toBe(true);
   });

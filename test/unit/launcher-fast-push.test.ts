@@ -1,11 +1,12 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadConfig, storeFingerprint } from '../../src/config/index.js';
 import { clusterSpoolPath } from '../../src/spool/cluster.js';
 import { fileIdentity } from '../../src/spool/push-markers.js';
+import { launcherCopy, launcherFunctions, nodeRan } from '../support/launcher.js';
 
 /**
  * bin/walship's fast_push answers PostgreSQL from a status record without
@@ -13,8 +14,7 @@ import { fileIdentity } from '../../src/spool/push-markers.js';
  * marker's age and the stored object with one stat(1): these pin that every
  * check still refuses what it must, run on the launcher's own functions.
  */
-const launcher = readFileSync(join(__dirname, '..', '..', 'bin', 'walship'), 'utf8');
-const functions = [...launcher.matchAll(/^[a-z_]+\(\) \{[\s\S]*?^\}/gm)].map((m) => m[0]).join('\n');
+const functions = launcherFunctions();
 
 const base = mkdtempSync(join(tmpdir(), 'walship-fastpush-'));
 afterAll(() => rmSync(base, { recursive: true, force: true }));
@@ -135,11 +135,7 @@ describe('bin/walship push, the whole script', () => {
   /** A copy of the launcher beside a stand-in for Node that says it ran, and with which arguments. */
   function launcherRoot(): string {
     const root = join(base, 'root');
-    mkdirSync(join(root, 'bin'), { recursive: true });
-    mkdirSync(join(root, 'dist'));
-    mkdirSync(join(root, 'fake-bin'));
-    copyFileSync(join(__dirname, '..', '..', 'bin', 'walship'), join(root, 'bin', 'walship'));
-    writeFileSync(join(root, 'dist', 'main.mjs'), "console.log('node ran: ' + process.argv.slice(2).join(' '));\n");
+    launcherCopy(root);
     // bash started as "sh" runs in POSIX mode: /bin/sh on RHEL, Fedora and Amazon Linux.
     symlinkSync('/bin/bash', join(root, 'fake-bin', 'sh'));
     return root;
@@ -160,7 +156,7 @@ describe('bin/walship push, the whole script', () => {
       encoding: 'utf8',
     });
     // Before the fix, bash ran the error trap with agent_start's (empty) arguments: Node printed its usage and exited 0, archiving nothing.
-    expect(r.stdout).toBe(`node ran: push pg_wal/${name}\n`);
+    expect(r.stdout).toBe(nodeRan(`push pg_wal/${name}`));
     expect(r.status).toBe(0);
     expect(r.stderr).toMatch(/"agentFallback":"cannot-start"/);
   });
@@ -175,7 +171,7 @@ describe('bin/walship push, the whole script', () => {
       env: { PATH: `${join(root, 'fake-bin')}:${process.env.PATH!}`, WALSHIP_LOG_LEVEL: 'silent', ...env },
       encoding: 'utf8',
     });
-    expect(r.stdout).toBe(`node ran: push pg_wal/${name}\n`);
+    expect(r.stdout).toBe(nodeRan(`push pg_wal/${name}`));
     expect(r.status).toBe(0);
     // The record was not consumed: the shortcut did not answer.
     expect(existsSync(marker)).toBe(true);

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig, storeFingerprint } from '../../src/config/index.js';
 import { clusterSpoolPath } from '../../src/spool/cluster.js';
+import { launcherFunction } from '../support/launcher.js';
 
 /**
  * bin/walship recomputes, in sh, two names the Node side computes: the store
@@ -12,12 +13,7 @@ import { clusterSpoolPath } from '../../src/spool/cluster.js';
  * cluster's spool directory. If they ever drift apart, the launcher's
  * shortcut silently stops applying (safe, but slow): these keep them in step.
  */
-const launcher = readFileSync(join(__dirname, '..', '..', 'bin', 'walship'), 'utf8');
-const fn = (name: string) => {
-  const m = new RegExp(`^${name}\\(\\) \\{[\\s\\S]*?^\\}`, 'm').exec(launcher);
-  if (!m) throw new Error(`bin/walship has no ${name}()`);
-  return m[0];
-};
+const fn = launcherFunction;
 const base = mkdtempSync(join(tmpdir(), 'walship-launcher-'));
 afterAll(() => rmSync(base, { recursive: true, force: true }));
 
@@ -76,7 +72,7 @@ describe('bin/walship computes what the Node side computes', () => {
       const control = Buffer.alloc(16);
       control.writeBigUInt64LE(id);
       writeFileSync(join(data, 'global', 'pg_control'), control);
-      const shell = sh(`${fn('cluster_dir')}\ncluster_dir && echo "$cdir"`, { spool: '/spool' }, data);
+      const shell = sh(`${fn('cluster_dir')}\n${fn('path_digest')}\ncluster_dir && echo "$cdir"`, { spool: '/spool' }, data);
       expect(shell.replace(/^\/spool/, '')).toBe((await clusterSpoolPath('/spool', data)).replace(/^\/spool/, ''));
     }
   });
